@@ -1,0 +1,109 @@
+//! A command session: one command run inside the restored shell, without a
+//! PTY, with stdout and stderr kept apart and the exit status returned.
+
+use super::restore::quote;
+use super::{SessionContext, SessionError};
+use crate::protocol::{AgentCodec, AgentFrame, ClientFrame, CHUNK};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::process::{ChildStdin, Command};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `argv` in the restored shell for one client.
+pub async fn run(
+    framed: Framed<UnixStream, AgentCodec>,
+    argv: Vec<String>,
+    context: &SessionContext,
+    release: &CancellationToken,
+) -> Result<(), SessionError> {
+    let (mut sink, stream) = framed.split();
+    if argv.is_empty() {
+        sink.send(AgentFrame::Error("exec needs a command".into())).await?;
+        return Ok(());
+    }
+    let mut child = command(context, &argv).spawn().map_err(SessionError::Spawn)?;
+    let stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let relayed = async {
+        let mut out = BytesMut::with_capacity(CHUNK);
+        let mut err = BytesMut::with_capacity(CHUNK);
+        while stdout.is_some() || stderr.is_some() {
+            tokio::select! {
+                chunk = read_some(&mut stdout, &mut out) => {
+                    if let Some(chunk) = chunk { sink.send(AgentFrame::Output(chunk)).await? }
+                }
+                chunk = read_some(&mut stderr, &mut err) => {
+                    if let Some(chunk) = chunk { sink.send(AgentFrame::Stderr(chunk)).await? }
+                }
+            }
+        }
+        let status = child.wait().await.map_err(SessionError::Spawn)?;
+        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        sink.send(AgentFrame::Exit(code)).await?;
+        Ok::<(), SessionError>(())
+    };
+    tokio::select! {
+        result = relayed => result,
+        result = forward_stdin(stream, stdin) => result,
+        () = release.cancelled() => Ok(()),
+    }
+}
+
+fn command(context: &SessionContext, argv: &[String]) -> Command {
+    let script = format!("source {}; \"$@\"", quote(&context.restore.to_string_lossy()));
+    let mut command = Command::new(&context.shell);
+    command
+        .arg("-c")
+        .arg(script)
+        .arg("nix-attach")
+        .args(argv)
+        .current_dir(&context.cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Reads the next chunk of a pipe; the pipe is dropped at its end.
+async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buffer: &mut BytesMut) -> Option<Bytes> {
+    let reader = pipe.as_mut()?;
+    buffer.reserve(CHUNK);
+    match reader.read_buf(buffer).await {
+        Ok(1..) => Some(buffer.split().freeze()),
+        _ => {
+            *pipe = None;
+            None
+        }
+    }
+}
+
+/// Relays the client's stdin to the command until the client leaves. A
+/// client that leaves ends the command.
+async fn forward_stdin(
+    mut stream: SplitStream<Framed<UnixStream, AgentCodec>>,
+    mut stdin: Option<ChildStdin>,
+) -> Result<(), SessionError> {
+    while let Some(frame) = stream.next().await {
+        match frame? {
+            ClientFrame::Input(data) => {
+                if let Some(pipe) = stdin.as_mut() {
+                    if pipe.write_all(&data).await.is_err() {
+                        stdin = None;
+                    }
+                }
+            }
+            ClientFrame::InputEof => stdin = None,
+            ClientFrame::Resize { .. } => {}
+            ClientFrame::Hello(_) => return Err(SessionError::UnexpectedHello),
+        }
+    }
+    Ok(())
+}

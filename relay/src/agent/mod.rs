@@ -1,0 +1,185 @@
+//! The agent: runs inside the build sandbox when a build fails, and keeps the
+//! build waiting while people attach to it.
+//!
+//! The setup hook starts it with the snapshot it took. It writes the rc file
+//! and its metadata into a state directory in the build directory, listens on
+//! a unix socket there, announces itself in the build log, and serves
+//! sessions until it is released or has been idle for its timeout. Then it
+//! removes its files and returns, and the hook lets the build fail.
+
+mod announce;
+mod exec;
+pub mod restore;
+mod server;
+mod shell;
+
+use crate::metadata::{Metadata, METADATA, RESTORE, SOCKET, STATE_DIR};
+use crate::protocol::VERSION;
+use anyhow::Context;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Everything the hook tells the agent about the failure.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub drv: String,
+    pub phase: String,
+    pub exit_code: i32,
+    pub command: String,
+    pub stack: Vec<String>,
+    pub locals: bool,
+    pub build_top: PathBuf,
+    pub cwd: PathBuf,
+    pub shell: Option<PathBuf>,
+    pub timeout: Duration,
+    pub state_file: PathBuf,
+    pub options_file: PathBuf,
+}
+
+/// Why one session ended early. Other sessions and the build go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the connection broke")]
+    Protocol(#[from] crate::protocol::ProtocolError),
+    #[error("cannot set up the terminal")]
+    Pty(#[source] anyhow::Error),
+    #[error("cannot run the command")]
+    Spawn(#[source] std::io::Error),
+    #[error("the client said hello twice")]
+    UnexpectedHello,
+}
+
+/// What a session needs to start a shell with the build's state.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub shell: PathBuf,
+    pub restore: PathBuf,
+    pub cwd: PathBuf,
+}
+
+/// Runs the agent until the build is released or times out.
+pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the agent's runtime")?;
+    let state_dir = config.build_top.join(STATE_DIR);
+    let result = runtime.block_on(serve_build(&config, &state_dir));
+    remove_state(&state_dir, &config);
+    runtime.shutdown_background();
+    result
+}
+
+async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<()> {
+    make_state_dir(state_dir)?;
+    let meta = metadata(config)?;
+    let context = prepare_shell(config, &meta, state_dir)?;
+    let listener = tokio::net::UnixListener::bind(SOCKET).context("cannot listen on the agent socket")?;
+    fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o600))?;
+    write_metadata(&meta)?;
+    announce::to_log(&announce::pointer(&meta));
+    let ending = server::serve(listener, context, config.timeout).await;
+    announce::to_log(&announce::ending(&meta, ending.describe()));
+    Ok(())
+}
+
+/// Makes the private state directory and enters it, so that the host can
+/// find it as this process's working directory.
+fn make_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+    if state_dir.symlink_metadata().is_ok() {
+        fs::remove_dir_all(state_dir).with_context(|| format!("cannot clear {}", state_dir.display()))?;
+    }
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    std::env::set_current_dir(state_dir).with_context(|| format!("cannot enter {}", state_dir.display()))
+}
+
+fn metadata(config: &AgentConfig) -> anyhow::Result<Metadata> {
+    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs();
+    let hostname = nix::unistd::gethostname()?.to_string_lossy().into_owned();
+    Ok(Metadata {
+        version: VERSION,
+        id: random_id()?,
+        drv: config.drv.clone(),
+        phase: config.phase.clone(),
+        exit_code: config.exit_code,
+        command: config.command.clone(),
+        stack: config.stack.clone(),
+        locals: config.locals,
+        since,
+        timeout: config.timeout.as_secs(),
+        build_top: config.build_top.to_string_lossy().into_owned(),
+        hostname,
+    })
+}
+
+fn random_id() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("cannot draw a random id: {err}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the rc file and says where sessions start.
+fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> anyhow::Result<SessionContext> {
+    let text = fs::read_to_string(&config.options_file)
+        .with_context(|| format!("cannot read the snapshot's options {}", config.options_file.display()))?;
+    let options = restore::Options::parse(&text);
+    let cwd = if config.cwd.is_dir() { config.cwd.clone() } else { config.build_top.clone() };
+    let banner = announce::banner(meta, &cwd.to_string_lossy(), &options.left_out());
+    let script = restore::render(&restore::RestoreInput {
+        state_file: &config.state_file,
+        options: &options,
+        cwd: &cwd,
+        history_file: &state_dir.join("history"),
+        prompt_label: &prompt_label(meta),
+        banner: &banner,
+    });
+    let restore_path = state_dir.join(RESTORE);
+    fs::write(&restore_path, script).context("cannot write the rc file")?;
+    Ok(SessionContext { shell: session_shell(&config.shell)?, restore: restore_path, cwd })
+}
+
+/// The shell sessions run: the one asked for, or else the builder's own
+/// bash, which is the agent's parent (the hook runs the agent from the
+/// builder's EXIT trap).
+fn session_shell(asked: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(shell) = asked {
+        return Ok(shell.clone());
+    }
+    let parent = format!("/proc/{}/exe", std::os::unix::process::parent_id());
+    fs::read_link(&parent).with_context(|| format!("cannot find the builder's shell ({parent}); set NIX_ATTACH_SHELL"))
+}
+
+/// A prompt label that bash's prompt expansion leaves alone.
+fn prompt_label(meta: &Metadata) -> String {
+    let text = if meta.phase.is_empty() { meta.drv.clone() } else { format!("{}:{}", meta.drv, meta.phase) };
+    text.chars()
+        .take(60)
+        .map(|c| if c.is_ascii_alphanumeric() || "._+-:".contains(c) { c } else { '_' })
+        .collect()
+}
+
+fn write_metadata(meta: &Metadata) -> anyhow::Result<()> {
+    let temporary = format!("{METADATA}.tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .context("cannot write the metadata")?;
+    file.write_all(&serde_json::to_vec(meta)?)?;
+    fs::rename(&temporary, METADATA).context("cannot publish the metadata")
+}
+
+/// Removes everything the hook and the agent wrote.
+fn remove_state(state_dir: &Path, config: &AgentConfig) {
+    let _ = std::env::set_current_dir(&config.build_top);
+    let _ = fs::remove_dir_all(state_dir);
+    let _ = fs::remove_file(&config.state_file);
+    let _ = fs::remove_file(&config.options_file);
+}

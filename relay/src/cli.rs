@@ -1,0 +1,124 @@
+//! The command line: `list`, `attach`, `exec` and `release` on the host, and
+//! `agent`, which the setup hook runs inside the sandbox.
+
+use crate::agent::{self, AgentConfig};
+use crate::host;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "nix-attach", version, about = "Attach a shell to a failed Nix build, inside its sandbox")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the builds that are waiting to be attached.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        search: Search,
+    },
+    /// Open a shell inside a waiting build.
+    Attach {
+        /// The build's id, a unique prefix of it, or its derivation name.
+        id: Option<String>,
+        #[command(flatten)]
+        search: Search,
+    },
+    /// Run one command inside a waiting build's restored shell.
+    Exec {
+        /// The build's id, a unique prefix of it, or its derivation name.
+        id: String,
+        /// The command and its arguments (a function, builtin or program).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        search: Search,
+    },
+    /// Let a waiting build go on to fail now.
+    Release {
+        /// The build's id, a unique prefix of it, or its derivation name.
+        id: Option<String>,
+        #[command(flatten)]
+        search: Search,
+    },
+    /// Keep a failed build waiting for sessions (run by the setup hook).
+    #[command(hide = true)]
+    Agent(AgentArgs),
+}
+
+/// Where to look for waiting builds besides the known places.
+#[derive(Debug, Clone, Args)]
+pub struct Search {
+    /// Another build directory, or a directory of build directories.
+    #[arg(long = "build-dir", value_name = "DIR")]
+    pub build_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[arg(long)]
+    drv: String,
+    #[arg(long, default_value = "")]
+    phase: String,
+    #[arg(long)]
+    exit_code: i32,
+    #[arg(long, default_value = "")]
+    command: String,
+    /// One frame of the function stack, innermost first.
+    #[arg(long = "frame")]
+    stack: Vec<String>,
+    /// The snapshot was taken in the failing frame and has its locals.
+    #[arg(long)]
+    locals: bool,
+    #[arg(long)]
+    build_top: PathBuf,
+    #[arg(long)]
+    cwd: PathBuf,
+    /// The shell for sessions; by default the builder's own bash.
+    #[arg(long)]
+    shell: Option<PathBuf>,
+    /// Idle seconds before the build gives up waiting.
+    #[arg(long, env = "NIX_ATTACH_TIMEOUT", default_value_t = 1800)]
+    timeout: u64,
+    #[arg(long)]
+    state_file: PathBuf,
+    #[arg(long)]
+    options_file: PathBuf,
+}
+
+impl From<AgentArgs> for AgentConfig {
+    fn from(args: AgentArgs) -> AgentConfig {
+        AgentConfig {
+            drv: args.drv,
+            phase: args.phase,
+            exit_code: args.exit_code,
+            command: args.command,
+            stack: args.stack,
+            locals: args.locals,
+            build_top: args.build_top,
+            cwd: args.cwd,
+            shell: args.shell,
+            timeout: Duration::from_secs(args.timeout),
+            state_file: args.state_file,
+            options_file: args.options_file,
+        }
+    }
+}
+
+/// Runs the command line and returns the process's exit status.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::List { json, search } => host::list(&search.build_dirs, json),
+        Command::Attach { id, search } => host::attach(&search.build_dirs, id.as_deref()),
+        Command::Exec { id, command, search } => host::exec(&search.build_dirs, &id, command),
+        Command::Release { id, search } => host::release(&search.build_dirs, id.as_deref()),
+        Command::Agent(args) => agent::run(args.into()).map(|()| 0),
+    }
+}

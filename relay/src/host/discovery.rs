@@ -1,0 +1,239 @@
+//! Finds the builds that wait for a session.
+//!
+//! Two searches are merged. One looks in the places where Nix and Lix put
+//! build directories (`/tmp/nix-build-*`, `…/nix-build-*/build`,
+//! `/nix/var/nix/builds/*`, `/nix/var/nix/b/*`, and `--build-dir`). The other
+//! looks for running agents in `/proc` and enters their working directory,
+//! which is their state directory, so that a layout this code does not know
+//! still works. Everything found there was written by an untrusted build:
+//! no link is followed, only regular files are read, owners must agree and
+//! every read is bounded.
+
+use crate::metadata::{Metadata, MetadataError, MAX_METADATA, METADATA, STATE_DIR};
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Where build directories are made by the Nix and Lix releases we know.
+const LAYOUT_ROOTS: &[&str] = &["/tmp", "/nix/var/nix/builds", "/nix/var/nix/b"];
+/// Where, inside a build directory entry, the state directory may be.
+const STATE_PATHS: &[&[&str]] = &[&[STATE_DIR], &["build", STATE_DIR]];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("cannot open {name}")]
+    Open { name: &'static str, #[source] source: Errno },
+    #[error("{0} is not a regular file")]
+    NotRegular(&'static str),
+    #[error("{name} belongs to uid {found}, the build to uid {expected}")]
+    WrongOwner { name: &'static str, expected: u32, found: u32 },
+    #[error("{0} is larger than {MAX_METADATA} bytes")]
+    TooLarge(&'static str),
+    #[error("cannot read {0}")]
+    Read(&'static str, #[source] std::io::Error),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+/// A build whose agent is waiting.
+#[derive(Debug)]
+pub struct WaitingBuild {
+    pub meta: Metadata,
+    /// The agent's pid on the host.
+    pub pid: i32,
+    /// The build directory, as a host path.
+    pub build_dir: PathBuf,
+    /// The uid that owns the build's files and runs its agent.
+    pub owner: u32,
+    state_dir: OwnedFd,
+}
+
+impl WaitingBuild {
+    /// The state directory, opened without following links.
+    pub fn state_dir(&self) -> BorrowedFd<'_> {
+        self.state_dir.as_fd()
+    }
+}
+
+/// What a search found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub builds: Vec<WaitingBuild>,
+    /// Build directories this user may not enter.
+    pub denied: Vec<PathBuf>,
+    /// State directories that were passed over, and why.
+    pub skipped: Vec<(PathBuf, DiscoveryError)>,
+}
+
+/// A state directory found by either search.
+struct Candidate {
+    build_dir: PathBuf,
+    dir: OwnedFd,
+    stat: FileStat,
+}
+
+/// A running agent seen in `/proc`.
+struct Agent {
+    pid: i32,
+    uid: u32,
+    cwd: Option<Candidate>,
+}
+
+type Key = (u64, u64);
+
+fn key(stat: &FileStat) -> Key {
+    (stat.st_dev, stat.st_ino)
+}
+
+/// Finds every waiting build this user can reach.
+pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
+    let mut discovery = Discovery::default();
+    let mut candidates: HashMap<Key, Candidate> = HashMap::new();
+    for (root, only_nix_builds) in roots(extra_dirs) {
+        scan_root(&root, only_nix_builds, &mut candidates, &mut discovery.denied);
+    }
+    for extra in extra_dirs {
+        probe(extra, &mut candidates, &mut discovery.denied);
+    }
+    for mut agent in running_agents(&mut discovery.denied) {
+        let Some(cwd) = agent.cwd.take() else { continue };
+        let candidate = candidates.remove(&key(&cwd.stat)).unwrap_or(cwd);
+        match read_build(candidate, agent.pid, agent.uid) {
+            Ok(build) => discovery.builds.push(build),
+            Err((path, err)) => discovery.skipped.push((path, err)),
+        }
+    }
+    discovery.builds.sort_by(|a, b| (a.meta.since, &a.meta.id).cmp(&(b.meta.since, &b.meta.id)));
+    discovery
+}
+
+fn roots(extra_dirs: &[PathBuf]) -> Vec<(PathBuf, bool)> {
+    let known = LAYOUT_ROOTS.iter().map(|root| (PathBuf::from(root), *root == "/tmp"));
+    known.chain(extra_dirs.iter().map(|dir| (dir.clone(), false))).collect()
+}
+
+/// Looks at every build directory below `root`.
+fn scan_root(root: &Path, only_nix_builds: bool, found: &mut HashMap<Key, Candidate>, denied: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        let name = entry.file_name();
+        if is_dir && (!only_nix_builds || name.to_string_lossy().starts_with("nix-build-")) {
+            probe(&entry.path(), found, denied);
+        }
+    }
+}
+
+/// Looks for a state directory in one build directory.
+fn probe(build_dir: &Path, found: &mut HashMap<Key, Candidate>, denied: &mut Vec<PathBuf>) {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let Ok(top) = open(build_dir, flags, Mode::empty()) else { return };
+    for path in STATE_PATHS {
+        match open_beneath(&top, path) {
+            Ok(dir) => {
+                let Ok(stat) = fstat(&dir) else { continue };
+                let inner = path[..path.len() - 1].iter().fold(build_dir.to_path_buf(), |dir, part| dir.join(part));
+                found.entry(key(&stat)).or_insert(Candidate { build_dir: inner, dir, stat });
+                return;
+            }
+            Err(Errno::EACCES) => {
+                denied.push(build_dir.to_path_buf());
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Opens a directory below `top`, one component at a time, following no link.
+fn open_beneath(top: &OwnedFd, components: &[&str]) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = openat(top, components[0], flags, Mode::empty())?;
+    for component in &components[1..] {
+        dir = openat(&dir, *component, flags, Mode::empty())?;
+    }
+    Ok(dir)
+}
+
+/// Lists the agents running on this host, with their working directories.
+fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut agents = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+        let proc_dir = entry.path();
+        if !is_agent_command(&proc_dir) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(&proc_dir) else { continue };
+        let cwd_path = proc_dir.join("cwd");
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let cwd = match open(&cwd_path, flags, Mode::empty()) {
+            Ok(dir) => fstat(&dir).ok().map(|stat| Candidate { build_dir: proc_dir.join("cwd/.."), dir, stat }),
+            Err(Errno::EACCES) => {
+                denied.push(cwd_path);
+                None
+            }
+            Err(_) => None,
+        };
+        agents.push(Agent { pid, uid: std::os::unix::fs::MetadataExt::uid(&meta), cwd });
+    }
+    agents
+}
+
+/// Whether a process's command line is `…/nix-attach agent …`.
+fn is_agent_command(proc_dir: &Path) -> bool {
+    let Ok(file) = File::open(proc_dir.join("cmdline")) else { return false };
+    let mut cmdline = Vec::new();
+    if file.take(4096).read_to_end(&mut cmdline).is_err() {
+        return false;
+    }
+    let mut argv = cmdline.split(|b| *b == 0);
+    let program = argv.next().unwrap_or_default();
+    program.rsplit(|b| *b == b'/').next() == Some(b"nix-attach") && argv.next() == Some(b"agent")
+}
+
+/// Reads and checks a candidate's metadata.
+fn read_build(candidate: Candidate, pid: i32, uid: u32) -> Result<WaitingBuild, (PathBuf, DiscoveryError)> {
+    let Candidate { build_dir, dir, stat } = candidate;
+    let checked = check_owner("the state directory", uid, stat.st_uid).and_then(|()| read_metadata(&dir, uid));
+    match checked {
+        Ok(meta) => Ok(WaitingBuild { meta, pid, build_dir, owner: uid, state_dir: dir }),
+        Err(err) => Err((build_dir, err)),
+    }
+}
+
+fn check_owner(name: &'static str, expected: u32, found: u32) -> Result<(), DiscoveryError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(DiscoveryError::WrongOwner { name, expected, found })
+    }
+}
+
+/// Reads `agent.json` from the state directory: a regular file of the
+/// build's owner, of bounded size, and strictly valid.
+fn read_metadata(dir: &OwnedFd, owner: u32) -> Result<Metadata, DiscoveryError> {
+    const NAME: &str = "the metadata file";
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let fd = openat(dir, METADATA, flags, Mode::empty()).map_err(|source| DiscoveryError::Open { name: NAME, source })?;
+    let stat = fstat(&fd).map_err(|source| DiscoveryError::Open { name: NAME, source })?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(DiscoveryError::NotRegular(NAME));
+    }
+    check_owner(NAME, owner, stat.st_uid)?;
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(MAX_METADATA + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| DiscoveryError::Read(NAME, err))?;
+    if bytes.len() as u64 > MAX_METADATA {
+        return Err(DiscoveryError::TooLarge(NAME));
+    }
+    Ok(Metadata::parse(&bytes)?)
+}

@@ -1,0 +1,135 @@
+//! The host side: finds waiting builds and opens sessions in them.
+//!
+//! Each command discovers the waiting builds ([`discovery`]), picks one
+//! ([`select`]), connects to its agent without trusting the build directory
+//! ([`connect`]) and relays the user's terminal or pipes ([`relay`]).
+
+pub mod connect;
+pub mod discovery;
+mod relay;
+pub mod select;
+pub mod terminal;
+
+use crate::protocol::Request;
+use crate::sanitize::sanitize;
+use anyhow::Context;
+use discovery::{discover, WaitingBuild};
+use relay::Interaction;
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// The exit status for nix-attach's own errors, apart from any shell's.
+pub const ERROR_EXIT: i32 = 125;
+
+/// One waiting build as `list --json` prints it.
+#[derive(Debug, Serialize)]
+struct Listing<'a> {
+    id: &'a str,
+    drv: &'a str,
+    phase: &'a str,
+    exit_code: i32,
+    command: &'a str,
+    stack: &'a [String],
+    build_dir: String,
+    since: u64,
+    timeout: u64,
+    pid: i32,
+    owner_uid: u32,
+    hostname: &'a str,
+}
+
+impl<'a> From<&'a WaitingBuild> for Listing<'a> {
+    fn from(build: &'a WaitingBuild) -> Listing<'a> {
+        let meta = &build.meta;
+        Listing {
+            id: &meta.id,
+            drv: &meta.drv,
+            phase: &meta.phase,
+            exit_code: meta.exit_code,
+            command: &meta.command,
+            stack: &meta.stack,
+            build_dir: build.build_dir.to_string_lossy().into_owned(),
+            since: meta.since,
+            timeout: meta.timeout,
+            pid: build.pid,
+            owner_uid: build.owner,
+            hostname: &meta.hostname,
+        }
+    }
+}
+
+/// `nix-attach list`: prints the waiting builds.
+pub fn list(build_dirs: &[PathBuf], json: bool) -> anyhow::Result<i32> {
+    let found = discover(build_dirs);
+    for (path, err) in &found.skipped {
+        eprintln!("nix-attach: skipped {}: {}", sanitize(&path.to_string_lossy()), sanitize(&format!("{err:#}")));
+    }
+    if json {
+        let listings: Vec<Listing> = found.builds.iter().map(Listing::from).collect();
+        println!("{}", serde_json::to_string_pretty(&listings)?);
+    } else if found.builds.is_empty() {
+        eprintln!("nix-attach: {}", select::SelectError::NoneWaiting { denied: found.denied.len() });
+    } else {
+        print_table(&found.builds);
+    }
+    Ok(0)
+}
+
+fn print_table(builds: &[WaitingBuild]) {
+    println!("{:<12}  {:<30}  {:<16}  {:>4}  COMMAND", "ID", "DERIVATION", "PHASE", "EXIT");
+    for build in builds {
+        let meta = &build.meta;
+        let command: String = sanitize(&meta.command).chars().take(60).collect();
+        println!(
+            "{:<12}  {:<30}  {:<16}  {:>4}  {}",
+            meta.id,
+            sanitize(&meta.drv),
+            sanitize(&meta.phase),
+            meta.exit_code,
+            command
+        );
+    }
+}
+
+/// `nix-attach attach`: an interactive shell in the build.
+pub fn attach(build_dirs: &[PathBuf], query: Option<&str>) -> anyhow::Result<i32> {
+    let (rows, cols) = terminal::size();
+    let term = std::env::var("TERM").ok();
+    let interactive = std::io::stdin().is_terminal();
+    let how = Interaction { forward_stdin: true, follow_resize: interactive };
+    session(build_dirs, query, Request::Attach { rows, cols, term }, how, interactive)
+}
+
+/// `nix-attach exec`: one command in the build's restored shell.
+pub fn exec(build_dirs: &[PathBuf], query: &str, argv: Vec<String>) -> anyhow::Result<i32> {
+    let how = Interaction { forward_stdin: !std::io::stdin().is_terminal(), follow_resize: false };
+    session(build_dirs, Some(query), Request::Exec { argv }, how, false)
+}
+
+/// `nix-attach release`: lets the build fail now.
+pub fn release(build_dirs: &[PathBuf], query: Option<&str>) -> anyhow::Result<i32> {
+    let how = Interaction { forward_stdin: false, follow_resize: false };
+    session(build_dirs, query, Request::Release, how, false)
+}
+
+fn session(
+    build_dirs: &[PathBuf],
+    query: Option<&str>,
+    request: Request,
+    how: Interaction,
+    raw: bool,
+) -> anyhow::Result<i32> {
+    let build = select::select(discover(build_dirs), query)?;
+    let stream = connect::connect(&build)
+        .with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
+    stream.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        let stream = tokio::net::UnixStream::from_std(stream)?;
+        let _raw = raw.then(terminal::RawMode::enter).flatten();
+        relay::relay(stream, request, how).await.map_err(anyhow::Error::from)
+    });
+    runtime.shutdown_background();
+    result
+}

@@ -1,0 +1,104 @@
+//! Relays the user's terminal, or stdin and stdout, to a session until the
+//! agent reports how it ended.
+
+use super::terminal;
+use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, CHUNK, VERSION};
+use crate::sanitize::sanitize;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::io::Read;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("the build said: {0}")]
+    Agent(String),
+    #[error("the build closed the connection (was it released?)")]
+    Closed,
+    #[error("cannot write to the terminal")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the user's side takes part in a session.
+#[derive(Debug, Clone, Copy)]
+pub struct Interaction {
+    /// Send stdin to the session.
+    pub forward_stdin: bool,
+    /// Send window size changes.
+    pub follow_resize: bool,
+}
+
+/// Sends `request`, relays until the session ends and returns its status.
+pub async fn relay(stream: UnixStream, request: Request, how: Interaction) -> Result<i32, RelayError> {
+    let (mut sink, mut frames) = Framed::new(stream, ClientCodec::default()).split();
+    sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await?;
+    let mut stdin = if how.forward_stdin {
+        Some(read_stdin())
+    } else {
+        sink.send(ClientFrame::InputEof).await?;
+        None
+    };
+    let mut resized = signal(SignalKind::window_change())?;
+    let mut terminated = signal(SignalKind::terminate())?;
+    let mut hung_up = signal(SignalKind::hangup())?;
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    loop {
+        tokio::select! {
+            frame = frames.next() => match frame.ok_or(RelayError::Closed)?? {
+                AgentFrame::Output(data) => {
+                    stdout.write_all(&data).await?;
+                    stdout.flush().await?;
+                }
+                AgentFrame::Stderr(data) => {
+                    stderr.write_all(&data).await?;
+                    stderr.flush().await?;
+                }
+                AgentFrame::Exit(code) => return Ok(code),
+                AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
+            },
+            chunk = recv(&mut stdin) => match chunk {
+                Some(data) => sink.send(ClientFrame::Input(data)).await?,
+                None => {
+                    stdin = None;
+                    sink.send(ClientFrame::InputEof).await?;
+                }
+            },
+            Some(()) = resized.recv(), if how.follow_resize => {
+                let (rows, cols) = terminal::size();
+                sink.send(ClientFrame::Resize { rows, cols }).await?;
+            }
+            Some(()) = terminated.recv() => return Ok(128 + 15),
+            Some(()) = hung_up.recv() => return Ok(128 + 1),
+        }
+    }
+}
+
+async fn recv(stdin: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match stdin {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads stdin on a thread of its own (a blocking read cannot be
+/// cancelled); the channel closes at end of file.
+fn read_stdin() -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = vec![0u8; CHUNK];
+        while let Ok(n @ 1..) = stdin.read(&mut buffer) {
+            if tx.blocking_send(Bytes::copy_from_slice(&buffer[..n])).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,19 @@
+//! nix-attach: pause a failing Nix build and attach a shell to it, inside its
+//! sandbox, with the builder's shell state restored.
+//!
+//! The crate has two halves that share one static binary:
+//! - [`agent`] runs inside the build sandbox, started by the setup hook when a
+//!   build fails. It listens on a unix socket in the build directory and
+//!   gives every client a shell with the build's state.
+//! - [`host`] runs on the host: it finds waiting builds, connects to their
+//!   sockets and relays the user's terminal.
+//!
+//! They speak the framed [`protocol`]; [`metadata`] describes a waiting build,
+//! and [`sanitize`] makes anything a build wrote safe to print.
+
+pub mod agent;
+pub mod cli;
+pub mod host;
+pub mod metadata;
+pub mod protocol;
+pub mod sanitize;

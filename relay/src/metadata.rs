@@ -1,0 +1,143 @@
+//! The description of a waiting build that the agent writes beside its
+//! socket, and the file names of the agent's state directory.
+//!
+//! The host reads this file from a directory the build controls, so parsing
+//! is strict: a bounded size, no unknown fields, and bounded strings.
+
+use serde::{Deserialize, Serialize};
+
+/// The directory, inside the build directory, that holds the agent's files.
+pub const STATE_DIR: &str = ".nix-attach";
+/// The agent's unix socket, inside [`STATE_DIR`].
+pub const SOCKET: &str = "agent.sock";
+/// This metadata, as JSON, inside [`STATE_DIR`].
+pub const METADATA: &str = "agent.json";
+/// The rc file that restores the build's shell state, inside [`STATE_DIR`].
+pub const RESTORE: &str = "restore.sh";
+/// The largest metadata file the host reads.
+pub const MAX_METADATA: u64 = 64 * 1024;
+/// The longest string field the host accepts.
+const MAX_FIELD: usize = 8 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("the metadata is not valid")]
+    Json(#[from] serde_json::Error),
+    #[error("the metadata field `{0}` is too long")]
+    TooLong(&'static str),
+    #[error("the metadata has protocol version {0}, this nix-attach speaks {VERSION}", VERSION = crate::protocol::VERSION)]
+    Version(u32),
+}
+
+/// What the agent says about the build it keeps waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// The protocol version the agent speaks.
+    pub version: u32,
+    /// A random id, unique among waiting builds.
+    pub id: String,
+    /// The derivation's name (`name` attribute).
+    pub drv: String,
+    /// The phase that failed (`curPhase`), or empty.
+    pub phase: String,
+    /// The exit code the build will end with.
+    pub exit_code: i32,
+    /// The command that failed, as bash saw it.
+    pub command: String,
+    /// The function stack at the failure, innermost first.
+    pub stack: Vec<String>,
+    /// Whether the snapshot was taken in the failing frame, with its locals.
+    pub locals: bool,
+    /// When the agent started, in unix seconds.
+    pub since: u64,
+    /// Idle seconds after which the build gives up waiting.
+    pub timeout: u64,
+    /// The build directory as the build sees it.
+    pub build_top: String,
+    /// The host name as the build sees it.
+    pub hostname: String,
+}
+
+impl Metadata {
+    /// Parses and checks metadata read from an untrusted build.
+    pub fn parse(bytes: &[u8]) -> Result<Metadata, MetadataError> {
+        let meta: Metadata = serde_json::from_slice(bytes)?;
+        if meta.version != crate::protocol::VERSION {
+            return Err(MetadataError::Version(meta.version));
+        }
+        meta.check_lengths()?;
+        Ok(meta)
+    }
+
+    fn check_lengths(&self) -> Result<(), MetadataError> {
+        let fields = [
+            ("id", &self.id),
+            ("drv", &self.drv),
+            ("phase", &self.phase),
+            ("command", &self.command),
+            ("build_top", &self.build_top),
+            ("hostname", &self.hostname),
+        ];
+        for (name, value) in fields {
+            if value.len() > MAX_FIELD {
+                return Err(MetadataError::TooLong(name));
+            }
+        }
+        if self.stack.len() > 256 || self.stack.iter().any(|frame| frame.len() > MAX_FIELD) {
+            return Err(MetadataError::TooLong("stack"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Metadata {
+        Metadata {
+            version: crate::protocol::VERSION,
+            id: "0123abcd".into(),
+            drv: "hello-2.12".into(),
+            phase: "buildPhase".into(),
+            exit_code: 2,
+            command: "make -j2".into(),
+            stack: vec!["buildPhase at setup.sh:10".into()],
+            locals: true,
+            since: 1_700_000_000,
+            timeout: 1800,
+            build_top: "/build".into(),
+            hostname: "localhost".into(),
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_through_json() {
+        let json = serde_json::to_vec(&sample()).unwrap();
+        assert_eq!(Metadata::parse(&json).unwrap(), sample());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["pid"] = 1.into();
+        assert!(Metadata::parse(value.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused() {
+        let mut meta = sample();
+        meta.version = 99;
+        let json = serde_json::to_vec(&meta).unwrap();
+        assert!(matches!(Metadata::parse(&json), Err(MetadataError::Version(99))));
+    }
+
+    #[test]
+    fn oversized_fields_are_refused() {
+        let mut meta = sample();
+        meta.command = "x".repeat(MAX_FIELD + 1);
+        let json = serde_json::to_vec(&meta).unwrap();
+        assert!(matches!(Metadata::parse(&json), Err(MetadataError::TooLong("command"))));
+    }
+}

@@ -1,0 +1,275 @@
+//! The wire protocol between the host client and the in-sandbox agent.
+//!
+//! A connection is a stream of length-prefixed frames (tokio-util's
+//! `LengthDelimitedCodec`, bounded by [`MAX_FRAME`]). The first byte of a
+//! frame names its kind. The client opens with a [`Hello`] naming what it
+//! wants; after that, input and window sizes flow to the agent and output and
+//! the final exit status flow back.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::marker::PhantomData;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+/// The largest frame either side accepts; larger ones end the connection.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// The largest chunk of terminal or pipe data put in one frame.
+pub const CHUNK: usize = 32 * 1024;
+/// Bumped when frames change incompatibly.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("connection error")]
+    Io(#[from] io::Error),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame kind {0:#04x}")]
+    UnknownKind(u8),
+    #[error("malformed {kind} frame")]
+    Malformed { kind: &'static str },
+    #[error("malformed hello")]
+    Hello(#[source] serde_json::Error),
+}
+
+/// What a client asks for when it connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// An interactive shell in a new PTY of the given size.
+    Attach { rows: u16, cols: u16, term: Option<String> },
+    /// One command run in the restored shell, without a PTY.
+    Exec { argv: Vec<String> },
+    /// Let the build go on to fail now.
+    Release,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub version: u32,
+    pub request: Request,
+}
+
+/// Frames from the client to the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    Hello(Hello),
+    Input(Bytes),
+    InputEof,
+    Resize { rows: u16, cols: u16 },
+}
+
+/// Frames from the agent to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentFrame {
+    /// Terminal output, or a command's stdout.
+    Output(Bytes),
+    /// A command's stderr (exec only).
+    Stderr(Bytes),
+    /// The shell or command ended with this status.
+    Exit(i32),
+    /// The agent refused or ended the session.
+    Error(String),
+}
+
+/// A frame that knows its own encoding.
+pub trait Frame: Sized {
+    fn encode(&self, dst: &mut BytesMut);
+    fn decode(src: Bytes) -> Result<Self, ProtocolError>;
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const INPUT: u8 = 2;
+    pub const INPUT_EOF: u8 = 3;
+    pub const RESIZE: u8 = 4;
+    pub const OUTPUT: u8 = 0x81;
+    pub const STDERR: u8 = 0x82;
+    pub const EXIT: u8 = 0x83;
+    pub const ERROR: u8 = 0x84;
+}
+
+fn split_kind(mut src: Bytes) -> Result<(u8, Bytes), ProtocolError> {
+    if src.is_empty() {
+        return Err(ProtocolError::Empty);
+    }
+    let kind = src.get_u8();
+    Ok((kind, src))
+}
+
+fn exact<const N: usize>(body: &Bytes, kind: &'static str) -> Result<[u8; N], ProtocolError> {
+    <[u8; N]>::try_from(&body[..]).map_err(|_| ProtocolError::Malformed { kind })
+}
+
+impl Frame for ClientFrame {
+    fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            ClientFrame::Hello(hello) => {
+                dst.put_u8(kind::HELLO);
+                let json = serde_json::to_vec(hello).expect("a hello always serialises");
+                dst.extend_from_slice(&json);
+            }
+            ClientFrame::Input(data) => {
+                dst.put_u8(kind::INPUT);
+                dst.extend_from_slice(data);
+            }
+            ClientFrame::InputEof => dst.put_u8(kind::INPUT_EOF),
+            ClientFrame::Resize { rows, cols } => {
+                dst.put_u8(kind::RESIZE);
+                dst.put_u16(*rows);
+                dst.put_u16(*cols);
+            }
+        }
+    }
+
+    fn decode(src: Bytes) -> Result<Self, ProtocolError> {
+        let (kind, body) = split_kind(src)?;
+        match kind {
+            kind::HELLO => serde_json::from_slice(&body).map(ClientFrame::Hello).map_err(ProtocolError::Hello),
+            kind::INPUT => Ok(ClientFrame::Input(body)),
+            kind::INPUT_EOF if body.is_empty() => Ok(ClientFrame::InputEof),
+            kind::INPUT_EOF => Err(ProtocolError::Malformed { kind: "input-eof" }),
+            kind::RESIZE => {
+                let raw = exact::<4>(&body, "resize")?;
+                Ok(ClientFrame::Resize {
+                    rows: u16::from_be_bytes([raw[0], raw[1]]),
+                    cols: u16::from_be_bytes([raw[2], raw[3]]),
+                })
+            }
+            other => Err(ProtocolError::UnknownKind(other)),
+        }
+    }
+}
+
+impl Frame for AgentFrame {
+    fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            AgentFrame::Output(data) => {
+                dst.put_u8(kind::OUTPUT);
+                dst.extend_from_slice(data);
+            }
+            AgentFrame::Stderr(data) => {
+                dst.put_u8(kind::STDERR);
+                dst.extend_from_slice(data);
+            }
+            AgentFrame::Exit(code) => {
+                dst.put_u8(kind::EXIT);
+                dst.put_i32(*code);
+            }
+            AgentFrame::Error(message) => {
+                dst.put_u8(kind::ERROR);
+                let bytes = message.as_bytes();
+                dst.extend_from_slice(&bytes[..bytes.len().min(MAX_FRAME - 1)]);
+            }
+        }
+    }
+
+    fn decode(src: Bytes) -> Result<Self, ProtocolError> {
+        let (kind, body) = split_kind(src)?;
+        match kind {
+            kind::OUTPUT => Ok(AgentFrame::Output(body)),
+            kind::STDERR => Ok(AgentFrame::Stderr(body)),
+            kind::EXIT => Ok(AgentFrame::Exit(i32::from_be_bytes(exact::<4>(&body, "exit")?))),
+            kind::ERROR => Ok(AgentFrame::Error(String::from_utf8_lossy(&body).into_owned())),
+            other => Err(ProtocolError::UnknownKind(other)),
+        }
+    }
+}
+
+/// A codec that reads frames of kind `In` and writes frames of kind `Out`.
+pub struct Codec<In, Out> {
+    framing: LengthDelimitedCodec,
+    kinds: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> Default for Codec<In, Out> {
+    fn default() -> Self {
+        Codec {
+            framing: LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec(),
+            kinds: PhantomData,
+        }
+    }
+}
+
+/// The agent's side: reads client frames, writes agent frames.
+pub type AgentCodec = Codec<ClientFrame, AgentFrame>;
+/// The client's side: reads agent frames, writes client frames.
+pub type ClientCodec = Codec<AgentFrame, ClientFrame>;
+
+impl<In: Frame, Out> Decoder for Codec<In, Out> {
+    type Item = In;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, ProtocolError> {
+        match self.framing.decode(src)? {
+            Some(frame) => In::decode(frame.freeze()).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<In, Out: Frame> Encoder<Out> for Codec<In, Out> {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        let mut body = BytesMut::new();
+        item.encode(&mut body);
+        self.framing.encode(body.freeze(), dst).map_err(ProtocolError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<F: Frame + PartialEq + std::fmt::Debug>(frame: F) {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        assert_eq!(F::decode(buf.freeze()).unwrap(), frame);
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        round_trip(ClientFrame::Hello(Hello {
+            version: VERSION,
+            request: Request::Exec { argv: vec!["declare".into(), "-p".into()] },
+        }));
+        round_trip(ClientFrame::Hello(Hello {
+            version: VERSION,
+            request: Request::Attach { rows: 24, cols: 80, term: Some("xterm".into()) },
+        }));
+        round_trip(ClientFrame::Input(Bytes::from_static(b"ls\r")));
+        round_trip(ClientFrame::InputEof);
+        round_trip(ClientFrame::Resize { rows: 50, cols: 132 });
+        round_trip(AgentFrame::Output(Bytes::from_static(b"\x1b[1mhi")));
+        round_trip(AgentFrame::Stderr(Bytes::from_static(b"oops")));
+        round_trip(AgentFrame::Exit(-1));
+        round_trip(AgentFrame::Error("too many sessions".into()));
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        assert!(matches!(ClientFrame::decode(Bytes::new()), Err(ProtocolError::Empty)));
+        assert!(matches!(ClientFrame::decode(Bytes::from_static(&[9])), Err(ProtocolError::UnknownKind(9))));
+        assert!(matches!(ClientFrame::decode(Bytes::from_static(&[4, 0, 1])), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(ClientFrame::decode(Bytes::from_static(b"\x01{\"version\":1}")), Err(ProtocolError::Hello(_))));
+        assert!(matches!(AgentFrame::decode(Bytes::from_static(&[0x83, 1])), Err(ProtocolError::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_bound_is_refused_before_it_is_buffered() {
+        let mut codec = AgentCodec::default();
+        let mut buf = BytesMut::new();
+        buf.put_u32((MAX_FRAME + 1) as u32);
+        buf.put_u8(kind::INPUT);
+        assert!(codec.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn unknown_hello_fields_are_refused() {
+        let raw = b"\x01{\"version\":1,\"request\":{\"mode\":\"release\"},\"extra\":1}";
+        assert!(ClientFrame::decode(Bytes::from_static(raw)).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+# nix-attach setup hook: a failing build waits, with its shell state, for a
+# person to attach to it (`nix-attach attach`).
+#
+# Add it to a derivation's inputs like any setup hook. @nixAttach@ is the
+# static nix-attach binary, substituted when the hook is packaged.
+#
+# How it works:
+# - An ERR trap (with errtrace) notices the command that will end the build,
+#   in the failing frame, and snapshots the shell there: its variables,
+#   locals included, functions, aliases and options. It costs one test when
+#   the failure is not fatal (set +e regions, subshells).
+# - A failure hook (failureHooks) runs when the build exits non-zero. If no
+#   ERR snapshot was taken (an explicit `exit`, a fatal expansion error), it
+#   snapshots there, without the failing function's locals. Then it runs the
+#   agent, which waits for sessions and returns; the build then fails with
+#   its original exit code.
+#
+# Settings, read from the build's environment (derivation attributes):
+#   dontAttachOnFailure   set to a non-empty value: this hook does nothing
+#   NIX_ATTACH_TIMEOUT    idle seconds before the build gives up (1800)
+#   NIX_ATTACH_SHELL      the shell for sessions (default: the builder's own
+#                         bash, found by the agent; $BASH is not reliable
+#                         when bash was started without a path)
+
+if [[ -z "${dontAttachOnFailure-}" ]]; then
+
+# Variables that bash manages itself, or that belong to the attaching
+# terminal: they are not part of the build's state.
+declare -gA __nixAttachSpecial=()
+for __nixAttachName in BASH BASHOPTS BASHPID BASH_ALIASES BASH_ARGC BASH_ARGV \
+    BASH_ARGV0 BASH_CMDS BASH_COMMAND BASH_EXECUTION_STRING BASH_LINENO \
+    BASH_LOADABLES_PATH BASH_SOURCE BASH_SUBSHELL BASH_VERSINFO BASH_VERSION \
+    COLUMNS COMP_WORDBREAKS DIRSTACK EPOCHREALTIME EPOCHSECONDS EUID FUNCNAME \
+    GROUPS HISTCMD HOSTTYPE LINENO LINES MACHTYPE OSTYPE PIPESTATUS PPID PWD \
+    RANDOM SECONDS SHELLOPTS SHLVL SRANDOM TERM UID _; do
+    __nixAttachSpecial[$__nixAttachName]=1
+done
+unset __nixAttachName
+
+# Writes the snapshot: state (functions, variables, aliases) and options.
+# Called as `__nixAttachSnapshot KIND STATUS COMMAND LINE || …`, so that
+# errexit is off inside it; it returns non-zero if a file could not be
+# written.
+__nixAttachSnapshot() {
+    local __nixAttachDir=${NIX_BUILD_TOP:-${TMPDIR:-/tmp}}
+    __nixAttachStateFile=$__nixAttachDir/.nix-attach-state.sh
+    __nixAttachOptionsFile=$__nixAttachDir/.nix-attach-options
+    __nixAttachKind=$1
+    __nixAttachStatus=$2
+    __nixAttachCommand=$3
+    __nixAttachPwd=$PWD
+    __nixAttachFrames=()
+    # The failing frames start above this function and its caller; at exit,
+    # above the EXIT trap's handler.
+    local -i __nixAttachI=2 __nixAttachFirst=2
+    for ((; __nixAttachI < ${#FUNCNAME[@]}; __nixAttachI++)); do
+        [[ $1 == err || ${FUNCNAME[__nixAttachI]} != exitHandler ]] || __nixAttachFirst=__nixAttachI+1
+    done
+    for ((__nixAttachI = __nixAttachFirst; __nixAttachI < ${#FUNCNAME[@]}; __nixAttachI++)); do
+        __nixAttachFrames+=("${FUNCNAME[__nixAttachI]} (${BASH_SOURCE[__nixAttachI]-?}:${BASH_LINENO[__nixAttachI - 1]})")
+    done
+    [[ $1 != err ]] || __nixAttachFrames[0]="${FUNCNAME[2]-main} (${BASH_SOURCE[2]-?}:$4)"
+    { set +o; shopt -p; umask -p; } > "$__nixAttachOptionsFile" || return 1
+    compgen -v > "$__nixAttachStateFile" || return 1
+    local -a __nixAttachNames=() __nixAttachKeep=()
+    mapfile -t __nixAttachNames < "$__nixAttachStateFile"
+    local __nixAttachName
+    for __nixAttachName in "${__nixAttachNames[@]}"; do
+        [[ $__nixAttachName == __nixAttach* || -n ${__nixAttachSpecial[$__nixAttachName]-} ]] ||
+            __nixAttachKeep+=("$__nixAttachName")
+    done
+    { declare -f; declare -p "${__nixAttachKeep[@]}"; alias -p; } > "$__nixAttachStateFile" 2>/dev/null || return 1
+}
+
+# The ERR trap's work once it knows the failure ends the build.
+__nixAttachOnFatalError() {
+    [[ -z "${__nixAttachKind-}" ]] || return 0
+    __nixAttachSnapshot err "$@" || __nixAttachKind=failed
+}
+
+# Runs as a failure hook: snapshots if the ERR trap did not, then waits.
+nixAttachFailureHook() {
+    local __nixAttachCode=${exitCode:-${__nixAttachStatus:-1}}
+    if [[ -z "${__nixAttachKind-}" ]]; then
+        __nixAttachSnapshot exit "$__nixAttachCode" "$BASH_COMMAND" "" || __nixAttachKind=failed
+    fi
+    if [[ $__nixAttachKind == failed ]]; then
+        echo "nix-attach: cannot write the shell snapshot to ${NIX_BUILD_TOP:-${TMPDIR:-/tmp}} (is it full?); the build fails as usual" >&2
+        return 0
+    fi
+    declare -p exitCode >> "$__nixAttachStateFile" 2>/dev/null || true
+    local -a __nixAttachArgs=(
+        agent --drv "${name:-${pname:-unknown}}" --phase "${curPhase-}"
+        --exit-code "$__nixAttachCode" --command "$__nixAttachCommand"
+        --build-top "${NIX_BUILD_TOP:-${TMPDIR:-/tmp}}" --cwd "$__nixAttachPwd"
+        --state-file "$__nixAttachStateFile" --options-file "$__nixAttachOptionsFile"
+    )
+    [[ $__nixAttachKind != err ]] || __nixAttachArgs+=(--locals)
+    [[ -z "${NIX_ATTACH_SHELL-}" ]] || __nixAttachArgs+=(--shell "$NIX_ATTACH_SHELL")
+    local __nixAttachFrame
+    for __nixAttachFrame in "${__nixAttachFrames[@]}"; do
+        __nixAttachArgs+=(--frame "$__nixAttachFrame")
+    done
+    "@nixAttach@" "${__nixAttachArgs[@]}" ||
+        echo "nix-attach: the agent failed (status $?); the build fails as usual" >&2
+    return 0
+}
+
+# Chain an ERR trap the build set before this hook was sourced.
+__nixAttachTakeTrap() { __nixAttachPreviousTrap=${3-}; }
+eval "__nixAttachTakeTrap $(trap -p ERR)"
+__nixAttachTrap='__nixAttachLast=$?; [[ $- != *e* || $BASHPID != "$$" ]] || __nixAttachOnFatalError "$__nixAttachLast" "$BASH_COMMAND" "$LINENO"'
+if [[ -n "$__nixAttachPreviousTrap" ]]; then
+    __nixAttachReturn() { return "$1"; }
+    __nixAttachTrap+="; __nixAttachReturn \"\$__nixAttachLast\"; $__nixAttachPreviousTrap"
+fi
+set -o errtrace
+trap "$__nixAttachTrap" ERR
+failureHooks+=(nixAttachFailureHook)
+
+fi
