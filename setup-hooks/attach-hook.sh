@@ -106,13 +106,23 @@ nixAttachFailureHook() {
     return 0
 }
 
-# Chain an ERR trap the build set before this hook was sourced.
+# The ERR trap. Where the failure is not fatal (errexit off, or a subshell)
+# it costs one assignment and one test. Where it is fatal it snapshots, then
+# exits with the failing status itself, as errexit would: leaving the exit to
+# errexit makes bash print "pop_var_context: head of shell_variables not a
+# function context" when the failure is inside an eval inside a function.
+__nixAttachTrap='__nixAttachLast=$?; [[ $- != *e* || $BASHPID != "$$" ]] || { __nixAttachOnFatalError "$__nixAttachLast" "$BASH_COMMAND" "$LINENO"; __nixAttachRunPrevious; exit "$__nixAttachLast"; }'
+
+# An ERR trap the build set before this hook was sourced still runs, after
+# the snapshot, with $? as it was.
 __nixAttachTakeTrap() { __nixAttachPreviousTrap=${3-}; }
 eval "__nixAttachTakeTrap $(trap -p ERR)"
-__nixAttachTrap='__nixAttachLast=$?; [[ $- != *e* || $BASHPID != "$$" ]] || __nixAttachOnFatalError "$__nixAttachLast" "$BASH_COMMAND" "$LINENO"'
 if [[ -n "$__nixAttachPreviousTrap" ]]; then
     __nixAttachReturn() { return "$1"; }
-    __nixAttachTrap+="; __nixAttachReturn \"\$__nixAttachLast\"; $__nixAttachPreviousTrap"
+    __nixAttachRunPrevious() { __nixAttachReturn "$__nixAttachLast" || eval "$__nixAttachPreviousTrap"; }
+    __nixAttachTrap+='; __nixAttachRunPrevious'
+else
+    __nixAttachRunPrevious() { :; }
 fi
 set -o errtrace
 trap "$__nixAttachTrap" ERR

@@ -1,1 +1,11 @@
+//! End-to-end specifications of nix-attach. Every build goes through the
+//! real nix-daemon into a real sandbox, and terminals are real PTYs.
+//! `tests/bed/setup` prepares the machine; `tests/run` runs it all.
 
+mod support;
+
+mod attach;
+mod ending;
+mod hook;
+mod state;
+mod untouched;

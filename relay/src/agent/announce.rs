@@ -57,7 +57,10 @@ pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String]) -> Vec<String> {
         sanitize(cwd)
     ));
     if !meta.locals {
-        lines.push("  not restored: the failing function's locals (the build exited without an error trap firing)".into());
+        lines.push(
+            "  taken at exit, not at the failing command (no ERR trap fired): the failing function's locals may be missing"
+                .into(),
+        );
     }
     for option in left_out {
         lines.push(format!("  not restored: `set -o {option}` (a failing command would end this session)"));

@@ -72,9 +72,10 @@ fn command(context: &SessionContext, argv: &[String]) -> Command {
     command
 }
 
-/// Reads the next chunk of a pipe; the pipe is dropped at its end.
+/// Reads the next chunk of a pipe; the pipe is dropped at its end, and a
+/// dropped pipe never yields again.
 async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buffer: &mut BytesMut) -> Option<Bytes> {
-    let reader = pipe.as_mut()?;
+    let Some(reader) = pipe.as_mut() else { return std::future::pending().await };
     buffer.reserve(CHUNK);
     match reader.read_buf(buffer).await {
         Ok(1..) => Some(buffer.split().freeze()),

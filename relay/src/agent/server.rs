@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Sessions past this many are refused with a clear message.
 pub const MAX_SESSIONS: usize = 16;
+/// How long sessions get to say goodbye once the wait ends.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 /// A client that has not said what it wants by then is dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,6 +82,8 @@ pub async fn serve(listener: UnixListener, context: SessionContext, timeout: Dur
         }
     };
     release.cancel();
+    let goodbyes = open_rx.wait_for(|open| *open == 0);
+    let _ = tokio::time::timeout(GOODBYE_GRACE, goodbyes).await;
     ending
 }
 
@@ -121,8 +125,9 @@ async fn handle(stream: UnixStream, guard: Option<SessionGuard>, context: Arc<Se
         Request::Attach { rows, cols, term } => shell::run(framed, rows, cols, term, &context, &release).await,
         Request::Exec { argv } => exec::run(framed, argv, &context, &release).await,
         Request::Release => {
+            let answered = framed.send(AgentFrame::Exit(0)).await.map_err(Into::into);
             release.cancel();
-            framed.send(AgentFrame::Exit(0)).await.map_err(Into::into)
+            answered
         }
     };
     if let Err(err) = outcome {

@@ -31,6 +31,7 @@ struct Listing<'a> {
     exit_code: i32,
     command: &'a str,
     stack: &'a [String],
+    locals: bool,
     build_dir: String,
     since: u64,
     timeout: u64,
@@ -49,6 +50,7 @@ impl<'a> From<&'a WaitingBuild> for Listing<'a> {
             exit_code: meta.exit_code,
             command: &meta.command,
             stack: &meta.stack,
+            locals: meta.locals,
             build_dir: build.build_dir.to_string_lossy().into_owned(),
             since: meta.since,
             timeout: meta.timeout,
@@ -109,8 +111,7 @@ pub fn exec(build_dirs: &[PathBuf], query: &str, argv: Vec<String>) -> anyhow::R
 
 /// `nix-attach release`: lets the build fail now.
 pub fn release(build_dirs: &[PathBuf], query: Option<&str>) -> anyhow::Result<i32> {
-    let how = Interaction { forward_stdin: false, follow_resize: false };
-    session(build_dirs, query, Request::Release, how, false)
+    with_connection(build_dirs, query, |stream| async move { Ok(relay::release(stream).await?) })
 }
 
 fn session(
@@ -120,16 +121,24 @@ fn session(
     how: Interaction,
     raw: bool,
 ) -> anyhow::Result<i32> {
+    with_connection(build_dirs, query, |stream| async move {
+        let _raw = raw.then(terminal::RawMode::enter).flatten();
+        Ok(relay::relay(stream, request, how).await?)
+    })
+}
+
+/// Connects to the build `query` names and runs `talk` on the connection.
+fn with_connection<F, Fut>(build_dirs: &[PathBuf], query: Option<&str>, talk: F) -> anyhow::Result<i32>
+where
+    F: FnOnce(tokio::net::UnixStream) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<i32>>,
+{
     let build = select::select(discover(build_dirs), query)?;
     let stream = connect::connect(&build)
         .with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
     stream.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(async {
-        let stream = tokio::net::UnixStream::from_std(stream)?;
-        let _raw = raw.then(terminal::RawMode::enter).flatten();
-        relay::relay(stream, request, how).await.map_err(anyhow::Error::from)
-    });
+    let result = runtime.block_on(async { talk(tokio::net::UnixStream::from_std(stream)?).await });
     runtime.shutdown_background();
     result
 }

@@ -87,6 +87,17 @@ async fn recv(stdin: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
     }
 }
 
+/// Asks the agent to let the build fail now, and waits for its answer.
+pub async fn release(stream: UnixStream) -> Result<i32, RelayError> {
+    let (mut sink, mut frames) = Framed::new(stream, ClientCodec::default()).split();
+    sink.send(ClientFrame::Hello(Hello { version: VERSION, request: Request::Release })).await?;
+    match frames.next().await.ok_or(RelayError::Closed)?? {
+        AgentFrame::Exit(code) => Ok(code),
+        AgentFrame::Error(message) => Err(RelayError::Agent(sanitize(&message))),
+        AgentFrame::Output(_) | AgentFrame::Stderr(_) => Err(RelayError::Closed),
+    }
+}
+
 /// Reads stdin on a thread of its own (a blocking read cannot be
 /// cancelled); the channel closes at end of file.
 fn read_stdin() -> mpsc::Receiver<Bytes> {

@@ -1,0 +1,87 @@
+//! `nix-attach attach` under a real PTY: a person types into the build's
+//! shell, interrupts commands, resizes the window and leaves.
+
+use crate::support::pty::Terminal;
+use crate::support::{nix_attach, nix_attach_with_input, release, Drv};
+
+const PROMPT: &str = " $ ";
+
+fn attach(id: &str, rows: u16, cols: u16) -> Terminal {
+    let terminal = Terminal::spawn(nix_attach(), &["attach", id], rows, cols);
+    terminal.expect(PROMPT);
+    terminal
+}
+
+#[test]
+fn typed_commands_run_in_the_build_and_the_exit_status_comes_back() {
+    let mut build = Drv::new("typed").phase("buildPhase", "local answer=42\nfalse").start();
+    let paused = build.paused();
+    let mut terminal = attach(&paused.id, 24, 80);
+    assert!(terminal.screen().contains(&format!("inside the build of {}", build.name)));
+    terminal.send("echo \"answer=$answer phase=$curPhase\"\r");
+    terminal.expect("answer=42 phase=buildPhase");
+    terminal.send("exit 5\r");
+    assert_eq!(terminal.wait(), 5);
+    release(build, &paused);
+}
+
+#[test]
+fn ctrl_c_stops_a_foreground_command_without_ending_the_session() {
+    let mut build = Drv::new("ctrlc").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let mut terminal = attach(&paused.id, 24, 80);
+    terminal.send("echo sleep-$((1+1)); sleep 100\r");
+    let at = terminal.expect("sleep-2");
+    terminal.send("\x03");
+    terminal.send("echo status=$?\r");
+    terminal.expect_after(at, "status=130");
+    terminal.send("exit 0\r");
+    assert_eq!(terminal.wait(), 0);
+    release(build, &paused);
+}
+
+#[test]
+fn a_window_resize_reaches_the_shell() {
+    let mut build = Drv::new("resize").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let mut terminal = attach(&paused.id, 24, 80);
+    terminal.send("stty size\r");
+    let at = terminal.expect("24 80");
+    terminal.resize(40, 120);
+    terminal.send("stty size\r");
+    terminal.expect_after(at, "40 120");
+    terminal.send("exit\r");
+    assert_eq!(terminal.wait(), 0);
+    release(build, &paused);
+}
+
+#[test]
+fn two_sessions_run_at_once_and_a_build_can_be_entered_again() {
+    let mut build = Drv::new("twice").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let mut first = attach(&paused.id, 24, 80);
+    let mut second = attach(&paused.id, 24, 80);
+    first.send("mine=first; echo \"first sees ${mine}\"\r");
+    first.expect("first sees first");
+    second.send("echo \"second sees ${mine-nothing}\"\r");
+    second.expect("second sees nothing");
+    first.send("exit 1\r");
+    second.send("exit 2\r");
+    assert_eq!((first.wait(), second.wait()), (1, 2));
+    let mut again = attach(&paused.id, 24, 80);
+    again.send("echo \"again in $curPhase\"\r");
+    again.expect("again in buildPhase");
+    again.send("exit 3\r");
+    assert_eq!(again.wait(), 3);
+    release(build, &paused);
+}
+
+#[test]
+fn attach_works_without_a_terminal() {
+    let mut build = Drv::new("piped").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let session = nix_attach_with_input(&["attach", &paused.id], "echo \"piped into $curPhase\"\nexit 6\n");
+    assert_eq!(session.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&session.stdout).contains("piped into buildPhase"));
+    release(build, &paused);
+}

@@ -1,0 +1,257 @@
+//! The test bed: builds derivations through the real nix-daemon with the
+//! stdenv fixture, waits for them to pause, and drives `nix-attach` as a
+//! person would, through pipes or a real PTY.
+
+pub mod pty;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a build may take to pause or to end before a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(180);
+
+/// The nix-attach binary under test (static, so it also runs in the sandbox).
+pub fn nix_attach() -> &'static str {
+    env!("CARGO_BIN_EXE_nix-attach")
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").canonicalize().expect("tests/fixtures exists")
+}
+
+/// Quotes text as a Nix string.
+pub fn nix_string(text: &str) -> String {
+    let mut quoted = String::from("\"");
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            '\t' => quoted.push_str("\\t"),
+            '$' if chars.peek() == Some(&'{') => quoted.push_str("\\$"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// A name no other test uses, so that no two builds share a derivation.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A derivation made with the stdenv fixture.
+#[derive(Debug, Clone)]
+pub struct Drv {
+    pub name: String,
+    attrs: Vec<(String, String)>,
+    hook: bool,
+    extra_inputs: Vec<String>,
+}
+
+impl Drv {
+    /// A derivation with the attach hook among its inputs.
+    pub fn new(prefix: &str) -> Drv {
+        Drv { name: unique_name(prefix), attrs: Vec::new(), hook: true, extra_inputs: Vec::new() }
+            .attr("NIX_ATTACH_TIMEOUT", "300")
+    }
+
+    /// Sets a string attribute (an environment variable of the build).
+    pub fn attr(mut self, name: &str, value: &str) -> Drv {
+        self.attrs.retain(|(existing, _)| existing != name);
+        self.attrs.push((name.to_string(), nix_string(value)));
+        self
+    }
+
+    /// Sets a phase's code, as nixpkgs derivations do.
+    pub fn phase(self, phase: &str, code: &str) -> Drv {
+        self.attr(phase, code)
+    }
+
+    /// Leaves the attach hook out.
+    pub fn without_hook(mut self) -> Drv {
+        self.hook = false;
+        self
+    }
+
+    /// Adds an input, given as a Nix expression over the fixture `f`.
+    pub fn input(mut self, expression: &str) -> Drv {
+        self.extra_inputs.push(expression.to_string());
+        self
+    }
+
+    fn expression(&self) -> String {
+        let mut inputs = self.extra_inputs.join(" ");
+        if self.hook {
+            inputs += " f.attachHook";
+        }
+        let attrs: String = self.attrs.iter().map(|(name, value)| format!("{name} = {value}; ")).collect();
+        format!(
+            "let f = import {fixtures} {{ agent = {agent}; }}; in f.mkDerivation {{ name = {name}; nativeBuildInputs = [ {inputs} ]; {attrs}}}",
+            fixtures = fixtures().display(),
+            agent = nix_attach(),
+            name = nix_string(&self.name),
+        )
+    }
+
+    /// Starts `nix-build` on this derivation through the daemon.
+    pub fn start(&self) -> Build {
+        let log = std::env::temp_dir().join(format!("{}.log", self.name));
+        let file = std::fs::File::create(&log).expect("create the build log");
+        let child = Command::new("nix-build")
+            .args(["--no-out-link", "--expr", &self.expression()])
+            .env("NIX_REMOTE", "daemon")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("run nix-build");
+        Build { name: self.name.clone(), child: Some(child), log }
+    }
+
+    /// Builds to the end and returns how it went.
+    pub fn build(&self) -> Finished {
+        self.start().finish()
+    }
+}
+
+/// A running `nix-build`; dropping it stops the build.
+pub struct Build {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// A build that ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub log: String,
+}
+
+/// A paused build as `nix-attach list --json` shows it.
+#[derive(Debug, Clone)]
+pub struct Paused {
+    pub id: String,
+    pub entry: Value,
+}
+
+impl Paused {
+    pub fn pid(&self) -> i32 {
+        self.entry["pid"].as_i64().expect("pid") as i32
+    }
+}
+
+impl Build {
+    /// The build's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the build pauses and `list` shows it.
+    pub fn paused(&mut self) -> Paused {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(entry) = list().into_iter().find(|entry| entry["drv"] == self.name.as_str()) {
+                let id = entry["id"].as_str().expect("id").to_string();
+                return Paused { id, entry };
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} ended ({status}) without pausing:\n{}", self.name, self.log());
+            }
+            assert!(Instant::now() < deadline, "{} did not pause:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for `nix-build` to end.
+    pub fn finish(mut self) -> Finished {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not end:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Finished { status, log: self.log() }
+    }
+}
+
+impl Drop for Build {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `nix-attach list --json`, parsed.
+pub fn list() -> Vec<Value> {
+    let output = nix_attach_cmd(&["list", "--json"]);
+    assert!(output.status.success(), "list failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice::<Value>(&output.stdout).expect("list prints JSON").as_array().expect("an array").clone()
+}
+
+/// Runs nix-attach with `args`, stdin closed, and collects its output.
+pub fn nix_attach_cmd(args: &[&str]) -> Output {
+    Command::new(nix_attach()).args(args).stdin(Stdio::null()).output().expect("run nix-attach")
+}
+
+/// Runs nix-attach with `args` and `input` on stdin.
+pub fn nix_attach_with_input(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(nix_attach())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nix-attach");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `nix-attach exec ID -- ARGS…`: stdout, stderr and status.
+pub fn exec(id: &str, argv: &[&str]) -> Output {
+    let mut args = vec!["exec", id, "--"];
+    args.extend_from_slice(argv);
+    nix_attach_cmd(&args)
+}
+
+/// `exec ID -- eval CODE`, asserting success, returning stdout.
+pub fn eval(id: &str, code: &str) -> String {
+    let output = exec(id, &["eval", code]);
+    assert!(output.status.success(), "eval {code:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// Whether a process still exists.
+pub fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Releases a paused build and returns how it ended.
+pub fn release(build: Build, paused: &Paused) -> Finished {
+    let output = nix_attach_cmd(&["release", &paused.id]);
+    assert!(
+        output.status.success(),
+        "release failed: {}\nthe build's log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        build.log()
+    );
+    build.finish()
+}
