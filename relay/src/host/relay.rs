@@ -38,10 +38,13 @@ pub struct Interaction {
 pub async fn relay(stream: UnixStream, request: Request, how: Interaction) -> Result<i32, RelayError> {
     let (mut sink, mut frames) = Framed::new(stream, ClientCodec::default()).split();
     sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await?;
+    // Sending may fail once the session has ended and the agent closed the
+    // connection; what happened is then read from the frames, so failed
+    // sends only stop further input.
     let mut stdin = if how.forward_stdin {
         Some(read_stdin())
     } else {
-        sink.send(ClientFrame::InputEof).await?;
+        let _ = sink.send(ClientFrame::InputEof).await;
         None
     };
     let mut resized = signal(SignalKind::window_change())?;
@@ -63,16 +66,16 @@ pub async fn relay(stream: UnixStream, request: Request, how: Interaction) -> Re
                 AgentFrame::Exit(code) => return Ok(code),
                 AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
             },
-            chunk = recv(&mut stdin) => match chunk {
-                Some(data) => sink.send(ClientFrame::Input(data)).await?,
-                None => {
+            chunk = recv(&mut stdin) => {
+                let frame = chunk.map_or(ClientFrame::InputEof, ClientFrame::Input);
+                if frame == ClientFrame::InputEof || sink.send(frame).await.is_err() {
+                    let _ = sink.send(ClientFrame::InputEof).await;
                     stdin = None;
-                    sink.send(ClientFrame::InputEof).await?;
                 }
-            },
+            }
             Some(()) = resized.recv(), if how.follow_resize => {
                 let (rows, cols) = terminal::size();
-                sink.send(ClientFrame::Resize { rows, cols }).await?;
+                let _ = sink.send(ClientFrame::Resize { rows, cols }).await;
             }
             Some(()) = terminated.recv() => return Ok(128 + 15),
             Some(()) = hung_up.recv() => return Ok(128 + 1),
