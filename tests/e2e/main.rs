@@ -5,7 +5,9 @@
 mod support;
 
 mod attach;
+mod discovery;
 mod ending;
+mod errors;
 mod hook;
 mod state;
 mod untouched;

@@ -58,6 +58,13 @@ impl WaitingBuild {
     pub fn state_dir(&self) -> BorrowedFd<'_> {
         self.state_dir.as_fd()
     }
+
+    /// A build with this metadata whose state directory is `/`.
+    #[cfg(test)]
+    pub(crate) fn stand_in(meta: Metadata) -> WaitingBuild {
+        let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        WaitingBuild { meta, pid: 1, build_dir: PathBuf::from("/"), owner: 0, state_dir: root }
+    }
 }
 
 /// What a search found.
@@ -93,6 +100,10 @@ fn key(stat: &FileStat) -> Key {
 /// Finds every waiting build this user can reach.
 pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
     let mut discovery = Discovery::default();
+    // Agents first: an agent enters its state directory before it writes
+    // anything, so every agent seen here has a state directory by the time
+    // the layouts are scanned.
+    let agents = running_agents(&mut discovery.denied);
     let mut candidates: HashMap<Key, Candidate> = HashMap::new();
     for (root, only_nix_builds) in roots(extra_dirs) {
         scan_root(&root, only_nix_builds, &mut candidates, &mut discovery.denied);
@@ -100,7 +111,7 @@ pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
     for extra in extra_dirs {
         probe(extra, &mut candidates, &mut discovery.denied);
     }
-    for mut agent in running_agents(&mut discovery.denied) {
+    for mut agent in agents {
         let Some(cwd) = agent.cwd.take() else { continue };
         let candidate = candidates.remove(&key(&cwd.stat)).unwrap_or(cwd);
         match read_build(candidate, agent.pid, agent.uid) {

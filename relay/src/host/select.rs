@@ -46,3 +46,52 @@ pub fn select(discovery: Discovery, query: Option<&str>) -> Result<WaitingBuild,
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::tests::sample;
+
+    fn waiting(ids_and_names: &[(&str, &str)], denied: usize) -> Discovery {
+        let builds = ids_and_names
+            .iter()
+            .map(|(id, drv)| WaitingBuild::stand_in(crate::metadata::Metadata { id: id.to_string(), drv: drv.to_string(), ..sample() }))
+            .collect();
+        Discovery { builds, denied: vec!["/tmp/nix-build-x".into(); denied], skipped: Vec::new() }
+    }
+
+    fn chosen(discovery: Discovery, query: Option<&str>) -> String {
+        select(discovery, query).unwrap().meta.id
+    }
+
+    #[test]
+    fn the_only_waiting_build_needs_no_id() {
+        assert_eq!(chosen(waiting(&[("aaaa", "hello")], 0), None), "aaaa");
+    }
+
+    #[test]
+    fn a_build_is_named_by_id_prefix_or_derivation_name() {
+        let two = || waiting(&[("aaaa", "hello"), ("abcd", "world")], 0);
+        assert_eq!(chosen(two(), Some("ab")), "abcd");
+        assert_eq!(chosen(two(), Some("world")), "abcd");
+        assert_eq!(chosen(two(), Some("aaaa")), "aaaa");
+    }
+
+    #[test]
+    fn an_exact_id_wins_over_prefixes() {
+        assert_eq!(chosen(waiting(&[("ab", "x"), ("abcd", "y")], 0), Some("ab")), "ab");
+    }
+
+    #[test]
+    fn several_matches_are_listed() {
+        let err = select(waiting(&[("aaaa", "hello"), ("aabb", "hello")], 0), Some("hello")).unwrap_err();
+        assert_eq!(err.to_string(), "2 waiting builds match `hello`: aaaa (hello), aabb (hello); name one by its id");
+    }
+
+    #[test]
+    fn with_nothing_reachable_the_error_says_that_root_is_needed() {
+        let err = select(waiting(&[], 2), None).unwrap_err();
+        assert!(err.to_string().starts_with("no build is waiting that this user can reach; permission denied for 2"));
+        assert_eq!(select(waiting(&[], 0), None).unwrap_err().to_string(), "no build is waiting");
+    }
+}
