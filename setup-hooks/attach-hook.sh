@@ -1,8 +1,10 @@
 # nix-attach setup hook: a failing build waits, with its shell state, for a
 # person to attach to it (`nix-attach attach`).
 #
-# Add it to a derivation's inputs like any setup hook. @nixAttach@ is the
-# static nix-attach binary, substituted when the hook is packaged.
+# Add it to a derivation's inputs like any setup hook. Packaging substitutes
+# two placeholders, as makeSetupHook does: nixAttach, the static nix-attach
+# binary, and shell, the shell for sessions (or nothing, for the builder's
+# own bash).
 #
 # How it works:
 # - An ERR trap (with errtrace) notices the command that will end the build,
@@ -18,9 +20,10 @@
 # Settings, read from the build's environment (derivation attributes):
 #   dontAttachOnFailure   set to a non-empty value: this hook does nothing
 #   NIX_ATTACH_TIMEOUT    idle seconds before the build gives up (1800)
-#   NIX_ATTACH_SHELL      the shell for sessions (default: the builder's own
-#                         bash, found by the agent; $BASH is not reliable
-#                         when bash was started without a path)
+#   NIX_ATTACH_SHELL      the shell for sessions (default: the packaged
+#                         shell, else the builder's own bash, found by the
+#                         agent: $BASH is not reliable when bash was started
+#                         without a path)
 
 if [[ -z "${dontAttachOnFailure-}" ]]; then
 
@@ -96,7 +99,8 @@ nixAttachFailureHook() {
         --state-file "$__nixAttachStateFile" --options-file "$__nixAttachOptionsFile"
     )
     [[ $__nixAttachKind != err ]] || __nixAttachArgs+=(--locals)
-    [[ -z "${NIX_ATTACH_SHELL-}" ]] || __nixAttachArgs+=(--shell "$NIX_ATTACH_SHELL")
+    local __nixAttachShell=${NIX_ATTACH_SHELL:-@shell@}
+    [[ -z "$__nixAttachShell" ]] || __nixAttachArgs+=(--shell "$__nixAttachShell")
     local __nixAttachFrame
     for __nixAttachFrame in "${__nixAttachFrames[@]}"; do
         __nixAttachArgs+=(--frame "$__nixAttachFrame")

@@ -9,5 +9,6 @@ mod discovery;
 mod ending;
 mod errors;
 mod hook;
+mod overlay;
 mod state;
 mod untouched;

@@ -18,7 +18,8 @@ pub fn nix_attach() -> &'static str {
     env!("CARGO_BIN_EXE_nix-attach")
 }
 
-fn fixtures() -> PathBuf {
+/// The directory of the test fixtures.
+pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").canonicalize().expect("tests/fixtures exists")
 }
 
@@ -103,17 +104,7 @@ impl Drv {
 
     /// Starts `nix-build` on this derivation through the daemon.
     pub fn start(&self) -> Build {
-        let log = std::env::temp_dir().join(format!("{}.log", self.name));
-        let file = std::fs::File::create(&log).expect("create the build log");
-        let child = Command::new("nix-build")
-            .args(["--no-out-link", "--expr", &self.expression()])
-            .env("NIX_REMOTE", "daemon")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("run nix-build");
-        Build { name: self.name.clone(), child: Some(child), log }
+        Build::start(&self.name, &self.expression())
     }
 
     /// Builds to the end and returns how it went.
@@ -150,6 +141,24 @@ impl Paused {
 }
 
 impl Build {
+    /// Starts `nix-build` on `expression`, a derivation called `name`,
+    /// through the daemon. The nixpkgs stand-in finds the binary under
+    /// test through $NIX_ATTACH_TEST_BINARY.
+    pub fn start(name: &str, expression: &str) -> Build {
+        let log = std::env::temp_dir().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create the build log");
+        let child = Command::new("nix-build")
+            .args(["--no-out-link", "--expr", expression])
+            .env("NIX_REMOTE", "daemon")
+            .env("NIX_ATTACH_TEST_BINARY", nix_attach())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("run nix-build");
+        Build { name: name.to_string(), child: Some(child), log }
+    }
+
     /// The build's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
