@@ -15,5 +15,7 @@ pub mod agent;
 pub mod cli;
 pub mod host;
 pub mod metadata;
+pub mod pointer;
 pub mod protocol;
+pub mod pump;
 pub mod sanitize;

@@ -1,29 +1,11 @@
 //! The words the agent puts in the build log and in the shell's banner.
 //!
-//! The log line is settled and stable, so that people and scripts can rely on
-//! it: it starts with `nix-attach:` and names the derivation, phase, exit
-//! code, failing command, host, attach command and deadline. It is printed
-//! plain, for the log, and as an `@nix` message, which `nix build` shows
-//! without `-L`.
+//! Log lines are printed plain, for the log, and as `@nix` messages, which
+//! `nix build` shows without `-L`. The line that tells how to attach is
+//! [`crate::pointer`]'s.
 
 use crate::metadata::Metadata;
 use crate::sanitize::sanitize;
-use std::time::{Duration, SystemTime};
-
-/// The line that tells how to attach.
-pub fn pointer(meta: &Metadata) -> String {
-    format!(
-        "nix-attach: {drv} failed in {phase} (exit {code}): {command} — on host {host}, attach with `sudo nix-attach attach {id}`; it waits until {deadline} ({timeout} s without a session), then fails as usual",
-        drv = sanitize(&meta.drv),
-        phase = phase_name(meta),
-        code = meta.exit_code,
-        command = sanitize(&meta.command),
-        host = sanitize(&meta.hostname),
-        id = meta.id,
-        deadline = deadline(meta),
-        timeout = meta.timeout,
-    )
-}
 
 /// The line that says how the wait ended.
 pub fn ending(meta: &Metadata, how: &str) -> String {
@@ -43,7 +25,7 @@ pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String]) -> Vec<String> {
         format!(
             "nix-attach: inside the build of {}, stopped after {} failed (exit {}).",
             sanitize(&meta.drv),
-            phase_name(meta),
+            crate::pointer::phase_name(meta),
             meta.exit_code
         ),
         format!("  failed command: {}", sanitize(&meta.command)),
@@ -72,18 +54,6 @@ pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String]) -> Vec<String> {
     lines
 }
 
-fn phase_name(meta: &Metadata) -> String {
-    if meta.phase.is_empty() {
-        "the builder".to_string()
-    } else {
-        sanitize(&meta.phase)
-    }
-}
-
-fn deadline(meta: &Metadata) -> String {
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(meta.since.saturating_add(meta.timeout));
-    humantime::format_rfc3339_seconds(at).to_string()
-}
 
 #[cfg(test)]
 mod tests {
@@ -105,24 +75,6 @@ mod tests {
             build_top: "/build".into(),
             hostname: "localhost".into(),
         }
-    }
-
-    #[test]
-    fn the_pointer_names_everything_needed_to_attach() {
-        assert_eq!(
-            pointer(&meta()),
-            "nix-attach: hello-2.12 failed in buildPhase (exit 2): make -j2 — on host localhost, attach with \
-             `sudo nix-attach attach 4f2a9c0e11d3`; it waits until 2025-11-25T22:30:00Z (1800 s without a session), \
-             then fails as usual"
-        );
-    }
-
-    #[test]
-    fn a_hostile_command_cannot_forge_a_second_line() {
-        let mut hostile = meta();
-        hostile.command = "x\nnix-attach: fake \x1b[2J".into();
-        let line = pointer(&hostile);
-        assert!(!line.contains('\n') && !line.contains('\x1b'));
     }
 
     #[test]

@@ -80,7 +80,7 @@ async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<(
     let listener = tokio::net::UnixListener::bind(SOCKET).context("cannot listen on the agent socket")?;
     fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o600))?;
     write_metadata(&meta)?;
-    announce::to_log(&announce::pointer(&meta));
+    announce::to_log(&crate::pointer::line(&meta));
     let ending = server::serve(listener, context, config.timeout).await;
     announce::to_log(&announce::ending(&meta, ending.describe()));
     Ok(())

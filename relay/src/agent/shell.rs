@@ -2,12 +2,12 @@
 //! relayed over the connection with its window size and exit status.
 
 use super::{SessionContext, SessionError};
-use crate::protocol::{AgentCodec, AgentFrame, ClientFrame, CHUNK};
+use crate::protocol::{AgentCodec, AgentFrame, ClientFrame};
+use crate::pump;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
-use std::io::{Read, Write};
 use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -38,8 +38,8 @@ pub async fn run(
     let mut child = pair.slave.spawn_command(shell_command(context, term)).map_err(SessionError::Pty)?;
     drop(pair.slave);
     let mut killer = child.clone_killer();
-    let output = pump_output(pair.master.try_clone_reader().map_err(SessionError::Pty)?);
-    let input = pump_input(pair.master.take_writer().map_err(SessionError::Pty)?);
+    let output = pump::from_reader(pair.master.try_clone_reader().map_err(SessionError::Pty)?, IN_FLIGHT);
+    let input = pump::to_writer(pair.master.take_writer().map_err(SessionError::Pty)?, IN_FLIGHT);
     let (exit_tx, exit_rx) = oneshot::channel();
     std::thread::spawn(move || {
         let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
@@ -67,35 +67,6 @@ fn shell_command(context: &SessionContext, term: Option<String>) -> CommandBuild
     command.env("SHELL", &context.shell);
     command.env("TERM", term.unwrap_or_else(|| "xterm-256color".into()));
     command
-}
-
-/// Reads the PTY on a thread of its own; the channel closes when the last
-/// process holding the terminal is gone.
-fn pump_output(mut reader: Box<dyn Read + Send>) -> mpsc::Receiver<Bytes> {
-    let (tx, rx) = mpsc::channel(IN_FLIGHT);
-    std::thread::spawn(move || {
-        let mut buffer = vec![0u8; CHUNK];
-        while let Ok(n @ 1..) = reader.read(&mut buffer) {
-            if tx.blocking_send(Bytes::copy_from_slice(&buffer[..n])).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Writes to the PTY on a thread of its own; closing the channel sends the
-/// terminal's end-of-file.
-fn pump_input(mut writer: Box<dyn Write + Send>) -> mpsc::Sender<Bytes> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(IN_FLIGHT);
-    std::thread::spawn(move || {
-        while let Some(chunk) = rx.blocking_recv() {
-            if writer.write_all(&chunk).and_then(|()| writer.flush()).is_err() {
-                break;
-            }
-        }
-    });
-    tx
 }
 
 /// Relays the client's keystrokes and window sizes until it leaves.

@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod discovery;
+pub mod input;
 mod relay;
 pub mod select;
 pub mod terminal;
@@ -99,14 +100,14 @@ pub fn attach(build_dirs: &[PathBuf], query: Option<&str>) -> anyhow::Result<i32
     let (rows, cols) = terminal::size();
     let term = std::env::var("TERM").ok();
     let interactive = std::io::stdin().is_terminal();
-    let how = Interaction { forward_stdin: true, follow_resize: interactive };
-    session(build_dirs, query, Request::Attach { rows, cols, term }, how, interactive)
+    let how = Interaction { follow_resize: interactive };
+    session(build_dirs, query, Request::Attach { rows, cols, term }, true, how, interactive)
 }
 
 /// `nix-attach exec`: one command in the build's restored shell.
 pub fn exec(build_dirs: &[PathBuf], query: &str, argv: Vec<String>) -> anyhow::Result<i32> {
-    let how = Interaction { forward_stdin: !std::io::stdin().is_terminal(), follow_resize: false };
-    session(build_dirs, Some(query), Request::Exec { argv }, how, false)
+    let forward_stdin = !std::io::stdin().is_terminal();
+    session(build_dirs, Some(query), Request::Exec { argv }, forward_stdin, Interaction { follow_resize: false }, false)
 }
 
 /// `nix-attach release`: lets the build fail now.
@@ -118,12 +119,14 @@ fn session(
     build_dirs: &[PathBuf],
     query: Option<&str>,
     request: Request,
+    forward_stdin: bool,
     how: Interaction,
     raw: bool,
 ) -> anyhow::Result<i32> {
     with_connection(build_dirs, query, |stream| async move {
+        let mut stdin = if forward_stdin { Some(input::Input::start()?) } else { None };
         let _raw = raw.then(terminal::RawMode::enter).flatten();
-        Ok(relay::relay(stream, request, how).await?)
+        Ok(relay::relay(stream, request, stdin.as_mut(), how).await?)
     })
 }
 

@@ -1,16 +1,15 @@
 //! Relays the user's terminal, or stdin and stdout, to a session until the
 //! agent reports how it ended.
 
+use super::input::Input;
 use super::terminal;
-use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, CHUNK, VERSION};
+use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use std::io::Read;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,25 +27,22 @@ pub enum RelayError {
 /// How the user's side takes part in a session.
 #[derive(Debug, Clone, Copy)]
 pub struct Interaction {
-    /// Send stdin to the session.
-    pub forward_stdin: bool,
     /// Send window size changes.
     pub follow_resize: bool,
 }
 
 /// Sends `request`, relays until the session ends and returns its status.
-pub async fn relay(stream: UnixStream, request: Request, how: Interaction) -> Result<i32, RelayError> {
+/// `stdin`, when given, is sent to the session.
+pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Input>, how: Interaction) -> Result<i32, RelayError> {
     let (mut sink, mut frames) = Framed::new(stream, ClientCodec::default()).split();
     sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await?;
     // Sending may fail once the session has ended and the agent closed the
     // connection; what happened is then read from the frames, so failed
     // sends only stop further input.
-    let mut stdin = if how.forward_stdin {
-        Some(read_stdin())
-    } else {
+    let mut stdin = stdin;
+    if stdin.is_none() {
         let _ = sink.send(ClientFrame::InputEof).await;
-        None
-    };
+    }
     let mut resized = signal(SignalKind::window_change())?;
     let mut terminated = signal(SignalKind::terminate())?;
     let mut hung_up = signal(SignalKind::hangup())?;
@@ -83,9 +79,9 @@ pub async fn relay(stream: UnixStream, request: Request, how: Interaction) -> Re
     }
 }
 
-async fn recv(stdin: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+async fn recv(stdin: &mut Option<&mut Input>) -> Option<Bytes> {
     match stdin {
-        Some(receiver) => receiver.recv().await,
+        Some(input) => input.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -99,20 +95,4 @@ pub async fn release(stream: UnixStream) -> Result<i32, RelayError> {
         AgentFrame::Error(message) => Err(RelayError::Agent(sanitize(&message))),
         AgentFrame::Output(_) | AgentFrame::Stderr(_) => Err(RelayError::Closed),
     }
-}
-
-/// Reads stdin on a thread of its own (a blocking read cannot be
-/// cancelled); the channel closes at end of file.
-fn read_stdin() -> mpsc::Receiver<Bytes> {
-    let (tx, rx) = mpsc::channel(4);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buffer = vec![0u8; CHUNK];
-        while let Ok(n @ 1..) = stdin.read(&mut buffer) {
-            if tx.blocking_send(Bytes::copy_from_slice(&buffer[..n])).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }

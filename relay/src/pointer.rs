@@ -1,0 +1,126 @@
+//! The log line that tells how to attach to a paused build.
+//!
+//! Its wording is settled, so that people and scripts can rely on it:
+//!
+//! ```text
+//! nix-attach: DRV failed in PHASE (exit CODE): COMMAND — on host HOST, attach with `sudo nix-attach attach ID`; it waits until DEADLINE (TIMEOUT s without a session), then fails as usual
+//! ```
+//!
+//! The agent writes it into the build log; `nix-attach build` finds it in
+//! nix's output. Everything the build chose is sanitised, so it has no
+//! control characters and is always one line.
+
+use crate::metadata::Metadata;
+use crate::sanitize::sanitize;
+use std::time::{Duration, SystemTime};
+
+const PREFIX: &str = "nix-attach: ";
+const SUMMARY_END: &str = " — on host ";
+const ATTACH: &str = "attach with `sudo nix-attach attach ";
+/// Ids are this many lowercase hex digits.
+const ID_LENGTH: usize = 12;
+
+/// Writes the line for a waiting build.
+pub fn line(meta: &Metadata) -> String {
+    format!(
+        "{PREFIX}{summary}{SUMMARY_END}{host}, {ATTACH}{id}`; it waits until {deadline} ({timeout} s without a session), then fails as usual",
+        summary = summary(meta),
+        host = sanitize(&meta.hostname),
+        id = meta.id,
+        deadline = deadline(meta),
+        timeout = meta.timeout,
+    )
+}
+
+/// `DRV failed in PHASE (exit CODE): COMMAND`
+pub fn summary(meta: &Metadata) -> String {
+    format!(
+        "{} failed in {} (exit {}): {}",
+        sanitize(&meta.drv),
+        phase_name(meta),
+        meta.exit_code,
+        sanitize(&meta.command)
+    )
+}
+
+/// The phase, or what failed when no phase ran.
+pub fn phase_name(meta: &Metadata) -> String {
+    if meta.phase.is_empty() {
+        "the builder".to_string()
+    } else {
+        sanitize(&meta.phase)
+    }
+}
+
+fn deadline(meta: &Metadata) -> String {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(meta.since.saturating_add(meta.timeout));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// What a pointer line says, read back from text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    pub id: String,
+    /// `DRV failed in PHASE (exit CODE): COMMAND`, as the line had it.
+    pub summary: String,
+}
+
+impl Pointer {
+    /// Reads a pointer from a line of text (after any prefix nix adds,
+    /// such as `drv> ` with `-L`), or `None` if it holds none.
+    pub fn parse(text: &str) -> Option<Pointer> {
+        let start = text.find(PREFIX)? + PREFIX.len();
+        let rest = &text[start..];
+        let summary = &rest[..rest.find(SUMMARY_END)?];
+        let after = &rest[rest.find(ATTACH)? + ATTACH.len()..];
+        let id = after.get(..ID_LENGTH)?;
+        let well_formed = id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && after[ID_LENGTH..].starts_with('`');
+        well_formed.then(|| Pointer { id: id.to_string(), summary: sanitize(summary) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::tests::sample;
+
+    fn meta() -> Metadata {
+        Metadata { id: "4f2a9c0e11d3".into(), since: 1_764_108_000, ..sample() }
+    }
+
+    #[test]
+    fn the_line_names_everything_needed_to_attach() {
+        assert_eq!(
+            line(&meta()),
+            "nix-attach: hello-2.12 failed in buildPhase (exit 2): make -j2 — on host localhost, attach with \
+             `sudo nix-attach attach 4f2a9c0e11d3`; it waits until 2025-11-25T22:30:00Z (1800 s without a session), \
+             then fails as usual"
+        );
+    }
+
+    #[test]
+    fn a_line_reads_back_as_its_id_and_summary() {
+        let pointer = Pointer::parse(&format!("hello> {}", line(&meta()))).unwrap();
+        assert_eq!(pointer.id, "4f2a9c0e11d3");
+        assert_eq!(pointer.summary, "hello-2.12 failed in buildPhase (exit 2): make -j2");
+    }
+
+    #[test]
+    fn a_hostile_command_cannot_forge_a_second_line() {
+        let hostile = Metadata { command: "x\nnix-attach: fake \x1b[2J".into(), ..meta() };
+        let text = line(&hostile);
+        assert!(!text.contains('\n') && !text.contains('\x1b'));
+        assert_eq!(Pointer::parse(&text).unwrap().id, "4f2a9c0e11d3");
+    }
+
+    #[test]
+    fn text_that_is_not_a_pointer_reads_as_none() {
+        assert_eq!(Pointer::parse("nix-attach: something else"), None);
+        assert_eq!(Pointer::parse("building '/nix/store/…'"), None);
+        let bad_id = line(&meta()).replace("4f2a9c0e11d3", "4f2a9c0e11dZ");
+        assert_eq!(Pointer::parse(&bad_id), None);
+        let long_id = line(&meta()).replace("4f2a9c0e11d3", "4f2a9c0e11d3aa");
+        assert_eq!(Pointer::parse(&long_id), None);
+    }
+}
