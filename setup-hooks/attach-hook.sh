@@ -25,7 +25,10 @@
 #                         agent: $BASH is not reliable when bash was started
 #                         without a path)
 
-if [[ -z "${dontAttachOnFailure-}" ]]; then
+# Not in nix-shell (leaving it with a failing status is no failed build),
+# not twice, and not where the derivation opts out.
+if [[ -z "${dontAttachOnFailure-}" && -z "${IN_NIX_SHELL-}" && -z "${__nixAttachLoaded-}" ]]; then
+__nixAttachLoaded=1
 
 # Variables that bash manages itself, or that belong to the attaching
 # terminal: they are not part of the build's state.
@@ -50,7 +53,7 @@ __nixAttachSnapshot() {
     __nixAttachOptionsFile=$__nixAttachDir/.nix-attach-options
     __nixAttachKind=$1
     __nixAttachStatus=$2
-    __nixAttachCommand=$3
+    __nixAttachCommand=${3:0:4000}
     __nixAttachPwd=$PWD
     __nixAttachFrames=()
     # The failing frames start above this function and its caller; at exit,
@@ -59,7 +62,7 @@ __nixAttachSnapshot() {
     for ((; __nixAttachI < ${#FUNCNAME[@]}; __nixAttachI++)); do
         [[ $1 == err || ${FUNCNAME[__nixAttachI]} != exitHandler ]] || __nixAttachFirst=__nixAttachI+1
     done
-    for ((__nixAttachI = __nixAttachFirst; __nixAttachI < ${#FUNCNAME[@]}; __nixAttachI++)); do
+    for ((__nixAttachI = __nixAttachFirst; __nixAttachI < ${#FUNCNAME[@]} && __nixAttachI < __nixAttachFirst + 64; __nixAttachI++)); do
         __nixAttachFrames+=("${FUNCNAME[__nixAttachI]} (${BASH_SOURCE[__nixAttachI]-?}:${BASH_LINENO[__nixAttachI - 1]})")
     done
     [[ $1 != err ]] || __nixAttachFrames[0]="${FUNCNAME[2]-main} (${BASH_SOURCE[2]-?}:$4)"
@@ -81,8 +84,10 @@ __nixAttachOnFatalError() {
     __nixAttachSnapshot err "$@" || __nixAttachKind=failed
 }
 
-# Runs as a failure hook: snapshots if the ERR trap did not, then waits.
+# Runs as a failure hook: snapshots if the ERR trap did not, then waits. A
+# build that will succeed anyway (succeedOnFailure) does not wait.
 nixAttachFailureHook() {
+    [[ -z "${succeedOnFailure-}" ]] || return 0
     local __nixAttachCode=${exitCode:-${__nixAttachStatus:-1}}
     if [[ -z "${__nixAttachKind-}" ]]; then
         __nixAttachSnapshot exit "$__nixAttachCode" "$BASH_COMMAND" "" || __nixAttachKind=failed
@@ -110,24 +115,26 @@ nixAttachFailureHook() {
     return 0
 }
 
+# An ERR trap the build set before this hook was sourced still runs, inline,
+# with $? as it was; its own failures change nothing. Where errtrace was off
+# it runs only where it used to: outside functions and subshells.
+__nixAttachTakeTrap() { __nixAttachPreviousTrap=${3-}; }
+eval "__nixAttachTakeTrap $(trap -p ERR)"
+__nixAttachPrevious=
+if [[ -n "$__nixAttachPreviousTrap" ]]; then
+    __nixAttachReturn() { return "$1"; }
+    __nixAttachPrevious='__nixAttachReturn "$__nixAttachLast" || { '"$__nixAttachPreviousTrap"$'\n''} || :; '
+    if [[ ! -o errtrace ]]; then
+        __nixAttachPrevious='[[ $BASHPID != "$$" || ( ${FUNCNAME[0]-main} != main && ${FUNCNAME[0]} != source ) ]] || '"$__nixAttachPrevious"
+    fi
+fi
+
 # The ERR trap. Where the failure is not fatal (errexit off, or a subshell)
 # it costs one assignment and one test. Where it is fatal it snapshots, then
 # exits with the failing status itself, as errexit would: leaving the exit to
 # errexit makes bash print "pop_var_context: head of shell_variables not a
 # function context" when the failure is inside an eval inside a function.
-__nixAttachTrap='__nixAttachLast=$?; [[ $- != *e* || $BASHPID != "$$" ]] || { __nixAttachOnFatalError "$__nixAttachLast" "$BASH_COMMAND" "$LINENO"; __nixAttachRunPrevious; exit "$__nixAttachLast"; }'
-
-# An ERR trap the build set before this hook was sourced still runs, after
-# the snapshot, with $? as it was.
-__nixAttachTakeTrap() { __nixAttachPreviousTrap=${3-}; }
-eval "__nixAttachTakeTrap $(trap -p ERR)"
-if [[ -n "$__nixAttachPreviousTrap" ]]; then
-    __nixAttachReturn() { return "$1"; }
-    __nixAttachRunPrevious() { __nixAttachReturn "$__nixAttachLast" || eval "$__nixAttachPreviousTrap"; }
-    __nixAttachTrap+='; __nixAttachRunPrevious'
-else
-    __nixAttachRunPrevious() { :; }
-fi
+__nixAttachTrap='__nixAttachLast=$?; [[ $- != *e* || $BASHPID != "$$" ]] || { __nixAttachOnFatalError "$__nixAttachLast" "$BASH_COMMAND" "$LINENO"; '"$__nixAttachPrevious"'exit "$__nixAttachLast"; }; '"$__nixAttachPrevious"
 set -o errtrace
 trap "$__nixAttachTrap" ERR
 failureHooks+=(nixAttachFailureHook)

@@ -2,8 +2,9 @@
 //! `agent`, which the setup hook runs inside the sandbox.
 
 use crate::agent::{self, AgentConfig};
-use crate::host;
+use crate::{host, wrapper};
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,6 +49,23 @@ pub enum Command {
         #[command(flatten)]
         search: Search,
     },
+    /// Run `nix build ARGS…`; when a build pauses, offer to enter it.
+    Build {
+        #[command(flatten)]
+        wrap: Wrap,
+        /// Arguments for `nix build`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        nix_args: Vec<OsString>,
+    },
+    /// Run any nix command (`nix-build …`, `nix develop …`); when a build
+    /// pauses, offer to enter it.
+    Run {
+        #[command(flatten)]
+        wrap: Wrap,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
     /// Keep a failed build waiting for sessions (run by the setup hook).
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -59,6 +77,37 @@ pub struct Search {
     /// Another build directory, or a directory of build directories.
     #[arg(long = "build-dir", value_name = "DIR")]
     pub build_dirs: Vec<PathBuf>,
+}
+
+/// How `build` and `run` treat builds that pause.
+#[derive(Debug, Clone, Args)]
+pub struct Wrap {
+    /// Enter a paused build without asking.
+    #[arg(long, conflicts_with = "no_enter")]
+    enter_on_failure: bool,
+    /// Never ask; only say how to enter.
+    #[arg(long)]
+    no_enter: bool,
+    /// Release a paused build when the prompt has no answer after SECS.
+    #[arg(long, value_name = "SECS")]
+    release_after: Option<u64>,
+    #[command(flatten)]
+    search: Search,
+}
+
+impl From<Wrap> for wrapper::Options {
+    fn from(wrap: Wrap) -> wrapper::Options {
+        let enter = match (wrap.enter_on_failure, wrap.no_enter) {
+            (true, _) => wrapper::Enter::Always,
+            (_, true) => wrapper::Enter::Never,
+            _ => wrapper::Enter::Ask,
+        };
+        wrapper::Options {
+            enter,
+            release_after: wrap.release_after.map(Duration::from_secs),
+            build_dirs: wrap.search.build_dirs,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +168,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Attach { id, search } => host::attach(&search.build_dirs, id.as_deref()),
         Command::Exec { id, command, search } => host::exec(&search.build_dirs, &id, command),
         Command::Release { id, search } => host::release(&search.build_dirs, id.as_deref()),
+        Command::Build { wrap, nix_args } => wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into()),
+        Command::Run { wrap, mut command } => {
+            let program = command.remove(0);
+            wrapper::run(program, command, wrap.into())
+        }
         Command::Agent(args) => agent::run(args.into()).map(|()| 0),
     }
 }

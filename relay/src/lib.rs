@@ -8,8 +8,13 @@
 //! - [`host`] runs on the host: it finds waiting builds, connects to their
 //!   sockets and relays the user's terminal.
 //!
-//! They speak the framed [`protocol`]; [`metadata`] describes a waiting build,
-//! and [`sanitize`] makes anything a build wrote safe to print.
+//! - [`wrapper`] is `nix-attach build`/`run`: it runs nix and offers to enter
+//!   the builds that pause.
+//!
+//! They speak the framed [`protocol`]; [`metadata`] describes a waiting
+//! build, [`pointer`] is the log line that says how to attach, [`pump`]
+//! moves bytes between threads and tasks, and [`sanitize`] makes anything a
+//! build wrote safe to print.
 
 pub mod agent;
 pub mod cli;
@@ -19,3 +24,4 @@ pub mod pointer;
 pub mod protocol;
 pub mod pump;
 pub mod sanitize;
+pub mod wrapper;

@@ -27,6 +27,26 @@ pub enum MetadataError {
     TooLong(&'static str),
     #[error("the metadata has protocol version {0}, this nix-attach speaks {VERSION}", VERSION = crate::protocol::VERSION)]
     Version(u32),
+    #[error("the metadata's id is not {ID_LENGTH} lowercase hex digits")]
+    Id,
+}
+
+/// Ids are this many lowercase hex digits.
+pub const ID_LENGTH: usize = 12;
+/// The most stack frames kept.
+const MAX_FRAMES: usize = 64;
+
+/// Whether `id` has the form of an agent's id.
+pub fn is_id(id: &str) -> bool {
+    id.len() == ID_LENGTH && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let end = (0..=max).rev().find(|at| text.is_char_boundary(*at)).unwrap_or(0);
+        text.truncate(end);
+    }
 }
 
 /// What the agent says about the build it keeps waiting.
@@ -66,8 +86,22 @@ impl Metadata {
         if meta.version != crate::protocol::VERSION {
             return Err(MetadataError::Version(meta.version));
         }
+        if !is_id(&meta.id) {
+            return Err(MetadataError::Id);
+        }
         meta.check_lengths()?;
         Ok(meta)
+    }
+
+    /// The same metadata with every field cut to what [`Metadata::parse`]
+    /// accepts, so that a long failing command cannot hide a build.
+    pub fn within_limits(mut self) -> Metadata {
+        for field in [&mut self.drv, &mut self.phase, &mut self.command, &mut self.build_top, &mut self.hostname] {
+            cut(field, MAX_FIELD);
+        }
+        self.stack.truncate(MAX_FRAMES);
+        self.stack.iter_mut().for_each(|frame| cut(frame, MAX_FIELD));
+        self
     }
 
     fn check_lengths(&self) -> Result<(), MetadataError> {
@@ -84,7 +118,7 @@ impl Metadata {
                 return Err(MetadataError::TooLong(name));
             }
         }
-        if self.stack.len() > 256 || self.stack.iter().any(|frame| frame.len() > MAX_FIELD) {
+        if self.stack.len() > MAX_FRAMES || self.stack.iter().any(|frame| frame.len() > MAX_FIELD) {
             return Err(MetadataError::TooLong("stack"));
         }
         Ok(())
@@ -98,7 +132,7 @@ pub(crate) mod tests {
     pub(crate) fn sample() -> Metadata {
         Metadata {
             version: crate::protocol::VERSION,
-            id: "0123abcd".into(),
+            id: "0123abcd4567".into(),
             drv: "hello-2.12".into(),
             phase: "buildPhase".into(),
             exit_code: 2,
@@ -131,6 +165,22 @@ pub(crate) mod tests {
         meta.version = 99;
         let json = serde_json::to_vec(&meta).unwrap();
         assert!(matches!(Metadata::parse(&json), Err(MetadataError::Version(99))));
+    }
+
+    #[test]
+    fn an_id_of_another_form_is_refused() {
+        for id in ["hello", "0123ABCD4567", "0123abcd45678", "\u{1b}[2J0123abcd"] {
+            let meta = Metadata { id: id.into(), ..sample() };
+            let json = serde_json::to_vec(&meta).unwrap();
+            assert!(matches!(Metadata::parse(&json), Err(MetadataError::Id)), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_within_limits_always_parses() {
+        let long = Metadata { command: "é".repeat(MAX_FIELD), stack: vec!["f".into(); 1000], ..sample() }.within_limits();
+        assert!(long.command.len() <= MAX_FIELD && long.stack.len() == MAX_FRAMES);
+        Metadata::parse(&serde_json::to_vec(&long).unwrap()).unwrap();
     }
 
     #[test]

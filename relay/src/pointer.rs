@@ -10,15 +10,13 @@
 //! nix's output. Everything the build chose is sanitised, so it has no
 //! control characters and is always one line.
 
-use crate::metadata::Metadata;
+use crate::metadata::{is_id, Metadata, ID_LENGTH};
 use crate::sanitize::sanitize;
 use std::time::{Duration, SystemTime};
 
 const PREFIX: &str = "nix-attach: ";
 const SUMMARY_END: &str = " — on host ";
 const ATTACH: &str = "attach with `sudo nix-attach attach ";
-/// Ids are this many lowercase hex digits.
-const ID_LENGTH: usize = 12;
 
 /// Writes the line for a waiting build.
 pub fn line(meta: &Metadata) -> String {
@@ -74,8 +72,7 @@ impl Pointer {
         let summary = &rest[..rest.find(SUMMARY_END)?];
         let after = &rest[rest.find(ATTACH)? + ATTACH.len()..];
         let id = after.get(..ID_LENGTH)?;
-        let well_formed = id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && after[ID_LENGTH..].starts_with('`');
+        let well_formed = is_id(id) && after[ID_LENGTH..].starts_with('`');
         well_formed.then(|| Pointer { id: id.to_string(), summary: sanitize(summary) })
     }
 }

@@ -1,10 +1,12 @@
-//! Moves bytes between blocking readers or writers (PTY ends, stdin) and
-//! async channels, each on a thread of its own: a blocking read cannot be
-//! cancelled, and a thread that blocks does not stall the runtime.
+//! Moves bytes between blocking readers or writers (PTY ends) and async
+//! channels, each on a thread of its own (a blocking read cannot be
+//! cancelled, and a thread that blocks does not stall the runtime), and
+//! reads async pipes chunk by chunk.
 
 use crate::protocol::CHUNK;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::io::{Read, Write};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 /// Reads `reader` until its end into a channel holding at most `in_flight`
@@ -35,4 +37,19 @@ pub fn to_writer(mut writer: Box<dyn Write + Send>, in_flight: usize) -> mpsc::S
         }
     });
     tx
+}
+
+/// Reads the next chunk of an async pipe; the pipe is dropped at its end,
+/// and a dropped pipe never yields again, so two pipes can be read in one
+/// `select!` until both are gone.
+pub async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buffer: &mut BytesMut) -> Option<Bytes> {
+    let Some(reader) = pipe.as_mut() else { return std::future::pending().await };
+    buffer.reserve(CHUNK);
+    match reader.read_buf(buffer).await {
+        Ok(1..) => Some(buffer.split().freeze()),
+        _ => {
+            *pipe = None;
+            None
+        }
+    }
 }

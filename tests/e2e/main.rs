@@ -12,3 +12,4 @@ mod hook;
 mod overlay;
 mod state;
 mod untouched;
+mod wrapper;

@@ -119,7 +119,7 @@ fn an_explicit_exit_pauses_with_a_snapshot_taken_at_exit_and_says_so() {
 
 #[test]
 fn an_err_trap_the_build_set_still_runs() {
-    let trap_hook = r#"(f.mkDerivation { name = "own-err-trap"; phases = "installPhase"; installPhase = "mkdir -p $out/nix-support; echo \"trap 'echo own-err-trap-ran >&2' ERR\" > $out/nix-support/setup-hook"; })"#;
+    let trap_hook = r#"(f.mkDerivation { name = "own-err-trap"; phases = "installPhase"; installPhase = "mkdir -p $out/nix-support; echo \"set -o errtrace; trap 'echo own-err-trap-ran >&2' ERR\" > $out/nix-support/setup-hook"; })"#;
     let mut build = Drv::new("chained").input(trap_hook).phase("buildPhase", "local kept=yes\nfalse").start();
     let paused = build.paused();
     assert_eq!(eval(&paused.id, "echo $kept"), "yes\n", "the snapshot came from our ERR trap");

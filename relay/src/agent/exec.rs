@@ -4,12 +4,13 @@
 use super::restore::quote;
 use super::{SessionContext, SessionError};
 use crate::protocol::{AgentCodec, AgentFrame, ClientFrame, CHUNK};
-use bytes::{Bytes, BytesMut};
+use crate::pump;
+use bytes::BytesMut;
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::process::{ChildStdin, Command};
 use tokio_util::codec::Framed;
@@ -28,6 +29,7 @@ pub async fn run(
         return Ok(());
     }
     let mut child = command(context, &argv).spawn().map_err(SessionError::Spawn)?;
+    let _group = child.id().map(ProcessGroup);
     let stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -36,10 +38,10 @@ pub async fn run(
         let mut err = BytesMut::with_capacity(CHUNK);
         while stdout.is_some() || stderr.is_some() {
             tokio::select! {
-                chunk = read_some(&mut stdout, &mut out) => {
+                chunk = pump::read_some(&mut stdout, &mut out) => {
                     if let Some(chunk) = chunk { sink.send(AgentFrame::Output(chunk)).await? }
                 }
-                chunk = read_some(&mut stderr, &mut err) => {
+                chunk = pump::read_some(&mut stderr, &mut err) => {
                     if let Some(chunk) = chunk { sink.send(AgentFrame::Stderr(chunk)).await? }
                 }
             }
@@ -68,21 +70,18 @@ fn command(context: &SessionContext, argv: &[String]) -> Command {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     command
 }
 
-/// Reads the next chunk of a pipe; the pipe is dropped at its end, and a
-/// dropped pipe never yields again.
-async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buffer: &mut BytesMut) -> Option<Bytes> {
-    let Some(reader) = pipe.as_mut() else { return std::future::pending().await };
-    buffer.reserve(CHUNK);
-    match reader.read_buf(buffer).await {
-        Ok(1..) => Some(buffer.split().freeze()),
-        _ => {
-            *pipe = None;
-            None
-        }
+/// The command's process group, killed whole when the session ends, so
+/// that nothing it started outlives the session.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -115,7 +115,8 @@ fn metadata(config: &AgentConfig) -> anyhow::Result<Metadata> {
         timeout: config.timeout.as_secs(),
         build_top: config.build_top.to_string_lossy().into_owned(),
         hostname,
-    })
+    }
+    .within_limits())
 }
 
 fn random_id() -> anyhow::Result<String> {

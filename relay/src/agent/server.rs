@@ -65,7 +65,11 @@ pub async fn serve(listener: UnixListener, context: SessionContext, timeout: Dur
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let Ok((stream, _)) = accepted else {
+                        // Out of descriptors, say: wait rather than spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
                     let guard = admit(&open_tx);
                     tokio::spawn(handle(stream, guard, context.clone(), release.clone()));
                 }

@@ -1,14 +1,17 @@
 //! Finds the builds that wait for a session.
 //!
-//! Two searches are merged. One looks in the places where Nix and Lix put
-//! build directories (`/tmp/nix-build-*`, `…/nix-build-*/build`,
-//! `/nix/var/nix/builds/*`, `/nix/var/nix/b/*`, and `--build-dir`). The other
-//! looks for running agents in `/proc` and enters their working directory,
-//! which is their state directory, so that a layout this code does not know
-//! still works. Everything found there was written by an untrusted build:
+//! A build waits while its agent runs, so the search starts from running
+//! agents in `/proc` (only processes that may run builds: see
+//! [`builders`](super::builders)) and enters their working directory, which is
+//! their state directory; that way a layout this code does not know still
+//! works. The places where Nix and Lix put build directories
+//! (`/tmp/nix-build-*`, `…/nix-build-*/build`, `/nix/var/nix/builds/*`,
+//! `/nix/var/nix/b/*`, and `--build-dir`) are searched too, to name the
+//! build directory as a host path. Everything found there was written by an untrusted build:
 //! no link is followed, only regular files are read, owners must agree and
 //! every read is bounded.
 
+use super::builders;
 use crate::metadata::{Metadata, MetadataError, MAX_METADATA, METADATA, STATE_DIR};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
@@ -97,7 +100,8 @@ fn key(stat: &FileStat) -> Key {
     (stat.st_dev, stat.st_ino)
 }
 
-/// Finds every waiting build this user can reach.
+/// Finds every waiting build this user can reach. `denied` counts the
+/// agents whose state this user may not enter.
 pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
     let mut discovery = Discovery::default();
     // Agents first: an agent enters its state directory before it writes
@@ -106,10 +110,10 @@ pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
     let agents = running_agents(&mut discovery.denied);
     let mut candidates: HashMap<Key, Candidate> = HashMap::new();
     for (root, only_nix_builds) in roots(extra_dirs) {
-        scan_root(&root, only_nix_builds, &mut candidates, &mut discovery.denied);
+        scan_root(&root, only_nix_builds, &mut candidates);
     }
     for extra in extra_dirs {
-        probe(extra, &mut candidates, &mut discovery.denied);
+        probe(extra, &mut candidates);
     }
     for mut agent in agents {
         let Some(cwd) = agent.cwd.take() else { continue };
@@ -129,35 +133,28 @@ fn roots(extra_dirs: &[PathBuf]) -> Vec<(PathBuf, bool)> {
 }
 
 /// Looks at every build directory below `root`.
-fn scan_root(root: &Path, only_nix_builds: bool, found: &mut HashMap<Key, Candidate>, denied: &mut Vec<PathBuf>) {
+fn scan_root(root: &Path, only_nix_builds: bool, found: &mut HashMap<Key, Candidate>) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
     for entry in entries.flatten() {
         let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
         let name = entry.file_name();
         if is_dir && (!only_nix_builds || name.to_string_lossy().starts_with("nix-build-")) {
-            probe(&entry.path(), found, denied);
+            probe(&entry.path(), found);
         }
     }
 }
 
-/// Looks for a state directory in one build directory.
-fn probe(build_dir: &Path, found: &mut HashMap<Key, Candidate>, denied: &mut Vec<PathBuf>) {
+/// Looks for a state directory in one build directory. The layouts only
+/// name where a build lives: a build counts as waiting when its agent runs.
+fn probe(build_dir: &Path, found: &mut HashMap<Key, Candidate>) {
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let Ok(top) = open(build_dir, flags, Mode::empty()) else { return };
     for path in STATE_PATHS {
-        match open_beneath(&top, path) {
-            Ok(dir) => {
-                let Ok(stat) = fstat(&dir) else { continue };
-                let inner = path[..path.len() - 1].iter().fold(build_dir.to_path_buf(), |dir, part| dir.join(part));
-                found.entry(key(&stat)).or_insert(Candidate { build_dir: inner, dir, stat });
-                return;
-            }
-            Err(Errno::EACCES) => {
-                denied.push(build_dir.to_path_buf());
-                return;
-            }
-            Err(_) => {}
-        }
+        let Ok(dir) = open_beneath(&top, path) else { continue };
+        let Ok(stat) = fstat(&dir) else { continue };
+        let inner = path[..path.len() - 1].iter().fold(build_dir.to_path_buf(), |dir, part| dir.join(part));
+        found.entry(key(&stat)).or_insert(Candidate { build_dir: inner, dir, stat });
+        return;
     }
 }
 
@@ -172,36 +169,39 @@ fn open_beneath(top: &OwnedFd, components: &[&str]) -> Result<OwnedFd, Errno> {
 }
 
 /// Lists the agents running on this host, with their working directories.
+/// Each process is looked at through one handle on its `/proc` entry, so a
+/// pid reused in between cannot mix two processes' facts.
 fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut agents = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
         let proc_dir = entry.path();
-        if !is_agent_command(&proc_dir) {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let Ok(process) = open(&proc_dir, flags, Mode::empty()) else { continue };
+        let Ok(stat) = fstat(&process) else { continue };
+        if !is_agent_command(&process) || !builders::may_run_builds(&process, stat.st_uid) {
             continue;
         }
-        let Ok(meta) = std::fs::metadata(&proc_dir) else { continue };
-        let cwd_path = proc_dir.join("cwd");
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let cwd = match open(&cwd_path, flags, Mode::empty()) {
+        let cwd = match openat(&process, "cwd", flags, Mode::empty()) {
             Ok(dir) => fstat(&dir).ok().map(|stat| Candidate { build_dir: proc_dir.join("cwd/.."), dir, stat }),
             Err(Errno::EACCES) => {
-                denied.push(cwd_path);
+                denied.push(proc_dir.join("cwd"));
                 None
             }
             Err(_) => None,
         };
-        agents.push(Agent { pid, uid: std::os::unix::fs::MetadataExt::uid(&meta), cwd });
+        agents.push(Agent { pid, uid: stat.st_uid, cwd });
     }
     agents
 }
 
 /// Whether a process's command line is `…/nix-attach agent …`.
-fn is_agent_command(proc_dir: &Path) -> bool {
-    let Ok(file) = File::open(proc_dir.join("cmdline")) else { return false };
+fn is_agent_command(process: &OwnedFd) -> bool {
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let Ok(fd) = openat(process, "cmdline", flags, Mode::empty()) else { return false };
     let mut cmdline = Vec::new();
-    if file.take(4096).read_to_end(&mut cmdline).is_err() {
+    if File::from(fd).take(4096).read_to_end(&mut cmdline).is_err() {
         return false;
     }
     let mut argv = cmdline.split(|b| *b == 0);

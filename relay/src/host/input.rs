@@ -5,7 +5,6 @@
 use crate::protocol::CHUNK;
 use bytes::Bytes;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -41,7 +40,7 @@ pub struct Input {
 impl Input {
     /// Starts reading stdin.
     pub fn start() -> std::io::Result<Input> {
-        let (wake_read, wake) = nix::unistd::pipe()?;
+        let (wake_read, wake) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let gate = Arc::new(Gate { state: Mutex::new(State::Running), changed: Condvar::new(), wake });
         let (tx, chunks) = mpsc::channel(4);
         let reader_gate = gate.clone();
@@ -67,11 +66,16 @@ impl Input {
             }
         }
         let _ = nix::unistd::write(&self.gate.wake, b"p");
-        let mut state = self.gate.state.lock().unwrap();
-        while *state == State::PauseAsked {
-            state = self.gate.changed.wait(state).unwrap();
+        // The reader may be stuck handing over a chunk: keep taking them
+        // until it parks.
+        loop {
+            while self.chunks.try_recv().is_ok() {}
+            let state = self.gate.state.lock().unwrap();
+            if *state != State::PauseAsked {
+                break;
+            }
+            let _ = self.gate.changed.wait_timeout(state, Duration::from_millis(10)).unwrap();
         }
-        drop(state);
         while self.chunks.try_recv().is_ok() {}
     }
 
@@ -98,7 +102,7 @@ fn read_until_end(gate: &Gate, wake: &OwnedFd, tx: &mpsc::Sender<Bytes>) {
             let _ = nix::unistd::read(wake, &mut [0u8; 16]);
             continue;
         }
-        match stdin.lock().read(&mut buffer) {
+        match nix::unistd::read(stdin.as_fd(), &mut buffer) {
             Ok(n @ 1..) if tx.blocking_send(Bytes::copy_from_slice(&buffer[..n])).is_ok() => {}
             _ => return,
         }
@@ -129,8 +133,10 @@ pub fn read_key(timeout: Option<Duration>) -> Option<u8> {
     if poll(&mut fds, timeout).ok()? == 0 {
         return None;
     }
+    // Read the descriptor itself: std's buffer would keep bytes where
+    // poll cannot see them.
     let mut key = [0u8; 1];
-    match stdin.lock().read(&mut key) {
+    match nix::unistd::read(stdin.as_fd(), &mut key) {
         Ok(1) => Some(key[0]),
         _ => None,
     }

@@ -4,18 +4,19 @@
 //! ([`select`]), connects to its agent without trusting the build directory
 //! ([`connect`]) and relays the user's terminal or pipes ([`relay`]).
 
+pub mod builders;
 pub mod connect;
 pub mod discovery;
+mod escape;
 pub mod input;
 mod relay;
 pub mod select;
 pub mod terminal;
 
 use crate::protocol::Request;
-use crate::sanitize::sanitize;
+use crate::sanitize::{self, sanitize};
 use anyhow::Context;
 use discovery::{discover, WaitingBuild};
-use relay::Interaction;
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -70,13 +71,36 @@ pub fn list(build_dirs: &[PathBuf], json: bool) -> anyhow::Result<i32> {
     }
     if json {
         let listings: Vec<Listing> = found.builds.iter().map(Listing::from).collect();
-        println!("{}", serde_json::to_string_pretty(&listings)?);
+        println!("{}", terminal_safe_json(&serde_json::to_string_pretty(&listings)?));
     } else if found.builds.is_empty() {
         eprintln!("nix-attach: {}", select::SelectError::NoneWaiting { denied: found.denied.len() });
     } else {
         print_table(&found.builds);
     }
     Ok(0)
+}
+
+/// JSON with the characters serde_json leaves raw but a terminal would act
+/// on (C1 controls, bidi overrides) written as `\uXXXX` escapes. They can
+/// only occur inside strings, where the escape means the same; the only raw
+/// control serde_json writes is the newline between lines.
+fn terminal_safe_json(json: &str) -> String {
+    let raw = |c: char| c != '\n' && sanitize::is_unsafe(c);
+    json.chars().map(|c| if raw(c) { format!("\\u{:04x}", c as u32) } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe_json;
+
+    #[test]
+    fn json_for_a_terminal_escapes_c1_and_bidi_and_stays_valid() {
+        let json = serde_json::to_string_pretty(&serde_json::json!({ "drv": "a\u{9b}2J\u{202e}b\u{1b}" })).unwrap();
+        let safe = terminal_safe_json(&json);
+        assert!(!safe.contains('\u{9b}') && !safe.contains('\u{202e}') && !safe.contains('\u{1b}'));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["drv"], "a\u{9b}2J\u{202e}b\u{1b}");
+    }
 }
 
 fn print_table(builds: &[WaitingBuild]) {
@@ -100,48 +124,38 @@ pub fn attach(build_dirs: &[PathBuf], query: Option<&str>) -> anyhow::Result<i32
     let (rows, cols) = terminal::size();
     let term = std::env::var("TERM").ok();
     let interactive = std::io::stdin().is_terminal();
-    let how = Interaction { follow_resize: interactive };
-    session(build_dirs, query, Request::Attach { rows, cols, term }, true, how, interactive)
+    session(build_dirs, query, Request::Attach { rows, cols, term }, true, interactive)
 }
 
 /// `nix-attach exec`: one command in the build's restored shell.
 pub fn exec(build_dirs: &[PathBuf], query: &str, argv: Vec<String>) -> anyhow::Result<i32> {
     let forward_stdin = !std::io::stdin().is_terminal();
-    session(build_dirs, Some(query), Request::Exec { argv }, forward_stdin, Interaction { follow_resize: false }, false)
+    session(build_dirs, Some(query), Request::Exec { argv }, forward_stdin, false)
 }
 
 /// `nix-attach release`: lets the build fail now.
 pub fn release(build_dirs: &[PathBuf], query: Option<&str>) -> anyhow::Result<i32> {
-    with_connection(build_dirs, query, |stream| async move { Ok(relay::release(stream).await?) })
+    session(build_dirs, query, Request::Release, false, false)
 }
 
+/// Connects to the build `query` names and relays one session.
 fn session(
     build_dirs: &[PathBuf],
     query: Option<&str>,
     request: Request,
     forward_stdin: bool,
-    how: Interaction,
-    raw: bool,
+    interactive: bool,
 ) -> anyhow::Result<i32> {
-    with_connection(build_dirs, query, |stream| async move {
-        let mut stdin = if forward_stdin { Some(input::Input::start()?) } else { None };
-        let _raw = raw.then(terminal::RawMode::enter).flatten();
-        Ok(relay::relay(stream, request, stdin.as_mut(), how).await?)
-    })
-}
-
-/// Connects to the build `query` names and runs `talk` on the connection.
-fn with_connection<F, Fut>(build_dirs: &[PathBuf], query: Option<&str>, talk: F) -> anyhow::Result<i32>
-where
-    F: FnOnce(tokio::net::UnixStream) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<i32>>,
-{
     let build = select::select(discover(build_dirs), query)?;
     let stream = connect::connect(&build)
         .with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
     stream.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(async { talk(tokio::net::UnixStream::from_std(stream)?).await });
+    let result = runtime.block_on(async {
+        let stream = tokio::net::UnixStream::from_std(stream)?;
+        let mut stdin = if forward_stdin { Some(input::Input::start()?) } else { None };
+        Ok(relay::relay(stream, request, stdin.as_mut(), interactive).await?)
+    });
     runtime.shutdown_background();
     result
 }

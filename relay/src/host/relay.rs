@@ -1,16 +1,27 @@
 //! Relays the user's terminal, or stdin and stdout, to a session until the
 //! agent reports how it ended.
+//!
+//! Reading frames never waits on sending: input goes out in a future of its
+//! own, so a session that floods output while the user pastes input cannot
+//! deadlock, and `~.` or a signal always gets the user out.
 
+use super::escape::Escape;
 use super::input::Input;
-use super::terminal;
+use super::terminal::{self, RawMode};
 use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
-use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::codec::Framed;
+
+type Sink = SplitSink<Framed<UnixStream, ClientCodec>, ClientFrame>;
+type Frames = SplitStream<Framed<UnixStream, ClientCodec>>;
+
+/// The status when the user leaves with `~.`, as ssh's.
+pub const ESCAPED: i32 = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -24,75 +35,92 @@ pub enum RelayError {
     Io(#[from] std::io::Error),
 }
 
-/// How the user's side takes part in a session.
-#[derive(Debug, Clone, Copy)]
-pub struct Interaction {
-    /// Send window size changes.
-    pub follow_resize: bool,
-}
-
 /// Sends `request`, relays until the session ends and returns its status.
-/// `stdin`, when given, is sent to the session.
-pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Input>, how: Interaction) -> Result<i32, RelayError> {
-    let (mut sink, mut frames) = Framed::new(stream, ClientCodec::default()).split();
-    sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await?;
-    // Sending may fail once the session has ended and the agent closed the
-    // connection; what happened is then read from the frames, so failed
-    // sends only stop further input.
-    let mut stdin = stdin;
-    if stdin.is_none() {
-        let _ = sink.send(ClientFrame::InputEof).await;
-    }
-    let mut resized = signal(SignalKind::window_change())?;
+/// `stdin`, when given, is sent to the session; `interactive` puts the
+/// terminal in raw mode and follows its size.
+pub async fn relay(
+    stream: UnixStream,
+    request: Request,
+    stdin: Option<&mut Input>,
+    interactive: bool,
+) -> Result<i32, RelayError> {
     let mut terminated = signal(SignalKind::terminate())?;
     let mut hung_up = signal(SignalKind::hangup())?;
+    let resized = signal(SignalKind::window_change())?;
+    let _raw = interactive.then(RawMode::enter).flatten();
+    let (mut sink, frames) = Framed::new(stream, ClientCodec::default()).split();
+    sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await?;
+    tokio::select! {
+        outcome = read_frames(frames) => outcome,
+        escaped = forward_input(sink, stdin, interactive.then_some(resized)) => escaped,
+        Some(()) = terminated.recv() => Ok(128 + 15),
+        Some(()) = hung_up.recv() => Ok(128 + 1),
+    }
+}
+
+/// Shows the session's output until it reports its status.
+async fn read_frames(mut frames: Frames) -> Result<i32, RelayError> {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     loop {
-        tokio::select! {
-            frame = frames.next() => match frame.ok_or(RelayError::Closed)?? {
-                AgentFrame::Output(data) => {
-                    stdout.write_all(&data).await?;
-                    stdout.flush().await?;
-                }
-                AgentFrame::Stderr(data) => {
-                    stderr.write_all(&data).await?;
-                    stderr.flush().await?;
-                }
-                AgentFrame::Exit(code) => return Ok(code),
-                AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
-            },
-            chunk = recv(&mut stdin) => {
-                let frame = chunk.map_or(ClientFrame::InputEof, ClientFrame::Input);
-                if frame == ClientFrame::InputEof || sink.send(frame).await.is_err() {
-                    let _ = sink.send(ClientFrame::InputEof).await;
-                    stdin = None;
-                }
+        match frames.next().await.ok_or(RelayError::Closed)?? {
+            AgentFrame::Output(data) => {
+                stdout.write_all(&data).await?;
+                stdout.flush().await?;
             }
-            Some(()) = resized.recv(), if how.follow_resize => {
-                let (rows, cols) = terminal::size();
-                let _ = sink.send(ClientFrame::Resize { rows, cols }).await;
+            AgentFrame::Stderr(data) => {
+                stderr.write_all(&data).await?;
+                stderr.flush().await?;
             }
-            Some(()) = terminated.recv() => return Ok(128 + 15),
-            Some(()) = hung_up.recv() => return Ok(128 + 1),
+            AgentFrame::Exit(code) => return Ok(code),
+            AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
         }
     }
 }
 
-async fn recv(stdin: &mut Option<&mut Input>) -> Option<Bytes> {
+/// Sends input and window sizes. Returns only when the user escapes; once
+/// sending fails (the session ended), what happened is read from the frames.
+async fn forward_input(mut sink: Sink, mut stdin: Option<&mut Input>, mut resized: Option<Signal>) -> Result<i32, RelayError> {
+    let mut escape = resized.is_some().then(Escape::default);
+    if stdin.is_none() && sink.send(ClientFrame::InputEof).await.is_err() {
+        return std::future::pending().await;
+    }
+    loop {
+        let frame = tokio::select! {
+            chunk = next_input(&mut stdin) => match chunk {
+                None => {
+                    stdin = None;
+                    ClientFrame::InputEof
+                }
+                Some(typed) => match escape.as_mut().map_or(Some(typed.to_vec()), |escape| escape.scan(&typed)) {
+                    Some(send) => ClientFrame::Input(send.into()),
+                    None => {
+                        eprint!("\r\nnix-attach: left the session (~.)\r\n");
+                        return Ok(ESCAPED);
+                    }
+                },
+            },
+            Some(()) = next_resize(&mut resized) => {
+                let (rows, cols) = terminal::size();
+                ClientFrame::Resize { rows, cols }
+            }
+        };
+        if sink.send(frame).await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+async fn next_input(stdin: &mut Option<&mut Input>) -> Option<bytes::Bytes> {
     match stdin {
         Some(input) => input.recv().await,
         None => std::future::pending().await,
     }
 }
 
-/// Asks the agent to let the build fail now, and waits for its answer.
-pub async fn release(stream: UnixStream) -> Result<i32, RelayError> {
-    let (mut sink, mut frames) = Framed::new(stream, ClientCodec::default()).split();
-    sink.send(ClientFrame::Hello(Hello { version: VERSION, request: Request::Release })).await?;
-    match frames.next().await.ok_or(RelayError::Closed)?? {
-        AgentFrame::Exit(code) => Ok(code),
-        AgentFrame::Error(message) => Err(RelayError::Agent(sanitize(&message))),
-        AgentFrame::Output(_) | AgentFrame::Stderr(_) => Err(RelayError::Closed),
+async fn next_resize(resized: &mut Option<Signal>) -> Option<()> {
+    match resized {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
     }
 }

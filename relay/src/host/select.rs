@@ -29,10 +29,13 @@ pub fn select(discovery: Discovery, query: Option<&str>) -> Result<WaitingBuild,
     let denied = discovery.denied.len();
     let mut builds = discovery.builds;
     if let Some(query) = query {
-        if let Some(exact) = builds.iter().position(|build| build.meta.id == query) {
-            return Ok(builds.swap_remove(exact));
+        // An exact id wins, but only if no other build claims the same id.
+        let exact = builds.iter().filter(|build| build.meta.id == query).count();
+        if exact == 1 {
+            builds.retain(|build| build.meta.id == query);
+        } else {
+            builds.retain(|build| build.meta.id.starts_with(query) || build.meta.drv == query);
         }
-        builds.retain(|build| build.meta.id.starts_with(query) || build.meta.drv == query);
     }
     match builds.len() {
         1 => Ok(builds.remove(0)),
@@ -80,6 +83,12 @@ mod tests {
     #[test]
     fn an_exact_id_wins_over_prefixes() {
         assert_eq!(chosen(waiting(&[("ab", "x"), ("abcd", "y")], 0), Some("ab")), "ab");
+    }
+
+    #[test]
+    fn two_builds_claiming_one_id_are_ambiguous() {
+        let err = select(waiting(&[("abcd", "real"), ("abcd", "impostor")], 0), Some("abcd")).unwrap_err();
+        assert!(matches!(err, SelectError::Ambiguous { .. }));
     }
 
     #[test]

@@ -88,7 +88,8 @@ impl Drv {
         self
     }
 
-    fn expression(&self) -> String {
+    /// The Nix expression for this derivation.
+    pub fn expression(&self) -> String {
         let mut inputs = self.extra_inputs.join(" ");
         if self.hook {
             inputs += " f.attachHook";

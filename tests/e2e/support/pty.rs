@@ -23,6 +23,7 @@ impl Terminal {
         command.args(args);
         command.cwd("/");
         command.env("TERM", "xterm");
+        command.env("NIX_REMOTE", "daemon");
         let child = pair.slave.spawn_command(command).expect("spawn under the PTY");
         drop(pair.slave);
         let mut reader = pair.master.try_clone_reader().unwrap();

@@ -1,0 +1,248 @@
+//! The wrapper with a person at a terminal. Nix runs under a PTY, so its
+//! progress bar and colours keep working, and its output passes through
+//! unchanged. When a build pauses, the passthrough stops, nix's output is
+//! held back, and the person is asked whether to enter; after the session
+//! the build is released, the held output is shown and nix goes on.
+
+use super::markers::Markers;
+use super::privilege::Reach;
+use super::{Enter, Options};
+use crate::host::input::{read_key, Input};
+use crate::host::terminal::{self, RawMode};
+use crate::pointer::Pointer;
+use crate::pump;
+use anyhow::Context;
+use bytes::Bytes;
+use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+
+/// Chunks in flight between nix's PTY and us.
+const IN_FLIGHT: usize = 16;
+/// How long output is still read after nix exits.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// Nix under a PTY, and what the wrapper knows of it.
+struct Nix {
+    master: Box<dyn MasterPty + Send>,
+    output: mpsc::Receiver<Bytes>,
+    output_open: bool,
+    input: mpsc::Sender<Bytes>,
+    exit: oneshot::Receiver<i32>,
+    code: Option<i32>,
+    markers: Markers,
+    waiting: VecDeque<Pointer>,
+}
+
+impl Nix {
+    fn start(program: &OsStr, args: &[OsString]) -> anyhow::Result<(Nix, Box<dyn portable_pty::ChildKiller + Send + Sync>)> {
+        let (rows, cols) = terminal::size();
+        let pair = native_pty_system()
+            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .context("cannot open a PTY for nix")?;
+        let mut command = CommandBuilder::new(program);
+        command.args(args);
+        command.cwd(std::env::current_dir()?);
+        let mut child = pair
+            .slave
+            .spawn_command(command)
+            .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+        drop(pair.slave);
+        let killer = child.clone_killer();
+        let (exit_tx, exit) = oneshot::channel();
+        std::thread::spawn(move || {
+            let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
+            let _ = exit_tx.send(code);
+        });
+        let nix = Nix {
+            output: pump::from_reader(pair.master.try_clone_reader()?, IN_FLIGHT),
+            input: pump::to_writer(pair.master.take_writer()?, IN_FLIGHT),
+            master: pair.master,
+            output_open: true,
+            exit,
+            code: None,
+            markers: Markers::default(),
+            waiting: VecDeque::new(),
+        };
+        Ok((nix, killer))
+    }
+
+    fn done(&self) -> bool {
+        self.code.is_some() && !self.output_open
+    }
+
+    /// Takes note of a chunk of output (or of its end): the pointers in it
+    /// join the builds waiting to be offered.
+    fn note(&mut self, chunk: Option<Bytes>) -> Bytes {
+        match chunk {
+            Some(chunk) => {
+                self.waiting.extend(self.markers.feed(&chunk));
+                chunk
+            }
+            None => {
+                self.output_open = false;
+                Bytes::new()
+            }
+        }
+    }
+}
+
+/// Runs `program args…` on the user's terminal; returns its status.
+pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<i32> {
+    let (mut nix, mut killer) = Nix::start(program, args)?;
+    let mut input = Input::start()?;
+    let mut input_open = true;
+    let mut raw = RawMode::enter();
+    let mut reach = Reach::new(options.build_dirs.clone())?;
+    let (mut resized, mut terminated, mut hung_up) = (
+        signal(SignalKind::window_change())?,
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::hangup())?,
+    );
+    let mut stdout = tokio::io::stdout();
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
+    while !nix.done() {
+        if let Some(pointer) = nix.waiting.pop_front() {
+            let held = offer_while_holding(&mut nix, &pointer, options, &mut input, &mut raw, &mut reach).await?;
+            stdout.write_all(&held).await?;
+            stdout.flush().await?;
+            continue;
+        }
+        tokio::select! {
+            chunk = nix.output.recv(), if nix.output_open => {
+                let chunk = nix.note(chunk);
+                stdout.write_all(&chunk).await?;
+                stdout.flush().await?;
+            }
+            key = input.recv(), if input_open => match key {
+                Some(key) => { let _ = nix.input.send(key).await; }
+                None => input_open = false,
+            },
+            status = &mut nix.exit, if nix.code.is_none() => {
+                nix.code = Some(status.unwrap_or(255));
+                grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
+            }
+            () = &mut grace => break,
+            Some(()) = resized.recv() => {
+                let (rows, cols) = terminal::size();
+                let _ = nix.master.resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 });
+            }
+            Some(()) = terminated.recv() => { let _ = killer.kill(); return Ok(128 + 15); }
+            Some(()) = hung_up.recv() => { let _ = killer.kill(); return Ok(128 + 1); }
+        }
+    }
+    drop(raw);
+    Ok(nix.code.unwrap_or(255))
+}
+
+/// Offers one paused build while nix's output is read on and held back.
+/// Returns the output held.
+async fn offer_while_holding(
+    nix: &mut Nix,
+    pointer: &Pointer,
+    options: &Options,
+    input: &mut Input,
+    raw: &mut Option<RawMode>,
+    reach: &mut Reach,
+) -> anyhow::Result<Vec<u8>> {
+    let mut held = Vec::new();
+    input.pause();
+    let nix_input = nix.input.clone();
+    let offered = offer(pointer, options, raw, reach, nix_input);
+    tokio::pin!(offered);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut offered => break outcome,
+            chunk = nix.output.recv(), if nix.output_open => held.extend(nix.note(chunk)),
+            status = &mut nix.exit, if nix.code.is_none() => nix.code = Some(status.unwrap_or(255)),
+        }
+    };
+    input.resume();
+    outcome.map(|()| held)
+}
+
+/// What the person answered.
+enum Answer {
+    Enter,
+    Decline,
+    Interrupt,
+}
+
+async fn offer(
+    pointer: &Pointer,
+    options: &Options,
+    raw: &mut Option<RawMode>,
+    reach: &mut Reach,
+    nix_input: mpsc::Sender<Bytes>,
+) -> anyhow::Result<()> {
+    let answer = match options.enter {
+        Enter::Never => {
+            say(&format!("{} — enter it with `sudo nix-attach attach {}`", pointer.summary, pointer.id));
+            return Ok(());
+        }
+        Enter::Always => Answer::Enter,
+        Enter::Ask => ask(pointer, options.release_after).await?,
+    };
+    match answer {
+        Answer::Enter => {
+            *raw = None;
+            let status = reach.command(&pointer.id, &["attach", &pointer.id]).status().await?;
+            release(reach, pointer).await?;
+            *raw = RawMode::enter();
+            say(&format!("left the build (status {}); released it, nix goes on", status.code().unwrap_or(-1)));
+        }
+        Answer::Decline => {
+            release(reach, pointer).await?;
+            say("not entering; released the build, nix goes on");
+        }
+        Answer::Interrupt => {
+            let _ = nix_input.send(Bytes::from_static(b"\x03")).await;
+        }
+    }
+    Ok(())
+}
+
+/// Asks `[Y/n]`, waiting at most `limit` for the answer.
+async fn ask(pointer: &Pointer, limit: Option<Duration>) -> anyhow::Result<Answer> {
+    print_raw(&format!("\r\n{} — enter the build? [Y/n] ", pointer.summary));
+    let deadline = limit.map(|limit| Instant::now() + limit);
+    loop {
+        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let key = tokio::task::spawn_blocking(move || read_key(left)).await?;
+        let answer = match key {
+            Some(b'y' | b'Y' | b'\r' | b'\n') => Answer::Enter,
+            Some(b'n' | b'N') => Answer::Decline,
+            Some(0x03) => Answer::Interrupt,
+            Some(_) => continue,
+            None => {
+                print_raw("(no answer)");
+                Answer::Decline
+            }
+        };
+        print_raw(if matches!(answer, Answer::Enter) { "y\r\n" } else { "n\r\n" });
+        return Ok(answer);
+    }
+}
+
+async fn release(reach: &mut Reach, pointer: &Pointer) -> anyhow::Result<()> {
+    reach.command(&pointer.id, &["release", &pointer.id]).stdout(Stdio::null()).status().await?;
+    Ok(())
+}
+
+/// A line of ours, on a terminal that may be in raw mode.
+fn say(text: &str) {
+    print_raw(&format!("\r\nnix-attach: {text}\r\n"));
+}
+
+fn print_raw(text: &str) {
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}

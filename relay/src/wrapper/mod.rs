@@ -1,0 +1,57 @@
+//! `nix-attach build` and `nix-attach run`: runs nix, notices the builds
+//! that pause in its output, and offers to enter them.
+//!
+//! With a person at a terminal ([`interactive`]) nix runs under a PTY and
+//! its display passes through unchanged; a paused build brings a prompt.
+//! Without one (pipes, or `CI` set: [`batch`]) nothing ever waits for an
+//! answer: the output passes through and each paused build gets a summary
+//! line at the end (and a `::error` annotation on GitHub Actions).
+
+mod batch;
+mod interactive;
+mod markers;
+mod privilege;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What to do when a build pauses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enter {
+    /// Ask `[Y/n]`.
+    Ask,
+    /// Enter without asking.
+    Always,
+    /// Only say how to enter.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub enter: Enter,
+    /// How long the prompt waits for an answer before it releases the build.
+    pub release_after: Option<Duration>,
+    pub build_dirs: Vec<PathBuf>,
+}
+
+/// Runs `program args…` and returns its exit status.
+pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        if attended() {
+            interactive::run(&program, &args, &options).await
+        } else {
+            batch::run(&program, &args).await
+        }
+    });
+    runtime.shutdown_background();
+    result
+}
+
+/// Someone is at a terminal: stdin and stdout are terminals and `CI` is unset.
+fn attended() -> bool {
+    let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal() && !ci
+}
