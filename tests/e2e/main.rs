@@ -9,6 +9,7 @@ mod discovery;
 mod ending;
 mod errors;
 mod hook;
+mod hostile;
 mod overlay;
 mod state;
 mod untouched;

@@ -1,14 +1,17 @@
 //! The host side: finds waiting builds and opens sessions in them.
 //!
-//! Each command discovers the waiting builds ([`discovery`]), picks one
-//! ([`select`]), connects to its agent without trusting the build directory
-//! ([`connect`]) and relays the user's terminal or pipes ([`relay`]).
+//! Each command discovers the waiting builds ([`discovery`], trusting only
+//! agents that run as builds: [`builders`]), picks one ([`select`]),
+//! connects to its agent without trusting the build directory
+//! ([`connect`]), gives up root ([`privileges`]) and relays the user's
+//! terminal or pipes ([`relay`], [`input`], [`terminal`]).
 
 pub mod builders;
 pub mod connect;
 pub mod discovery;
 mod escape;
 pub mod input;
+pub mod privileges;
 mod relay;
 pub mod select;
 pub mod terminal;
@@ -149,6 +152,7 @@ fn session(
     let build = select::select(discover(build_dirs), query)?;
     let stream = connect::connect(&build)
         .with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
+    privileges::drop_to_sudo_user()?;
     stream.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async {

@@ -9,7 +9,7 @@
 
 mod batch;
 mod interactive;
-mod markers;
+pub mod markers;
 mod privilege;
 
 use std::ffi::OsString;

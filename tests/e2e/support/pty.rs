@@ -41,6 +41,11 @@ impl Terminal {
         Terminal { master: pair.master, writer, child, screen }
     }
 
+    /// The command's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.process_id().expect("a running command") as i32
+    }
+
     /// Types `text`.
     pub fn send(&mut self, text: &str) {
         self.writer.write_all(text.as_bytes()).unwrap();

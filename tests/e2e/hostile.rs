@@ -1,0 +1,155 @@
+//! A build that attacks the attacher. Each derivation pauses, then a
+//! process it left behind tampers with its state directory while root
+//! looks at it; every attack must fail, and root must never read or
+//! connect to what the build pointed at.
+
+use crate::support::{exec, list, nix_attach_cmd, release, Build, Drv, Paused, PATIENCE};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A paused build whose tamperer has done `attack` in its state directory.
+struct Attacked {
+    build: Build,
+    paused: Paused,
+    build_dir: PathBuf,
+}
+
+/// Starts a build that pauses, then, once the test says `go`, runs
+/// `attack` in its state directory (`touch attacked` when it is done).
+fn attacked(prefix: &str, attack: &str, wait_for_done: bool) -> Attacked {
+    let phase = format!(
+        "tamper() {{ until [ -e /build/go ]; do sleep 0.1; done; cd /build/.nix-attach; {attack}; touch /build/attacked; }}\n\
+         tamper &\nsh -c 'exit 3'"
+    );
+    let mut build = Drv::new(prefix).phase("buildPhase", &phase).start();
+    let paused = build.paused();
+    let build_dir = PathBuf::from(paused.entry["build_dir"].as_str().unwrap());
+    std::fs::write(build_dir.join("go"), "").unwrap();
+    if wait_for_done {
+        let deadline = Instant::now() + PATIENCE;
+        while !build_dir.join("attacked").exists() {
+            assert!(Instant::now() < deadline, "the attack never ran:\n{}", build.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Attacked { build, paused, build_dir }
+}
+
+impl Attacked {
+    /// `list --json`: stdout, stderr, and whether this build was listed.
+    fn list(&self) -> (String, String, bool) {
+        let output = nix_attach_cmd(&["list", "--json"]);
+        assert!(output.status.success());
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned());
+        let listed = serde_json::from_str::<Vec<serde_json::Value>>(&stdout).unwrap().iter().any(|e| e["id"] == self.paused.id.as_str());
+        (stdout, stderr, listed)
+    }
+
+    /// Ends the build. Many attacks leave it unreachable through its
+    /// socket, so its agent is stopped with a signal, as root may.
+    fn finish(self) {
+        let agent = nix::unistd::Pid::from_raw(self.paused.pid());
+        let _ = nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGTERM);
+        let finished = self.build.finish();
+        assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
+    }
+}
+
+fn assert_never_read_shadow(text: &str) {
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    let first = shadow.lines().next().unwrap();
+    assert!(!text.contains(first), "root read /etc/shadow for the build");
+}
+
+#[test]
+fn metadata_that_is_a_link_to_etc_shadow_is_not_followed() {
+    let attack = attacked("link-shadow", "rm -f agent.json; ln -s /etc/shadow agent.json", true);
+    let (stdout, stderr, listed) = attack.list();
+    assert!(!listed);
+    assert!(stderr.contains("cannot open the metadata file"), "{stderr}");
+    assert_never_read_shadow(&(stdout + &stderr));
+    attack.finish();
+}
+
+#[test]
+fn a_socket_that_is_a_link_to_the_daemon_socket_is_not_connected() {
+    let attack = attacked("link-daemon", "rm -f agent.sock; ln -s /nix/var/nix/daemon-socket/socket agent.sock", true);
+    let output = exec(&attack.paused.id, &["true"]);
+    assert_eq!(output.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the agent socket is not a socket"));
+    attack.finish();
+}
+
+#[test]
+fn a_metadata_file_of_a_gibibyte_is_refused_without_reading_it() {
+    let attack = attacked("huge", "rm -f agent.json; truncate -s 1G agent.json", true);
+    let (_, stderr, listed) = attack.list();
+    assert!(!listed);
+    assert!(stderr.contains("larger than"), "{stderr}");
+    attack.finish();
+}
+
+#[test]
+fn a_fifo_in_place_of_the_metadata_does_not_block() {
+    let attack = attacked("fifo", "rm -f agent.json; mkfifo agent.json", true);
+    let (_, stderr, listed) = attack.list();
+    assert!(!listed);
+    assert!(stderr.contains("is not a regular file"), "{stderr}");
+    attack.finish();
+}
+
+#[test]
+fn swapping_the_metadata_between_check_and_use_never_leaks_the_target() {
+    let swap = "cp agent.json good; while :; do cp good a && mv -f a agent.json; ln -sf /etc/shadow b && mv -f b agent.json; done";
+    let attack = attacked("swap", swap, false);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..30 {
+        let (stdout, stderr, _) = attack.list();
+        assert_never_read_shadow(&(stdout + &stderr));
+    }
+    attack.finish();
+}
+
+#[test]
+fn a_build_that_claims_another_builds_id_cannot_take_its_sessions() {
+    let mut victim = Drv::new("victim").phase("buildPhase", "false").start();
+    let victim_paused = victim.paused();
+    let claim = r#"until [ -e /build/claim ]; do sleep 0.1; done; sed -i "s/\"id\":\"[0-9a-f]*\"/\"id\":\"$(cat /build/claim)\"/" agent.json"#;
+    let attack = attacked("impostor", claim, false);
+    std::fs::write(attack.build_dir.join("claim"), &victim_paused.id).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while list().iter().filter(|entry| entry["id"] == victim_paused.id.as_str()).count() < 2 {
+        assert!(Instant::now() < deadline, "the impostor never claimed the id");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = exec(&victim_paused.id, &["true"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("2 waiting builds match"), "{output:?}");
+    attack.finish();
+    release(victim, &victim_paused);
+}
+
+#[test]
+fn escape_sequences_in_a_command_never_reach_the_terminal_raw() {
+    let mut build = Drv::new("escapes").phase("buildPhase", "false '\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m'").start();
+    let paused = build.paused();
+    for args in [&["list"][..], &["list", "--json"][..]] {
+        let output = nix_attach_cmd(args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("pwned"), "{stdout}");
+        assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{9b}') && !stdout.contains('\u{7}'), "{stdout:?}");
+    }
+    release(build, &paused);
+}
+
+#[test]
+fn the_state_is_reachable_by_root_and_the_build_only() {
+    let mut build = Drv::new("modes").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let state = Path::new(paused.entry["build_dir"].as_str().unwrap()).join(".nix-attach");
+    let mode = |name: &str| std::fs::symlink_metadata(state.join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(""), 0o700);
+    assert_eq!(mode("agent.sock"), 0o600);
+    assert_eq!(mode("agent.json"), 0o600);
+    release(build, &paused);
+}
