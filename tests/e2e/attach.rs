@@ -33,8 +33,11 @@ fn ctrl_c_stops_a_foreground_command_without_ending_the_session() {
     terminal.send("echo sleep-$((1+1)); sleep 100\r");
     let at = terminal.expect("sleep-2");
     terminal.send("\x03");
+    // A person types on once the prompt is back; typeahead racing the
+    // shell's job control is not what is tested here.
+    let prompt = terminal.expect_after(at, PROMPT);
     terminal.send("echo status=$?\r");
-    terminal.expect_after(at, "status=130");
+    terminal.expect_after(prompt, "status=130");
     terminal.send("exit 0\r");
     assert_eq!(terminal.wait(), 0);
     release(build, &paused);
@@ -48,8 +51,19 @@ fn a_window_resize_reaches_the_shell() {
     terminal.send("stty size\r");
     let at = terminal.expect("24 80");
     terminal.resize(40, 120);
-    terminal.send("stty size\r");
-    terminal.expect_after(at, "40 120");
+    // The new size travels beside the typed keys, so a command typed at
+    // once may still see the old one: ask until the new size shows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut from = at;
+    loop {
+        terminal.send("stty size\r");
+        from = terminal.expect_after(from, PROMPT);
+        if terminal.screen()[at..].contains("40 120") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new size never reached the shell:\n{}", terminal.screen());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     terminal.send("exit\r");
     assert_eq!(terminal.wait(), 0);
     release(build, &paused);

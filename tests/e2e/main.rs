@@ -8,6 +8,7 @@ mod attach;
 mod discovery;
 mod ending;
 mod errors;
+mod faults;
 mod hook;
 mod hostile;
 mod overlay;

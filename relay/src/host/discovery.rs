@@ -90,6 +90,7 @@ struct Candidate {
 /// A running agent seen in `/proc`.
 struct Agent {
     pid: i32,
+    parent: i32,
     uid: u32,
     cwd: Option<Candidate>,
 }
@@ -191,9 +192,26 @@ fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
             }
             Err(_) => None,
         };
-        agents.push(Agent { pid, uid: stat.st_uid, cwd });
+        agents.push(Agent { pid, parent: parent_of(&process), uid: stat.st_uid, cwd });
     }
-    agents
+    without_forks(agents)
+}
+
+/// The parent pid, from `stat` (after the command name, which may hold
+/// anything, even parentheses).
+fn parent_of(process: &OwnedFd) -> i32 {
+    let Ok(fd) = openat(process, "stat", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) else { return 0 };
+    let mut stat = String::new();
+    let _ = File::from(fd).take(4096).read_to_string(&mut stat);
+    let after_name = stat.rfind(')').map_or("", |at| &stat[at + 1..]);
+    after_name.split_whitespace().nth(1).and_then(|ppid| ppid.parse().ok()).unwrap_or(0)
+}
+
+/// Drops the agent's own children caught between fork and exec: they still
+/// look like the agent and share its working directory.
+fn without_forks(agents: Vec<Agent>) -> Vec<Agent> {
+    let pids: Vec<i32> = agents.iter().map(|agent| agent.pid).collect();
+    agents.into_iter().filter(|agent| !pids.contains(&agent.parent)).collect()
 }
 
 /// Whether a process's command line is `…/nix-attach agent …`.

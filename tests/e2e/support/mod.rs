@@ -160,6 +160,11 @@ impl Build {
         Build { name: name.to_string(), child: Some(child), log }
     }
 
+    /// The process id of `nix-build`.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("a running nix-build").id() as i32
+    }
+
     /// The build's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -1,0 +1,176 @@
+//! Faults and load: whatever breaks, a failed build still fails with its
+//! exit code and its whole log, sessions come and go independently, and
+//! nothing of ours is left behind.
+
+use crate::support::pty::Terminal;
+use crate::support::{alive, exec, list, nix_attach, release, Build, Drv, Paused, PATIENCE};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use nix_attach::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, Request, VERSION};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio_util::codec::Framed;
+
+const FAILING: &str = "echo \"original output\"\nsh -c 'exit 3'";
+
+fn build_dir(paused: &Paused) -> PathBuf {
+    PathBuf::from(paused.entry["build_dir"].as_str().unwrap())
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn assert_failed_with_3(build: Build) {
+    let finished = build.finish();
+    assert!(!finished.status.success());
+    assert!(finished.log.contains("original output") && finished.log.contains("failed with exit code 3"), "{}", finished.log);
+}
+
+#[test]
+fn a_client_killed_mid_session_hangs_up_the_shell_and_the_build_waits_on() {
+    let mut build = Drv::new("client-killed").phase("buildPhase", FAILING).start();
+    let paused = build.paused();
+    let terminal = Terminal::spawn(nix_attach(), &["attach", &paused.id], 24, 80);
+    terminal.expect(" $ ");
+    let mut terminal = terminal;
+    // Bash ends on the hang-up either through SIGHUP or through reading
+    // end-of-file from the hung-up terminal, whichever it sees first.
+    terminal.send("trap 'echo hung-up > /build/hup' HUP EXIT; echo trap-$((1+1))\r");
+    terminal.expect("trap-2");
+    kill(Pid::from_raw(terminal.pid()), Signal::SIGKILL).unwrap();
+    wait_until("the shell's hang-up", || build_dir(&paused).join("hup").exists());
+    assert!(alive(paused.pid()));
+    assert_eq!(String::from_utf8_lossy(&exec(&paused.id, &["echo", "again"]).stdout), "again\n");
+    release(build, &paused);
+}
+
+#[test]
+fn a_killed_agent_lets_the_build_fail_with_its_exit_code_and_log() {
+    let mut build = Drv::new("agent-killed").phase("buildPhase", FAILING).start();
+    let paused = build.paused();
+    kill(Pid::from_raw(paused.pid()), Signal::SIGKILL).unwrap();
+    assert_failed_with_3(build);
+}
+
+#[test]
+fn an_interrupted_nix_build_leaves_no_process_and_no_files() {
+    let mut build = Drv::new("interrupted").phase("buildPhase", FAILING).start();
+    let paused = build.paused();
+    kill(Pid::from_raw(build.pid()), Signal::SIGINT).unwrap();
+    let finished = build.finish();
+    assert!(!finished.status.success());
+    wait_until("the agent's end", || !alive(paused.pid()));
+    wait_until("the build directory's removal", || !build_dir(&paused).exists());
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_written_is_reported_and_the_build_fails_as_usual() {
+    // A file size limit makes every write of the snapshot fail, as a full
+    // disk would; SIGXFSZ is ignored so that the writes fail instead.
+    let phase = format!("trap '' XFSZ\nulimit -f 1\n{FAILING}");
+    let finished = Drv::new("no-space").phase("buildPhase", &phase).build();
+    assert!(finished.log.contains("cannot write the shell snapshot"), "{}", finished.log);
+    assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
+}
+
+#[test]
+fn eight_builds_paused_at_once_are_all_listed_and_each_can_be_entered() {
+    let mut builds: Vec<Build> = (0..8).map(|_| Drv::new("eight").phase("buildPhase", FAILING).start()).collect();
+    let paused: Vec<Paused> = builds.iter_mut().map(Build::paused).collect();
+    let listed = list();
+    for (n, one) in paused.iter().enumerate() {
+        assert!(listed.iter().any(|entry| entry["id"] == one.id.as_str()));
+        let said = exec(&one.id, &["eval", &format!("echo build-{n}")]);
+        assert_eq!(String::from_utf8_lossy(&said.stdout), format!("build-{n}\n"));
+    }
+    for (build, one) in builds.into_iter().zip(&paused) {
+        release(build, one);
+    }
+}
+
+#[test]
+fn twenty_clients_at_once_each_get_a_shell_or_a_clear_refusal() {
+    let mut build = Drv::new("twenty").phase("buildPhase", FAILING).start();
+    let paused = build.paused();
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let id = paused.id.clone();
+            std::thread::spawn(move || exec(&id, &["eval", "sleep 2; echo served"]))
+        })
+        .collect();
+    let outcomes: Vec<_> = clients.into_iter().map(|client| client.join().unwrap()).collect();
+    let served = outcomes.iter().filter(|o| String::from_utf8_lossy(&o.stdout) == "served\n").count();
+    let refused = outcomes.iter().filter(|o| String::from_utf8_lossy(&o.stderr).contains("too many sessions")).count();
+    assert_eq!(served + refused, 20, "{outcomes:#?}");
+    assert!(served >= 1);
+    let finished = release(build, &paused);
+    assert!(finished.log.contains("failed with exit code 3"));
+    assert!(!alive(paused.pid()));
+}
+
+#[test]
+fn the_timeout_counts_idle_time_only() {
+    let mut build = Drv::new("idle").attr("NIX_ATTACH_TIMEOUT", "2").phase("buildPhase", FAILING).start();
+    let paused = build.paused();
+    let mut terminal = Terminal::spawn(nix_attach(), &["attach", &paused.id], 24, 80);
+    terminal.expect(" $ ");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(list().iter().any(|entry| entry["id"] == paused.id.as_str()), "an open session was cut by the timeout");
+    terminal.send("exit\r");
+    terminal.wait();
+    let finished = build.finish();
+    assert!(finished.log.contains("waited its idle timeout out"), "{}", finished.log);
+}
+
+/// A raw connection to a build's agent, speaking the protocol by hand.
+async fn connect(paused: &Paused) -> Framed<tokio::net::UnixStream, ClientCodec> {
+    let socket = build_dir(paused).join(".nix-attach/agent.sock");
+    Framed::new(tokio::net::UnixStream::connect(socket).await.unwrap(), ClientCodec::default())
+}
+
+#[test]
+fn a_malformed_stream_ends_only_its_own_session() {
+    let mut build = Drv::new("garbage").phase("buildPhase", FAILING).start();
+    let paused = build.paused();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let socket = build_dir(&paused).join(".nix-attach/agent.sock");
+        let mut raw = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut raw, b"\x00\x00\x00\x05\x09garbage that is no frame").await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer).await;
+        assert!(String::from_utf8_lossy(&answer).contains("bad hello"), "{answer:?}");
+    });
+    assert_eq!(String::from_utf8_lossy(&exec(&paused.id, &["echo", "still here"]).stdout), "still here\n");
+    release(build, &paused);
+}
+
+#[test]
+fn a_client_that_stops_reading_cannot_make_the_agent_buffer_without_bound() {
+    let mut build = Drv::new("slow-reader").phase("buildPhase", FAILING).start();
+    let paused = build.paused();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut session = connect(&paused).await;
+        let attach = Request::Attach { rows: 24, cols: 80, term: None };
+        session.send(ClientFrame::Hello(Hello { version: VERSION, request: attach })).await.unwrap();
+        session.send(ClientFrame::Input(Bytes::from_static(b"yes 0123456789abcdef | head -c 300000000; exit\r"))).await.unwrap();
+        match session.next().await {
+            Some(Ok(AgentFrame::Output(_))) => {}
+            other => panic!("no output: {other:?}"),
+        }
+        // The shell now writes 300 MB that nobody reads.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", paused.pid())).unwrap();
+        let rss_kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(rss_kib < 32 * 1024, "the agent holds {rss_kib} KiB");
+    });
+    release(build, &paused);
+}
