@@ -153,3 +153,31 @@ fn the_state_is_reachable_by_root_and_the_build_only() {
     assert_eq!(mode("agent.json"), 0o600);
     release(build, &paused);
 }
+
+#[test]
+fn under_sudo_the_client_gives_up_root_once_connected() {
+    let mut build = Drv::new("sudo-drop").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let client = std::process::Command::new(crate::support::nix_attach())
+        .args(["exec", &paused.id, "--", "eval", "sleep 3; echo done"])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", client.id());
+    let deadline = Instant::now() + PATIENCE;
+    let uid_line = loop {
+        let text = std::fs::read_to_string(&status).unwrap();
+        let uid = text.lines().find(|line| line.starts_with("Uid:")).unwrap().to_string();
+        if !uid.contains("\t0\t") || Instant::now() > deadline {
+            break uid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(uid_line.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"; 4], "{uid_line}");
+    let output = client.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "done\n", "the session went on as the sudo user");
+    release(build, &paused);
+}
