@@ -30,26 +30,17 @@
 if [[ -z "${dontAttachOnFailure-}" && -z "${IN_NIX_SHELL-}" && -z "${__nixAttachLoaded-}" ]]; then
 __nixAttachLoaded=1
 
-# Variables that bash manages itself, or that belong to the attaching
-# terminal: they are not part of the build's state.
-declare -gA __nixAttachSpecial=()
-for __nixAttachName in BASH BASHOPTS BASHPID BASH_ALIASES BASH_ARGC BASH_ARGV \
-    BASH_ARGV0 BASH_CMDS BASH_COMMAND BASH_EXECUTION_STRING BASH_LINENO \
-    BASH_LOADABLES_PATH BASH_SOURCE BASH_SUBSHELL BASH_VERSINFO BASH_VERSION \
-    COLUMNS COMP_WORDBREAKS DIRSTACK EPOCHREALTIME EPOCHSECONDS EUID FUNCNAME \
-    GROUPS HISTCMD HOSTTYPE LINENO LINES MACHTYPE OSTYPE PIPESTATUS PPID PWD \
-    RANDOM SECONDS SHELLOPTS SHLVL SRANDOM TERM UID _; do
-    __nixAttachSpecial[$__nixAttachName]=1
-done
-unset __nixAttachName
-
-# Writes the snapshot: state (functions, variables, aliases) and options.
+# Writes the snapshot with builtins only, three files: functions and aliases,
+# variables (`declare -p`: every variable visible here, the failing frame's
+# locals included; the agent leaves out the ones bash manages itself), and
+# options.
 # Called as `__nixAttachSnapshot KIND STATUS COMMAND LINE || …`, so that
 # errexit is off inside it; it returns non-zero if a file could not be
 # written.
 __nixAttachSnapshot() {
     local __nixAttachDir=${NIX_BUILD_TOP:-${TMPDIR:-/tmp}}
     __nixAttachStateFile=$__nixAttachDir/.nix-attach-state.sh
+    __nixAttachVariablesFile=$__nixAttachDir/.nix-attach-variables.sh
     __nixAttachOptionsFile=$__nixAttachDir/.nix-attach-options
     __nixAttachKind=$1
     __nixAttachStatus=$2
@@ -67,15 +58,8 @@ __nixAttachSnapshot() {
     done
     [[ $1 != err ]] || __nixAttachFrames[0]="${FUNCNAME[2]-main} (${BASH_SOURCE[2]-?}:$4)"
     { set +o; shopt -p; umask -p; } > "$__nixAttachOptionsFile" || return 1
-    compgen -v > "$__nixAttachStateFile" || return 1
-    local -a __nixAttachNames=() __nixAttachKeep=()
-    mapfile -t __nixAttachNames < "$__nixAttachStateFile"
-    local __nixAttachName
-    for __nixAttachName in "${__nixAttachNames[@]}"; do
-        [[ $__nixAttachName == __nixAttach* || -n ${__nixAttachSpecial[$__nixAttachName]-} ]] ||
-            __nixAttachKeep+=("$__nixAttachName")
-    done
-    { declare -f; declare -p "${__nixAttachKeep[@]}"; alias -p; } > "$__nixAttachStateFile" 2>/dev/null || return 1
+    declare -p > "$__nixAttachVariablesFile" || return 1
+    { declare -f; alias -p; } > "$__nixAttachStateFile" || return 1
 }
 
 # The ERR trap's work once it knows the failure ends the build.
@@ -96,12 +80,13 @@ nixAttachFailureHook() {
         echo "nix-attach: cannot write the shell snapshot to ${NIX_BUILD_TOP:-${TMPDIR:-/tmp}} (is it full?); the build fails as usual" >&2
         return 0
     fi
-    declare -p exitCode >> "$__nixAttachStateFile" 2>/dev/null || true
+    declare -p exitCode >> "$__nixAttachVariablesFile" 2>/dev/null || true
     local -a __nixAttachArgs=(
         agent --drv "${name:-${pname:-unknown}}" --phase "${curPhase-}"
         --exit-code "$__nixAttachCode" --command "$__nixAttachCommand"
         --build-top "${NIX_BUILD_TOP:-${TMPDIR:-/tmp}}" --cwd "$__nixAttachPwd"
-        --state-file "$__nixAttachStateFile" --options-file "$__nixAttachOptionsFile"
+        --state-file "$__nixAttachStateFile" --variables-file "$__nixAttachVariablesFile"
+        --options-file "$__nixAttachOptionsFile"
     )
     [[ $__nixAttachKind != err ]] || __nixAttachArgs+=(--locals)
     local __nixAttachShell=${NIX_ATTACH_SHELL:-@shell@}

@@ -136,8 +136,12 @@ pub struct AgentArgs {
     /// Idle seconds before the build gives up waiting.
     #[arg(long, env = "NIX_ATTACH_TIMEOUT", default_value_t = 1800)]
     timeout: u64,
+    /// Functions and aliases.
     #[arg(long)]
     state_file: PathBuf,
+    /// Variables, as `declare -p` printed them.
+    #[arg(long)]
+    variables_file: PathBuf,
     #[arg(long)]
     options_file: PathBuf,
 }
@@ -156,6 +160,7 @@ impl From<AgentArgs> for AgentConfig {
             shell: args.shell,
             timeout: Duration::from_secs(args.timeout),
             state_file: args.state_file,
+            variables_file: args.variables_file,
             options_file: args.options_file,
         }
     }

@@ -19,7 +19,8 @@ struct HandMadeBuild {
 impl HandMadeBuild {
     fn start(top: &Path, name: String) -> HandMadeBuild {
         std::fs::create_dir_all(top).unwrap();
-        std::fs::write(top.join("state.sh"), "handMade=yes\n").unwrap();
+        std::fs::write(top.join("state.sh"), "").unwrap();
+        std::fs::write(top.join("variables"), "declare -- handMade=\"yes\"\n").unwrap();
         std::fs::write(top.join("options"), "set -o nounset\n").unwrap();
         let agent = Command::new(nix_attach())
             .args(["agent", "--drv", &name, "--exit-code", "2", "--timeout", "120", "--shell", "/bin/bash-static"])
@@ -29,6 +30,8 @@ impl HandMadeBuild {
             .arg(top)
             .arg("--state-file")
             .arg(top.join("state.sh"))
+            .arg("--variables-file")
+            .arg(top.join("variables"))
             .arg("--options-file")
             .arg(top.join("options"))
             .stdout(Stdio::null())

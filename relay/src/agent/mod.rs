@@ -36,6 +36,7 @@ pub struct AgentConfig {
     pub shell: Option<PathBuf>,
     pub timeout: Duration,
     pub state_file: PathBuf,
+    pub variables_file: PathBuf,
     pub options_file: PathBuf,
 }
 
@@ -132,8 +133,13 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
     let options = restore::Options::parse(&text);
     let cwd = if config.cwd.is_dir() { config.cwd.clone() } else { config.build_top.clone() };
     let banner = announce::banner(meta, &cwd.to_string_lossy(), &options.left_out());
+    let declared = fs::read_to_string(&config.variables_file)
+        .with_context(|| format!("cannot read the snapshot's variables {}", config.variables_file.display()))?;
+    let variables_file = state_dir.join("variables.sh");
+    fs::write(&variables_file, restore::build_variables(&declared)).context("cannot write the variables")?;
     let script = restore::render(&restore::RestoreInput {
         state_file: &config.state_file,
+        variables_file: &variables_file,
         options: &options,
         cwd: &cwd,
         history_file: &state_dir.join("history"),
@@ -181,6 +187,7 @@ fn write_metadata(meta: &Metadata) -> anyhow::Result<()> {
 fn remove_state(state_dir: &Path, config: &AgentConfig) {
     let _ = std::env::set_current_dir(&config.build_top);
     let _ = fs::remove_dir_all(state_dir);
-    let _ = fs::remove_file(&config.state_file);
-    let _ = fs::remove_file(&config.options_file);
+    for file in [&config.state_file, &config.variables_file, &config.options_file] {
+        let _ = fs::remove_file(file);
+    }
 }

@@ -1,10 +1,11 @@
 //! Writes the rc file that turns a fresh bash into the build's shell.
 //!
-//! The hook leaves two files: the state (functions, variables and aliases, as
-//! `declare -f`, `declare -p` and `alias -p` print them) and the options (`set
-//! +o`, `shopt -p` and `umask -p`). The rc file sources the state, replays the
-//! options except those that would make an interactive shell unusable, enters
-//! the failure's directory and, when interactive, prints the banner.
+//! The hook leaves three files: functions and aliases (`declare -f`, `alias
+//! -p`), variables (`declare -p`) and options (`set +o`, `shopt -p`, `umask
+//! -p`). The rc file sources the functions and the build's own variables
+//! (not those bash manages itself), replays the options except those that
+//! would make an interactive shell unusable, enters the failure's directory
+//! and, when interactive, prints the banner.
 
 use std::path::Path;
 
@@ -13,6 +14,45 @@ use std::path::Path;
 const INTERACTIVE_OPTIONS: &[&str] = &["monitor", "emacs", "vi", "history", "interactive-comments"];
 /// `shopt` options that cannot be set at all.
 const FIXED_SHOPTS: &[&str] = &["login_shell", "restricted_shell"];
+/// Variables that bash manages itself, or that belong to the attaching
+/// terminal: they are not part of the build's state.
+const SPECIAL_VARIABLES: &[&str] = &[
+    "BASH", "BASHOPTS", "BASHPID", "BASH_ALIASES", "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0", "BASH_CMDS",
+    "BASH_COMMAND", "BASH_EXECUTION_STRING", "BASH_LINENO", "BASH_LOADABLES_PATH", "BASH_SOURCE",
+    "BASH_SUBSHELL", "BASH_VERSINFO", "BASH_VERSION", "COLUMNS", "COMP_WORDBREAKS", "DIRSTACK",
+    "EPOCHREALTIME", "EPOCHSECONDS", "EUID", "FUNCNAME", "GROUPS", "HISTCMD", "HOSTTYPE", "LINENO", "LINES",
+    "MACHTYPE", "OSTYPE", "PIPESTATUS", "PPID", "PWD", "RANDOM", "SECONDS", "SHELLOPTS", "SHLVL", "SRANDOM",
+    "TERM", "UID", "_",
+];
+/// The hook's own variables.
+const HOOK_PREFIX: &str = "__nixAttach";
+
+/// Keeps the `declare -p` entries of the build's own variables. An entry
+/// starts with `declare -FLAGS NAME`; bash 5.2 quotes newlines in values,
+/// and lines of older bashes that do not start an entry belong to the one
+/// before.
+pub fn build_variables(declared: &str) -> String {
+    let mut kept = String::with_capacity(declared.len());
+    let mut keep = false;
+    for line in declared.split_inclusive('\n') {
+        if let Some(name) = declared_name(line) {
+            keep = !SPECIAL_VARIABLES.contains(&name) && !name.starts_with(HOOK_PREFIX);
+        }
+        if keep {
+            kept.push_str(line);
+        }
+    }
+    kept
+}
+
+/// The variable a `declare -p` line starts, if it starts one.
+fn declared_name(line: &str) -> Option<&str> {
+    let (flags, rest) = line.strip_prefix("declare -")?.split_once(' ')?;
+    let end = rest.find(['=', '\n']).unwrap_or(rest.len());
+    let name = &rest[..end];
+    let is_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    (flags.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') && is_name).then_some(name)
+}
 
 /// The build's options as the rc file replays them.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -55,7 +95,10 @@ impl Options {
 
 /// What the rc file is made from.
 pub struct RestoreInput<'a> {
+    /// Functions and aliases.
     pub state_file: &'a Path,
+    /// The build's own variables.
+    pub variables_file: &'a Path,
     pub options: &'a Options,
     pub cwd: &'a Path,
     pub history_file: &'a Path,
@@ -72,6 +115,7 @@ pub fn quote(text: &str) -> String {
 pub fn render(input: &RestoreInput) -> String {
     let mut script = String::from("# Written by nix-attach: restores the failed build's shell state.\n");
     script += &format!("source {}\n", quote(&input.state_file.to_string_lossy()));
+    script += &format!("source {}\n", quote(&input.variables_file.to_string_lossy()));
     for line in &input.options.lines {
         script += line;
         script.push('\n');
@@ -106,12 +150,25 @@ mod tests {
     fn render_with(options: &str) -> String {
         render(&RestoreInput {
             state_file: Path::new("/build/.nix-attach-state"),
+            variables_file: Path::new("/build/.nix-attach/variables.sh"),
             options: &Options::parse(options),
             cwd: Path::new("/build/it's here"),
             history_file: Path::new("/build/.nix-attach/history"),
             prompt_label: "hello:buildPhase",
             banner: &["line one".to_string()],
         })
+    }
+
+    #[test]
+    fn only_the_builds_own_variables_are_kept() {
+        let declared = "declare -- BASH=\"/bin/bash\"\ndeclare -ar BASH_VERSINFO=([0]=\"5\")\n\
+                        declare -x out=\"/nix/store/x\"\ndeclare -a arr=([0]=$'a\\nb')\ndeclare -- __nixAttachLast=\"1\"\n\
+                        declare -- old=\"line one\nline two\"\ndeclare -i n=\"3\"\ndeclare -- unset\n";
+        assert_eq!(
+            build_variables(declared),
+            "declare -x out=\"/nix/store/x\"\ndeclare -a arr=([0]=$'a\\nb')\n\
+             declare -- old=\"line one\nline two\"\ndeclare -i n=\"3\"\ndeclare -- unset\n"
+        );
     }
 
     #[test]

@@ -107,7 +107,14 @@ async fn forward_output(
     loop {
         tokio::select! {
             chunk = output.recv() => match chunk {
-                Some(chunk) => sink.send(AgentFrame::Output(chunk)).await?,
+                Some(chunk) => {
+                    // What else is ready goes out in the same write.
+                    sink.feed(AgentFrame::Output(chunk)).await?;
+                    while let Ok(more) = output.try_recv() {
+                        sink.feed(AgentFrame::Output(more)).await?;
+                    }
+                    sink.flush().await?;
+                }
                 None => break,
             },
             status = &mut exit, if code.is_none() => {

@@ -12,7 +12,7 @@ use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError
 use crate::sanitize::sanitize;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::codec::Framed;
@@ -58,19 +58,21 @@ pub async fn relay(
     }
 }
 
-/// Shows the session's output until it reports its status.
+/// Shows the session's output until it reports its status. Writes go
+/// straight to the descriptors: a hop through a thread pool per chunk would
+/// cost more than the write, and a slow terminal is backpressure anyway.
 async fn read_frames(mut frames: Frames) -> Result<i32, RelayError> {
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
     loop {
         match frames.next().await.ok_or(RelayError::Closed)?? {
             AgentFrame::Output(data) => {
-                stdout.write_all(&data).await?;
-                stdout.flush().await?;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&data)?;
+                stdout.flush()?;
             }
             AgentFrame::Stderr(data) => {
-                stderr.write_all(&data).await?;
-                stderr.flush().await?;
+                let mut stderr = std::io::stderr().lock();
+                stderr.write_all(&data)?;
+                stderr.flush()?;
             }
             AgentFrame::Exit(code) => return Ok(code),
             AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),

@@ -1,0 +1,302 @@
+//! The benchmark figures (run with `benches/run`): nix-attach against the
+//! tools people use today, each figure a ratio against a baseline measured
+//! in the same run, on the real daemon. Writes target/bench/results.md and
+//! target/bench/results.json.
+
+#[path = "../tests/e2e/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{nix_attach, release, Drv, Paused};
+
+/// One measured figure: ours and the baselines', in one unit.
+struct Figure {
+    name: &'static str,
+    unit: &'static str,
+    ours: Vec<f64>,
+    baselines: Vec<(&'static str, Vec<f64>)>,
+    goal: &'static str,
+    /// Whether ours beats the baselines by the goal, from the medians.
+    met: fn(f64, &[f64]) -> bool,
+}
+
+fn median(samples: &[f64]) -> f64 {
+    percentile(samples, 0.5)
+}
+
+fn percentile(samples: &[f64], at: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    sorted[((sorted.len() - 1) as f64 * at).round() as usize]
+}
+
+/// A command under a PTY, read and written directly, for timing.
+struct Pty {
+    master: Box<dyn MasterPty + Send>,
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn Child + Send + Sync>,
+    seen: Vec<u8>,
+}
+
+impl Pty {
+    fn spawn(program: &str, args: &[&str]) -> Pty {
+        let pair = native_pty_system().openpty(PtySize { rows: 50, cols: 200, pixel_width: 0, pixel_height: 0 }).unwrap();
+        let mut command = CommandBuilder::new(program);
+        command.args(args);
+        command.cwd("/");
+        command.env("TERM", "xterm");
+        let child = pair.slave.spawn_command(command).unwrap();
+        drop(pair.slave);
+        let reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        Pty { master: pair.master, reader, writer, child, seen: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Reads until `needle` shows; returns the bytes read meanwhile.
+    fn until(&mut self, needle: &[u8]) -> usize {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut read = 0;
+        self.seen.clear();
+        loop {
+            let n = self.reader.read(&mut buffer).expect("the PTY ended");
+            assert!(n > 0, "the PTY ended");
+            read += n;
+            let keep = self.seen.len().saturating_sub(needle.len());
+            self.seen.drain(..keep);
+            self.seen.extend_from_slice(&buffer[..n]);
+            if self.seen.windows(needle.len()).any(|window| window == needle) {
+                return read;
+            }
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.master.resize(PtySize::default());
+    }
+}
+
+fn unix_now(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// The phase that defines a large state: 2,000 variables, 500 functions.
+const LARGE_STATE: &str = "for i in $(seq 2000); do eval \"var_$i='value number $i'\"; done\n\
+                           for i in $(seq 500); do eval \"fn_$i() { echo $i; }\"; done\n";
+const MARK_AND_FAIL: &str = "printf %s \"$EPOCHREALTIME\" > /build/t0\nfalse";
+
+fn failure_time(build_dir: &Path) -> f64 {
+    std::fs::read_to_string(build_dir.join("t0")).unwrap().trim().parse().unwrap()
+}
+
+/// When `path` appeared, in unix seconds, polled every 100 µs (file
+/// times are too coarse for milliseconds).
+fn appeared(path: &Path) -> f64 {
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        if path.exists() {
+            return unix_now(SystemTime::now());
+        }
+        assert!(Instant::now() < deadline, "{path:?} never appeared");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Failure to socket ready, with the hook: agent.json appears once the
+/// socket listens. Seen by polling, as the baseline's file is.
+fn ready_with_hook(state: &str) -> f64 {
+    let drv = Drv::new("bench-ready").phase("buildPhase", &format!("{state}{MARK_AND_FAIL}"));
+    let mut build = drv.start();
+    let dir = build_dir_of(&drv.name);
+    let ready = appeared(&dir.join(".nix-attach/agent.json"));
+    let took = ready - failure_time(&dir);
+    let paused = build.paused();
+    release(build, &paused);
+    took
+}
+
+/// Failure to ready for breakpointHook: `export > file`, then wait.
+fn ready_with_export(state: &str) -> f64 {
+    let drv = Drv::new("bench-export")
+        .without_hook()
+        .attr("failureHook", "export > \"$NIX_BUILD_TOP/env-at-failure\"; : > \"$NIX_BUILD_TOP/ready\"; sleep 1000")
+        .phase("buildPhase", &format!("{state}{MARK_AND_FAIL}"));
+    let build = drv.start();
+    let dir = build_dir_of(&drv.name);
+    let ready = appeared(&dir.join("ready"));
+    let took = ready - failure_time(&dir);
+    drop(build);
+    took
+}
+
+/// The host build directory of a derivation being built (Nix 2.8 layout).
+fn build_dir_of(name: &str) -> PathBuf {
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        let found = std::fs::read_dir("/tmp").unwrap().flatten().map(|entry| entry.path());
+        let mut builds = found.filter(|path| path.file_name().is_some_and(|file| file.to_string_lossy().starts_with("nix-build-")));
+        if let Some(dir) = builds.find(|path| path.to_string_lossy().contains(name)) {
+            return dir;
+        }
+        assert!(Instant::now() < deadline, "no build directory for {name}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn bash_in_sandbox(paused: &Paused) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", paused.pid())).unwrap();
+    let parent = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().to_string();
+    std::fs::read_link(format!("/proc/{parent}/exe")).unwrap().to_string_lossy().into_owned()
+}
+
+/// From running a command to a typed echo coming back through its shell.
+fn to_prompt(program: &str, args: &[&str]) -> f64 {
+    let start = Instant::now();
+    let mut pty = Pty::spawn(program, args);
+    pty.send(b"echo R$((6*7))\r");
+    pty.until(b"R42");
+    let took = start.elapsed().as_secs_f64();
+    pty.send(b"exit\r");
+    took
+}
+
+/// One byte written to its echo read back, in a shell at its prompt.
+fn keystrokes(pty: &mut Pty, count: usize) -> Vec<f64> {
+    pty.send(b"echo READY-$((1+1))\r");
+    pty.until(b"READY-2");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut samples = Vec::with_capacity(count);
+    for n in 0..count {
+        let key = [b'a' + (n % 26) as u8];
+        let start = Instant::now();
+        pty.send(&key);
+        pty.until(&key);
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+        if n % 40 == 39 {
+            pty.send(b"\x15");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    pty.send(b"\x15");
+    samples
+}
+
+/// MiB/s of `head -c 256MiB /dev/zero | base64` read to the end.
+fn bulk(pty: &mut Pty, busybox: &str) -> f64 {
+    let command = format!("{busybox} head -c 268435456 /dev/zero | {busybox} base64; echo END-$((1+1))\r");
+    pty.send(command.as_bytes());
+    pty.until(b"base64; echo END");
+    let start = Instant::now();
+    let read = pty.until(b"END-2");
+    read as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
+}
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn rss_kib(pid: i32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn main() {
+    let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
+    let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS").ok().and_then(|r| r.parse().ok()).unwrap_or(60);
+    let mut figures = Vec::new();
+
+    for (name, state) in [("failure to ready, small state (s)", ""), ("failure to ready, 2,000 variables and 500 functions (s)", LARGE_STATE)] {
+        eprintln!("bench: {name}");
+        let ours: Vec<f64> = (0..reps).map(|_| ready_with_hook(state)).collect();
+        let export: Vec<f64> = (0..reps).map(|_| ready_with_export(state)).collect();
+        figures.push(Figure { name, unit: "s", ours, baselines: vec![("breakpointHook's export", export)], goal: "≤ 3× the baseline", met: |ours, base| ours <= 3.0 * base[0] });
+    }
+
+    eprintln!("bench: attach to prompt, keystrokes, bulk output, idle cost");
+    let mut build = Drv::new("bench-session").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let bash = bash_in_sandbox(&paused);
+    let baseline_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/breakpoint-attach.sh");
+    let attach: Vec<f64> = (0..reps * 2).map(|_| to_prompt(nix_attach(), &["attach", &paused.id])).collect();
+    let nsenter: Vec<f64> = (0..reps * 2).map(|_| to_prompt(baseline_script.to_str().unwrap(), &[&build.name, &bash])).collect();
+    figures.push(Figure { name: "attach to prompt (s)", unit: "s", ours: attach, baselines: vec![("breakpointHook attach (nsenter)", nsenter)], goal: "≤ 0.5× the faster baseline", met: |ours, base| ours <= 0.5 * base[0] });
+
+    let mut ours_pty = Pty::spawn(nix_attach(), &["attach", &paused.id]);
+    let mut direct_pty = Pty::spawn("/bin/bash-static", &["--norc", "--noprofile", "-i"]);
+    let ours_keys = keystrokes(&mut ours_pty, 400);
+    let direct_keys = keystrokes(&mut direct_pty, 400);
+    figures.push(Figure { name: "keystroke round trip (µs)", unit: "µs", ours: ours_keys, baselines: vec![("direct PTY", direct_keys)], goal: "p50 ≤ 1.3× direct PTY", met: |ours, base| ours <= 1.3 * base[0] });
+
+    let busybox_inside = "busybox";
+    let ours_bulk: Vec<f64> = (0..2).map(|_| bulk(&mut ours_pty, busybox_inside)).collect();
+    let direct_bulk: Vec<f64> = (0..2).map(|_| bulk(&mut direct_pty, "/bin/busybox")).collect();
+    figures.push(Figure { name: "bulk output, 256 MiB base64 (MiB/s)", unit: "MiB/s", ours: ours_bulk, baselines: vec![("direct PTY", direct_bulk)], goal: "≥ 0.8× direct PTY", met: |ours, base| ours >= 0.8 * base[0] });
+
+    ours_pty.send(b"echo IDLE-$((1+1))\r");
+    ours_pty.until(b"IDLE-2");
+    let before = cpu_ticks(paused.pid());
+    std::thread::sleep(Duration::from_secs(10));
+    let session_ticks = (cpu_ticks(paused.pid()) - before) as f64;
+    drop(ours_pty);
+    drop(direct_pty);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(paused.pid());
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let idle_ticks = (cpu_ticks(paused.pid()) - before) as f64;
+    let rss = rss_kib(paused.pid()) / 1024.0;
+    release(build, &paused);
+
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-gnu/release/nix-attach");
+    let stripped = std::env::temp_dir().join("nix-attach-stripped");
+    let size_mib = if binary.exists() {
+        std::fs::copy(&binary, &stripped).unwrap();
+        let _ = std::process::Command::new("strip").arg(&stripped).status();
+        std::fs::metadata(&stripped).unwrap().len() as f64 / (1024.0 * 1024.0)
+    } else {
+        f64::NAN
+    };
+    write_results(&figures, idle_secs, idle_ticks, session_ticks, rss, size_mib);
+}
+
+fn write_results(figures: &[Figure], idle_secs: u64, idle_ticks: f64, session_ticks: f64, rss: f64, size_mib: f64) {
+    let date = humantime::format_rfc3339_seconds(SystemTime::now());
+    let mut md = format!("Measured {date} on this machine (2 cores), `benches/run`.\n\n| figure | nix-attach median | p90 | baseline | baseline median | ratio | goal | met |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    let mut json = Vec::new();
+    for figure in figures {
+        let ours = median(&figure.ours);
+        let bases: Vec<f64> = figure.baselines.iter().map(|(_, samples)| median(samples)).collect();
+        let met = (figure.met)(ours, &bases);
+        for ((name, samples), base) in figure.baselines.iter().zip(&bases) {
+            md += &format!(
+                "| {} | {:.4} | {:.4} | {} | {:.4} | {:.2} | {} | {} |\n",
+                figure.name, ours, percentile(&figure.ours, 0.9), name, base, ours / base, figure.goal, if met { "yes" } else { "no" }
+            );
+            json.push(json!({ "figure": figure.name, "unit": figure.unit, "ours": figure.ours, "baseline": name, "baseline_samples": samples, "median": ours, "p90": percentile(&figure.ours, 0.9), "baseline_median": base, "ratio": ours / base, "goal": figure.goal, "met": met }));
+        }
+    }
+    md += &format!("| agent CPU ticks over {idle_secs} s idle | {idle_ticks} | | | | | 0 | {} |\n", if idle_ticks == 0.0 { "yes" } else { "no" });
+    md += &format!("| agent CPU ticks over 10 s with an idle session | {session_ticks} | | | | | 0 | {} |\n", if session_ticks == 0.0 { "yes" } else { "no" });
+    md += &format!("| agent RSS while waiting (MiB) | {rss:.1} | | | | | ≤ 8 | {} |\n", if rss <= 8.0 { "yes" } else { "no" });
+    md += &format!("| static binary, release, stripped (MiB) | {size_mib:.1} | | | | | | |\n");
+    json.push(json!({ "idle_ticks": idle_ticks, "idle_secs": idle_secs, "session_idle_ticks": session_ticks, "rss_mib": rss, "binary_mib": size_mib }));
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("results.md"), &md).unwrap();
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    println!("{md}");
+}
