@@ -9,6 +9,7 @@
 
 mod announce;
 mod exec;
+mod pty;
 pub mod restore;
 mod server;
 mod shell;

@@ -2,15 +2,15 @@
 //! relayed over the connection with its window size and exit status.
 
 use super::{SessionContext, SessionError};
-use crate::protocol::{AgentCodec, AgentFrame, ClientFrame};
-use crate::pump;
+use super::pty::AsyncMaster;
+use crate::protocol::{AgentCodec, AgentFrame, ClientFrame, CHUNK};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
 use std::time::Duration;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -20,9 +20,6 @@ type Stream = SplitStream<Framed<UnixStream, AgentCodec>>;
 /// How long output is still relayed after the shell exits, for what its
 /// last jobs print.
 const DRAIN_GRACE: Duration = Duration::from_millis(300);
-/// Chunks in flight between the PTY and the connection: a slow client
-/// stalls the shell instead of growing a buffer.
-const IN_FLIGHT: usize = 4;
 
 /// Runs a shell for one client until it exits or the client leaves.
 pub async fn run(
@@ -38,8 +35,7 @@ pub async fn run(
     let mut child = pair.slave.spawn_command(shell_command(context, term)).map_err(SessionError::Pty)?;
     drop(pair.slave);
     let mut killer = child.clone_killer();
-    let output = pump::from_reader(pair.master.try_clone_reader().map_err(SessionError::Pty)?, IN_FLIGHT);
-    let input = pump::to_writer(pair.master.take_writer().map_err(SessionError::Pty)?, IN_FLIGHT);
+    let terminal = AsyncMaster::new(pair.master.as_ref()).map_err(SessionError::Spawn)?;
     let (exit_tx, exit_rx) = oneshot::channel();
     std::thread::spawn(move || {
         let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
@@ -47,8 +43,8 @@ pub async fn run(
     });
     let (mut sink, stream) = framed.split();
     let outcome = tokio::select! {
-        result = forward_input(stream, input, pair.master) => result,
-        result = forward_output(&mut sink, output, exit_rx) => result,
+        result = forward_input(stream, &terminal, pair.master) => result,
+        result = forward_output(&mut sink, &terminal, exit_rx) => result,
         () = release.cancelled() => {
             let _ = sink.send(AgentFrame::Error("the build was released".into())).await;
             Ok(())
@@ -69,21 +65,25 @@ fn shell_command(context: &SessionContext, term: Option<String>) -> CommandBuild
     command
 }
 
-/// Relays the client's keystrokes and window sizes until it leaves.
+/// Relays the client's keystrokes and window sizes until it leaves. A
+/// shell that does not read its input stalls this, and so the client.
 async fn forward_input(
     mut stream: Stream,
-    input: mpsc::Sender<Bytes>,
+    terminal: &AsyncMaster,
     master: Box<dyn MasterPty + Send>,
 ) -> Result<(), SessionError> {
-    let mut input = Some(input);
+    let mut input_open = true;
     while let Some(frame) = stream.next().await {
         match frame? {
-            ClientFrame::Input(data) => {
-                if let Some(sender) = &input {
-                    let _ = sender.send(data).await;
-                }
+            ClientFrame::Input(data) if input_open => {
+                let _ = terminal.write_all(&data).await;
             }
-            ClientFrame::InputEof => input = None,
+            ClientFrame::Input(_) => {}
+            ClientFrame::InputEof => {
+                // A fresh line, then the terminal's end-of-file character.
+                let _ = terminal.write_all(b"\n\x04").await;
+                input_open = false;
+            }
             ClientFrame::Resize { rows, cols } => {
                 let size = PtySize { rows, cols, pixel_width: 0, pixel_height: 0 };
                 master.resize(size).map_err(SessionError::Pty)?;
@@ -94,28 +94,25 @@ async fn forward_input(
     Ok(())
 }
 
-/// Relays the shell's output, then its exit status.
-async fn forward_output(
-    sink: &mut Sink,
-    mut output: mpsc::Receiver<Bytes>,
-    exit: oneshot::Receiver<i32>,
-) -> Result<(), SessionError> {
+/// Relays the shell's output, then its exit status. What the terminal has
+/// ready goes out in one write.
+async fn forward_output(sink: &mut Sink, terminal: &AsyncMaster, exit: oneshot::Receiver<i32>) -> Result<(), SessionError> {
     let mut exit = exit;
     let mut code = None;
+    let mut buffer = vec![0u8; CHUNK];
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
     loop {
         tokio::select! {
-            chunk = output.recv() => match chunk {
-                Some(chunk) => {
-                    // What else is ready goes out in the same write.
-                    sink.feed(AgentFrame::Output(chunk)).await?;
-                    while let Ok(more) = output.try_recv() {
-                        sink.feed(AgentFrame::Output(more)).await?;
+            read = terminal.read(&mut buffer) => match read {
+                Ok(n @ 1..) => {
+                    sink.feed(AgentFrame::Output(Bytes::copy_from_slice(&buffer[..n]))).await?;
+                    while let Some(n) = terminal.try_read(&mut buffer) {
+                        sink.feed(AgentFrame::Output(Bytes::copy_from_slice(&buffer[..n]))).await?;
                     }
                     sink.flush().await?;
                 }
-                None => break,
+                _ => break,
             },
             status = &mut exit, if code.is_none() => {
                 code = Some(status.unwrap_or(255));

@@ -49,7 +49,11 @@ pub async fn relay(
     let resized = signal(SignalKind::window_change())?;
     let _raw = interactive.then(RawMode::enter).flatten();
     let (mut sink, frames) = Framed::new(stream, ClientCodec::default()).split();
-    sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await?;
+    if sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await.is_err() {
+        // The agent may have refused us and closed before reading: its
+        // refusal is waiting in the frames.
+        return read_frames(frames).await;
+    }
     tokio::select! {
         outcome = read_frames(frames) => outcome,
         escaped = forward_input(sink, stdin, interactive.then_some(resized)) => escaped,
