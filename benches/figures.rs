@@ -51,11 +51,18 @@ struct Pty {
 
 impl Pty {
     fn spawn(program: &str, args: &[&str]) -> Pty {
+        Pty::spawn_with(program, args, &[])
+    }
+
+    fn spawn_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Pty {
         let pair = native_pty_system().openpty(PtySize { rows: 50, cols: 200, pixel_width: 0, pixel_height: 0 }).unwrap();
         let mut command = CommandBuilder::new(program);
         command.args(args);
         command.cwd("/");
         command.env("TERM", "xterm");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let child = pair.slave.spawn_command(command).unwrap();
         drop(pair.slave);
         let reader = pair.master.try_clone_reader().unwrap();
@@ -66,6 +73,20 @@ impl Pty {
     fn send(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).unwrap();
         self.writer.flush().unwrap();
+    }
+
+    /// Reads until a prompt (`$ ` or `# `) shows.
+    fn until_prompt(&mut self) {
+        let mut buffer = vec![0u8; 4096];
+        let mut tail = Vec::new();
+        loop {
+            let n = self.reader.read(&mut buffer).expect("the PTY ended");
+            assert!(n > 0, "the PTY ended");
+            tail.extend_from_slice(&buffer[..n]);
+            if tail.ends_with(b"$ ") || tail.ends_with(b"# ") {
+                return;
+            }
+        }
     }
 
     /// Reads until `needle` shows; returns the bytes read meanwhile.
@@ -167,10 +188,12 @@ fn bash_in_sandbox(paused: &Paused) -> String {
     std::fs::read_link(format!("/proc/{parent}/exe")).unwrap().to_string_lossy().into_owned()
 }
 
-/// From running a command to a typed echo coming back through its shell.
-fn to_prompt(program: &str, args: &[&str]) -> f64 {
+/// From running a command to its shell's prompt and a typed echo coming
+/// back (some shells drop what was typed before their prompt).
+fn to_prompt(program: &str, args: &[&str], env: &[(&str, &str)]) -> f64 {
     let start = Instant::now();
-    let mut pty = Pty::spawn(program, args);
+    let mut pty = Pty::spawn_with(program, args, env);
+    pty.until_prompt();
     pty.send(b"echo R$((6*7))\r");
     pty.until(b"R42");
     let took = start.elapsed().as_secs_f64();
@@ -207,6 +230,13 @@ fn bulk(pty: &mut Pty, busybox: &str) -> f64 {
     let start = Instant::now();
     let read = pty.until(b"END-2");
     read as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
+}
+
+/// cntr, where `cargo install cntr` put it (benches/run installs it).
+fn cntr() -> Option<String> {
+    let home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let path = format!("{home}/bin/cntr");
+    Path::new(&path).exists().then_some(path)
 }
 
 /// An sshd on loopback, on its own port and keys (benches/sshd).
@@ -270,10 +300,17 @@ fn main() {
     let paused = build.paused();
     let bash = bash_in_sandbox(&paused);
     let baseline_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/breakpoint-attach.sh");
-    let attach: Vec<f64> = (0..reps * 2).map(|_| to_prompt(nix_attach(), &["attach", &paused.id])).collect();
-    let nsenter: Vec<f64> = (0..reps * 2).map(|_| to_prompt(baseline_script.to_str().unwrap(), &[&build.name, &bash])).collect();
-    let baseline = Baseline { name: "breakpointHook attach (nsenter)", samples: nsenter, goal: "≤ 0.5×", met: |ours, base| ours <= 0.5 * base };
-    figures.push(Figure { name: "attach to prompt (s)", unit: "s", ours: attach, baselines: vec![baseline] });
+    let attach: Vec<f64> = (0..reps * 2).map(|_| to_prompt(nix_attach(), &["attach", &paused.id], &[])).collect();
+    let nsenter: Vec<f64> =
+        (0..reps * 2).map(|_| to_prompt(baseline_script.to_str().unwrap(), &[&build.name, &bash], &[])).collect();
+    let mut baselines = vec![Baseline { name: "breakpointHook attach (nsenter)", samples: nsenter, goal: "≤ 0.5×", met: |ours, base| ours <= 0.5 * base }];
+    if let Some(cntr) = cntr() {
+        let agent = paused.pid().to_string();
+        let args = ["attach", "-t", "process_id", &agent, "--", "/bin/bash-static", "--norc", "-i"];
+        let samples = (0..reps * 2).map(|_| to_prompt(&cntr, &args, &[("SHELL", "/bin/bash-static")])).collect();
+        baselines.push(Baseline { name: "cntr attach", samples, goal: "≤ 0.5×", met: |ours, base| ours <= 0.5 * base });
+    }
+    figures.push(Figure { name: "attach to prompt (s)", unit: "s", ours: attach, baselines });
 
     let ssh = SshBaseline::start();
     let shell = ["/bin/bash-static", "--norc", "--noprofile", "-i"];

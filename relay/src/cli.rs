@@ -29,8 +29,6 @@ pub enum Command {
     Attach {
         /// The build's id, a unique prefix of it, or its derivation name.
         id: Option<String>,
-        #[command(flatten)]
-        search: Search,
     },
     /// Run one command inside a waiting build's restored shell.
     Exec {
@@ -39,15 +37,11 @@ pub enum Command {
         /// The command and its arguments (a function, builtin or program).
         #[arg(last = true, required = true)]
         command: Vec<String>,
-        #[command(flatten)]
-        search: Search,
     },
     /// Let a waiting build go on to fail now.
     Release {
         /// The build's id, a unique prefix of it, or its derivation name.
         id: Option<String>,
-        #[command(flatten)]
-        search: Search,
     },
     /// Run `nix build ARGS…`; when a build pauses, offer to enter it.
     Build {
@@ -71,7 +65,7 @@ pub enum Command {
     Agent(AgentArgs),
 }
 
-/// Where to look for waiting builds besides the known places.
+/// Where to look for build directories besides the known places.
 #[derive(Debug, Clone, Args)]
 pub struct Search {
     /// Another build directory, or a directory of build directories.
@@ -91,8 +85,6 @@ pub struct Wrap {
     /// Release a paused build when the prompt has no answer after SECS.
     #[arg(long, value_name = "SECS")]
     release_after: Option<u64>,
-    #[command(flatten)]
-    search: Search,
 }
 
 impl From<Wrap> for wrapper::Options {
@@ -102,11 +94,7 @@ impl From<Wrap> for wrapper::Options {
             (_, true) => wrapper::Enter::Never,
             _ => wrapper::Enter::Ask,
         };
-        wrapper::Options {
-            enter,
-            release_after: wrap.release_after.map(Duration::from_secs),
-            build_dirs: wrap.search.build_dirs,
-        }
+        wrapper::Options { enter, release_after: wrap.release_after.map(Duration::from_secs) }
     }
 }
 
@@ -170,9 +158,9 @@ impl From<AgentArgs> for AgentConfig {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::List { json, search } => host::list(&search.build_dirs, json),
-        Command::Attach { id, search } => host::attach(&search.build_dirs, id.as_deref()),
-        Command::Exec { id, command, search } => host::exec(&search.build_dirs, &id, command),
-        Command::Release { id, search } => host::release(&search.build_dirs, id.as_deref()),
+        Command::Attach { id } => host::attach(id.as_deref()),
+        Command::Exec { id, command } => host::exec(&id, command),
+        Command::Release { id } => host::release(id.as_deref()),
         Command::Build { wrap, nix_args } => wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into()),
         Command::Run { wrap, mut command } => {
             let program = command.remove(0);

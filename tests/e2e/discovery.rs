@@ -105,3 +105,43 @@ fn an_unknown_layout_is_found_through_the_agent_in_proc_and_through_build_dir() 
     assert!(list().iter().filter(|entry| entry["drv"] == build.name.as_str()).count() == 1, "listed twice");
     let _ = std::fs::remove_dir_all(top.parent().unwrap());
 }
+
+#[test]
+fn a_process_of_an_ordinary_user_named_like_an_agent_is_no_build() {
+    // Any user can start `nix-attach agent` in a directory of its own in
+    // /tmp; it runs as no build user and in our pid namespace, so it is
+    // passed over.
+    let name = unique_name("impostor-user");
+    let top = PathBuf::from(format!("/tmp/nix-build-{name}.drv-0"));
+    std::fs::create_dir_all(&top).unwrap();
+    std::fs::write(top.join("state.sh"), "").unwrap();
+    std::fs::write(top.join("variables"), "").unwrap();
+    std::fs::write(top.join("options"), "").unwrap();
+    let _ = Command::new("chown").args(["-R", "65534:65534"]).arg(&top).status();
+    let mut agent = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", nix_attach(), "agent", "--drv", &name, "--exit-code", "1"])
+        .args(["--timeout", "60", "--shell", "/bin/bash-static"])
+        .arg("--build-top")
+        .arg(&top)
+        .arg("--cwd")
+        .arg(&top)
+        .arg("--state-file")
+        .arg(top.join("state.sh"))
+        .arg("--variables-file")
+        .arg(top.join("variables"))
+        .arg("--options-file")
+        .arg(top.join("options"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !top.join(".nix-attach/agent.json").exists() {
+        assert!(Instant::now() < deadline, "the impostor agent never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(list().iter().all(|entry| entry["drv"] != name.as_str()), "an ordinary user's process was taken for a build");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&top);
+}

@@ -101,14 +101,15 @@ fn key(stat: &FileStat) -> Key {
     (stat.st_dev, stat.st_ino)
 }
 
-/// Finds every waiting build this user can reach. `denied` counts the
-/// agents whose state this user may not enter.
+/// Finds every waiting build this user can reach, with its build directory
+/// named as a host path where a known layout or `extra_dirs` has it.
+/// `denied` counts the agents whose state this user may not enter.
 pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
-    let mut discovery = Discovery::default();
+    let mut denied = Vec::new();
     // Agents first: an agent enters its state directory before it writes
     // anything, so every agent seen here has a state directory by the time
     // the layouts are scanned.
-    let agents = running_agents(&mut discovery.denied);
+    let agents = running_agents(&mut denied);
     let mut candidates: HashMap<Key, Candidate> = HashMap::new();
     for (root, only_nix_builds) in roots(extra_dirs) {
         scan_root(&root, only_nix_builds, &mut candidates);
@@ -116,6 +117,19 @@ pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
     for extra in extra_dirs {
         probe(extra, &mut candidates);
     }
+    waiting_builds(agents, candidates, denied)
+}
+
+/// Finds every waiting build this user can reach, without naming build
+/// directories: what a session needs, and quicker.
+pub fn discover_agents() -> Discovery {
+    let mut denied = Vec::new();
+    let agents = running_agents(&mut denied);
+    waiting_builds(agents, HashMap::new(), denied)
+}
+
+fn waiting_builds(agents: Vec<Agent>, mut candidates: HashMap<Key, Candidate>, denied: Vec<PathBuf>) -> Discovery {
+    let mut discovery = Discovery { denied, ..Discovery::default() };
     for mut agent in agents {
         let Some(cwd) = agent.cwd.take() else { continue };
         let candidate = candidates.remove(&key(&cwd.stat)).unwrap_or(cwd);

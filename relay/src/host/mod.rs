@@ -123,33 +123,34 @@ fn print_table(builds: &[WaitingBuild]) {
 }
 
 /// `nix-attach attach`: an interactive shell in the build.
-pub fn attach(build_dirs: &[PathBuf], query: Option<&str>) -> anyhow::Result<i32> {
+pub fn attach(query: Option<&str>) -> anyhow::Result<i32> {
     let (rows, cols) = terminal::size();
     let term = std::env::var("TERM").ok();
     let interactive = std::io::stdin().is_terminal();
-    session(build_dirs, query, Request::Attach { rows, cols, term }, true, interactive)
+    session(query, Request::Attach { rows, cols, term }, true, interactive)
 }
 
 /// `nix-attach exec`: one command in the build's restored shell.
-pub fn exec(build_dirs: &[PathBuf], query: &str, argv: Vec<String>) -> anyhow::Result<i32> {
+pub fn exec(query: &str, argv: Vec<String>) -> anyhow::Result<i32> {
     let forward_stdin = !std::io::stdin().is_terminal();
-    session(build_dirs, Some(query), Request::Exec { argv }, forward_stdin, false)
+    session(Some(query), Request::Exec { argv }, forward_stdin, false)
 }
 
 /// `nix-attach release`: lets the build fail now.
-pub fn release(build_dirs: &[PathBuf], query: Option<&str>) -> anyhow::Result<i32> {
-    session(build_dirs, query, Request::Release, false, false)
+pub fn release(query: Option<&str>) -> anyhow::Result<i32> {
+    session(query, Request::Release, false, false)
 }
 
-/// Connects to the build `query` names and relays one session.
+/// Connects to the build `query` names and relays one session. Running
+/// agents are found through /proc, whatever the layout; naming their build
+/// directories (what `--build-dir` is for) is not needed here.
 fn session(
-    build_dirs: &[PathBuf],
     query: Option<&str>,
     request: Request,
     forward_stdin: bool,
     interactive: bool,
 ) -> anyhow::Result<i32> {
-    let build = select::select(discover(build_dirs), query)?;
+    let build = select::select(discovery::discover_agents(), query)?;
     let stream = connect::connect(&build)
         .with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
     privileges::drop_to_sudo_user()?;

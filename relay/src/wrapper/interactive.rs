@@ -99,7 +99,7 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     let mut input = Input::start()?;
     let mut input_open = true;
     let mut raw = RawMode::enter();
-    let mut reach = Reach::new(options.build_dirs.clone())?;
+    let mut reach = Reach::new()?;
     let (mut resized, mut terminated, mut hung_up) = (
         signal(SignalKind::window_change())?,
         signal(SignalKind::terminate())?,

@@ -14,7 +14,6 @@ mod privilege;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// What to do when a build pauses.
@@ -33,7 +32,6 @@ pub struct Options {
     pub enter: Enter,
     /// How long the prompt waits for an answer before it releases the build.
     pub release_after: Option<Duration>,
-    pub build_dirs: Vec<PathBuf>,
 }
 
 /// Runs `program args…` and returns its exit status.

@@ -2,20 +2,19 @@
 //! process on the user's terminal: directly when this user can reach the
 //! build (root, or a single-user store), through sudo otherwise.
 
-use crate::host::discovery::discover;
+use crate::host::discovery::discover_agents;
 use std::path::PathBuf;
 use tokio::process::Command;
 
 /// How the wrapper reaches a paused build.
 pub struct Reach {
     exe: PathBuf,
-    build_dirs: Vec<PathBuf>,
     told_about_sudo: bool,
 }
 
 impl Reach {
-    pub fn new(build_dirs: Vec<PathBuf>) -> std::io::Result<Reach> {
-        Ok(Reach { exe: std::env::current_exe()?, build_dirs, told_about_sudo: false })
+    pub fn new() -> std::io::Result<Reach> {
+        Ok(Reach { exe: std::env::current_exe()?, told_about_sudo: false })
     }
 
     /// `nix-attach ARGS…`, run so that it can reach build `id`.
@@ -34,6 +33,6 @@ impl Reach {
     }
 
     fn reachable(&self, id: &str) -> bool {
-        nix::unistd::geteuid().is_root() || discover(&self.build_dirs).builds.iter().any(|build| build.meta.id == id)
+        nix::unistd::geteuid().is_root() || discover_agents().builds.iter().any(|build| build.meta.id == id)
     }
 }
