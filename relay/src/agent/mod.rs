@@ -12,7 +12,7 @@ mod exec;
 mod pty;
 pub mod restore;
 mod server;
-mod shell;
+pub mod shell;
 
 use crate::metadata::{Metadata, METADATA, RESTORE, SOCKET, STATE_DIR};
 use crate::protocol::VERSION;
@@ -55,11 +55,12 @@ pub enum SessionError {
 }
 
 /// What a session needs to start a shell with the build's state.
-#[derive(Debug)]
 pub struct SessionContext {
     pub shell: PathBuf,
     pub restore: PathBuf,
     pub cwd: PathBuf,
+    /// A shell started ahead of the next client.
+    pub spare: shell::Spare,
 }
 
 /// Runs the agent until the build is released or times out.
@@ -149,7 +150,7 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
     });
     let restore_path = state_dir.join(RESTORE);
     fs::write(&restore_path, script).context("cannot write the rc file")?;
-    Ok(SessionContext { shell: session_shell(&config.shell)?, restore: restore_path, cwd })
+    Ok(SessionContext { shell: session_shell(&config.shell)?, restore: restore_path, cwd, spare: shell::Spare::default() })
 }
 
 /// The shell sessions run: the one asked for, or else the builder's own

@@ -51,6 +51,7 @@ impl Drop for SessionGuard {
 /// Serves sessions until the build should go on to fail.
 pub async fn serve(listener: UnixListener, context: SessionContext, timeout: Duration) -> Ending {
     let context = Arc::new(context);
+    shell::prewarm(&context, shell::DEFAULT_TERM.into());
     let release = CancellationToken::new();
     let (open_tx, mut open_rx) = watch::channel(0usize);
     let mut deadline = Some(Instant::now() + timeout);
@@ -88,6 +89,7 @@ pub async fn serve(listener: UnixListener, context: SessionContext, timeout: Dur
     release.cancel();
     let goodbyes = open_rx.wait_for(|open| *open == 0);
     let _ = tokio::time::timeout(GOODBYE_GRACE, goodbyes).await;
+    context.spare.close();
     ending
 }
 

@@ -7,7 +7,9 @@ use crate::protocol::{AgentCodec, AgentFrame, ClientFrame, CHUNK};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
+use portable_pty::{native_pty_system, ChildKiller, CommandBuilder, MasterPty, PtySize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
@@ -21,47 +23,123 @@ type Stream = SplitStream<Framed<UnixStream, AgentCodec>>;
 /// last jobs print.
 const DRAIN_GRACE: Duration = Duration::from_millis(300);
 
+/// The terminal type a shell is started with when no client has said.
+pub const DEFAULT_TERM: &str = "xterm-256color";
+
+/// A shell started in a PTY with the build's state, for one client.
+pub struct Shell {
+    master: Box<dyn MasterPty + Send>,
+    killer: Box<dyn ChildKiller + Send + Sync>,
+    exit: oneshot::Receiver<i32>,
+    term: String,
+}
+
+impl Shell {
+    fn spawn(context: &SessionContext, size: PtySize, term: String) -> Result<Shell, SessionError> {
+        let pair = native_pty_system().openpty(size).map_err(SessionError::Pty)?;
+        let mut child = pair.slave.spawn_command(shell_command(context, &term)).map_err(SessionError::Pty)?;
+        drop(pair.slave);
+        let killer = child.clone_killer();
+        let (exit_tx, exit) = oneshot::channel();
+        std::thread::spawn(move || {
+            let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
+            let _ = exit_tx.send(code);
+        });
+        Ok(Shell { master: pair.master, killer, exit, term })
+    }
+
+    fn has_exited(&mut self) -> bool {
+        !matches!(self.exit.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.killer.kill();
+    }
+}
+
+/// One shell kept started ahead of the next client (pre-warmed): restoring
+/// the state is most of the time to a prompt, and the spare has done it, so
+/// its banner and prompt wait in its PTY for whoever attaches.
+#[derive(Default)]
+pub struct Spare {
+    slot: Mutex<Option<Shell>>,
+    closed: AtomicBool,
+}
+
+impl Spare {
+    /// The spare, if it runs and was started for terminal type `term`.
+    fn take(&self, term: &str) -> Option<Shell> {
+        let mut slot = self.slot.lock().unwrap();
+        let mut shell = slot.take_if(|shell| shell.term == term)?;
+        (!shell.has_exited()).then_some(shell)
+    }
+
+    fn put(&self, shell: Shell) {
+        let mut slot = self.slot.lock().unwrap();
+        if slot.is_none() && !self.closed.load(Ordering::SeqCst) {
+            *slot = Some(shell);
+        }
+    }
+
+    /// Ends the spare and keeps any other from being kept.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.slot.lock().unwrap().take();
+    }
+}
+
+/// Starts a spare shell for the next client, off the runtime's thread.
+pub fn prewarm(context: &Arc<SessionContext>, term: String) {
+    let context = context.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Ok(shell) = Shell::spawn(&context, PtySize::default(), term) {
+            context.spare.put(shell);
+        }
+    });
+}
+
 /// Runs a shell for one client until it exits or the client leaves.
 pub async fn run(
     framed: Framed<UnixStream, AgentCodec>,
     rows: u16,
     cols: u16,
     term: Option<String>,
-    context: &SessionContext,
+    context: &Arc<SessionContext>,
     release: &CancellationToken,
 ) -> Result<(), SessionError> {
     let size = PtySize { rows, cols, pixel_width: 0, pixel_height: 0 };
-    let pair = native_pty_system().openpty(size).map_err(SessionError::Pty)?;
-    let mut child = pair.slave.spawn_command(shell_command(context, term)).map_err(SessionError::Pty)?;
-    drop(pair.slave);
-    let mut killer = child.clone_killer();
-    let terminal = AsyncMaster::new(pair.master.as_ref()).map_err(SessionError::Spawn)?;
-    let (exit_tx, exit_rx) = oneshot::channel();
-    std::thread::spawn(move || {
-        let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
-        let _ = exit_tx.send(code);
-    });
+    let term = term.unwrap_or_else(|| DEFAULT_TERM.into());
+    let mut shell = match context.spare.take(&term) {
+        Some(shell) => {
+            shell.master.resize(size).map_err(SessionError::Pty)?;
+            shell
+        }
+        None => Shell::spawn(context, size, term.clone())?,
+    };
+    prewarm(context, term);
+    let terminal = AsyncMaster::new(shell.master.as_ref()).map_err(SessionError::Spawn)?;
+    let Shell { master, exit, .. } = &mut shell;
     let (mut sink, stream) = framed.split();
-    let outcome = tokio::select! {
-        result = forward_input(stream, &terminal, pair.master) => result,
-        result = forward_output(&mut sink, &terminal, exit_rx) => result,
+    tokio::select! {
+        result = forward_input(stream, &terminal, master) => result,
+        result = forward_output(&mut sink, &terminal, exit) => result,
         () = release.cancelled() => {
             let _ = sink.send(AgentFrame::Error("the build was released".into())).await;
             Ok(())
         }
-    };
-    let _ = killer.kill();
-    outcome
+    }
 }
 
-fn shell_command(context: &SessionContext, term: Option<String>) -> CommandBuilder {
+fn shell_command(context: &SessionContext, term: &str) -> CommandBuilder {
     let mut command = CommandBuilder::new(&context.shell);
     command.arg("--rcfile");
     command.arg(&context.restore);
     command.arg("-i");
     command.cwd(&context.cwd);
     command.env("SHELL", &context.shell);
-    command.env("TERM", term.unwrap_or_else(|| "xterm-256color".into()));
+    command.env("TERM", term);
     command
 }
 
@@ -70,7 +148,7 @@ fn shell_command(context: &SessionContext, term: Option<String>) -> CommandBuild
 async fn forward_input(
     mut stream: Stream,
     terminal: &AsyncMaster,
-    master: Box<dyn MasterPty + Send>,
+    master: &mut Box<dyn MasterPty + Send>,
 ) -> Result<(), SessionError> {
     let mut input_open = true;
     while let Some(frame) = stream.next().await {
@@ -96,8 +174,11 @@ async fn forward_input(
 
 /// Relays the shell's output, then its exit status. What the terminal has
 /// ready goes out in one write.
-async fn forward_output(sink: &mut Sink, terminal: &AsyncMaster, exit: oneshot::Receiver<i32>) -> Result<(), SessionError> {
-    let mut exit = exit;
+async fn forward_output(
+    sink: &mut Sink,
+    terminal: &AsyncMaster,
+    exit: &mut oneshot::Receiver<i32>,
+) -> Result<(), SessionError> {
     let mut code = None;
     let mut buffer = vec![0u8; CHUNK];
     let grace = tokio::time::sleep(Duration::MAX);
@@ -114,7 +195,7 @@ async fn forward_output(sink: &mut Sink, terminal: &AsyncMaster, exit: oneshot::
                 }
                 _ => break,
             },
-            status = &mut exit, if code.is_none() => {
+            status = &mut *exit, if code.is_none() => {
                 code = Some(status.unwrap_or(255));
                 grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
             }
