@@ -59,7 +59,8 @@ impl Pty {
         let mut command = CommandBuilder::new(program);
         command.args(args);
         command.cwd("/");
-        command.env("TERM", "xterm");
+        // What most terminal emulators say they are.
+        command.env("TERM", "xterm-256color");
         for (key, value) in env {
             command.env(key, value);
         }
