@@ -30,8 +30,11 @@ fn ctrl_c_stops_a_foreground_command_without_ending_the_session() {
     let mut build = Drv::new("ctrlc").phase("buildPhase", "false").start();
     let paused = build.paused();
     let mut terminal = attach(&paused.id, 24, 80);
-    terminal.send("echo sleep-$((1+1)); sleep 100\r");
+    terminal.send("echo sleep-$((1+1)); sleep 4321\r");
     let at = terminal.expect("sleep-2");
+    // A person presses Ctrl-C once the command runs: wait until it does,
+    // or the key races the shell handing the terminal to it.
+    wait_for_process(&["sleep", "4321"]);
     terminal.send("\x03");
     // A person types on once the prompt is back; typeahead racing the
     // shell's job control is not what is tested here.
@@ -41,6 +44,22 @@ fn ctrl_c_stops_a_foreground_command_without_ending_the_session() {
     terminal.send("exit 0\r");
     assert_eq!(terminal.wait(), 0);
     release(build, &paused);
+}
+
+/// Waits until a process with exactly this command line runs.
+fn wait_for_process(argv: &[&str]) {
+    let wanted: Vec<u8> = argv.iter().flat_map(|arg| arg.bytes().chain([0])).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let running = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted)
+        });
+        if running {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{argv:?} never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
