@@ -7,7 +7,7 @@ use crate::protocol::CHUNK;
 use bytes::{Bytes, BytesMut};
 use std::io::{Read, Write};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Reads `reader` until its end into a channel holding at most `in_flight`
 /// chunks, so a slow consumer stalls the reader instead of growing a buffer.
@@ -52,4 +52,15 @@ pub async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buffer: &mut 
             None
         }
     }
+}
+
+/// Waits for a child on a thread of its own; the channel brings its exit
+/// code (255 if it cannot be had).
+pub fn exit_code(mut child: Box<dyn portable_pty::Child + Send + Sync>) -> oneshot::Receiver<i32> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
+        let _ = tx.send(code);
+    });
+    rx
 }

@@ -23,17 +23,7 @@ impl HandMadeBuild {
         std::fs::write(top.join("variables"), "declare -- handMade=\"yes\"\n").unwrap();
         std::fs::write(top.join("options"), "set -o nounset\n").unwrap();
         let agent = Command::new(nix_attach())
-            .args(["agent", "--drv", &name, "--exit-code", "2", "--timeout", "120", "--shell", "/bin/bash-static"])
-            .arg("--build-top")
-            .arg(top)
-            .arg("--cwd")
-            .arg(top)
-            .arg("--state-file")
-            .arg(top.join("state.sh"))
-            .arg("--variables-file")
-            .arg(top.join("variables"))
-            .arg("--options-file")
-            .arg(top.join("options"))
+            .args(agent_args(top, &name))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -55,6 +45,23 @@ impl HandMadeBuild {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// `agent …` for a hand-made build in `top` with the snapshot files there.
+fn agent_args(top: &Path, name: &str) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["agent", "--drv", name, "--exit-code", "2", "--timeout", "120", "--shell", "/bin/bash-static"].map(Into::into).into();
+    for (flag, path) in [
+        ("--build-top", top.to_path_buf()),
+        ("--cwd", top.to_path_buf()),
+        ("--state-file", top.join("state.sh")),
+        ("--variables-file", top.join("variables")),
+        ("--options-file", top.join("options")),
+    ] {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    args
 }
 
 impl Drop for HandMadeBuild {
@@ -119,18 +126,8 @@ fn a_process_of_an_ordinary_user_named_like_an_agent_is_no_build() {
     std::fs::write(top.join("options"), "").unwrap();
     let _ = Command::new("chown").args(["-R", "65534:65534"]).arg(&top).status();
     let mut agent = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", nix_attach(), "agent", "--drv", &name, "--exit-code", "1"])
-        .args(["--timeout", "60", "--shell", "/bin/bash-static"])
-        .arg("--build-top")
-        .arg(&top)
-        .arg("--cwd")
-        .arg(&top)
-        .arg("--state-file")
-        .arg(top.join("state.sh"))
-        .arg("--variables-file")
-        .arg(top.join("variables"))
-        .arg("--options-file")
-        .arg(top.join("options"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", nix_attach()])
+        .args(agent_args(&top, &name))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -37,15 +37,10 @@ pub struct Shell {
 impl Shell {
     fn spawn(context: &SessionContext, size: PtySize, term: String) -> Result<Shell, SessionError> {
         let pair = native_pty_system().openpty(size).map_err(SessionError::Pty)?;
-        let mut child = pair.slave.spawn_command(shell_command(context, &term)).map_err(SessionError::Pty)?;
+        let child = pair.slave.spawn_command(shell_command(context, &term)).map_err(SessionError::Pty)?;
         drop(pair.slave);
         let killer = child.clone_killer();
-        let (exit_tx, exit) = oneshot::channel();
-        std::thread::spawn(move || {
-            let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
-            let _ = exit_tx.send(code);
-        });
-        Ok(Shell { master: pair.master, killer, exit, term })
+        Ok(Shell { master: pair.master, killer, exit: crate::pump::exit_code(child), term })
     }
 
     fn has_exited(&mut self) -> bool {

@@ -49,17 +49,13 @@ impl Nix {
         let mut command = CommandBuilder::new(program);
         command.args(args);
         command.cwd(std::env::current_dir()?);
-        let mut child = pair
+        let child = pair
             .slave
             .spawn_command(command)
             .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
         drop(pair.slave);
         let killer = child.clone_killer();
-        let (exit_tx, exit) = oneshot::channel();
-        std::thread::spawn(move || {
-            let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
-            let _ = exit_tx.send(code);
-        });
+        let exit = pump::exit_code(child);
         let nix = Nix {
             output: pump::from_reader(pair.master.try_clone_reader()?, IN_FLIGHT),
             input: pump::to_writer(pair.master.take_writer()?, IN_FLIGHT),
