@@ -3,7 +3,7 @@
 
 use crate::agent::{self, AgentConfig};
 use crate::{host, wrapper};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,6 +60,13 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
+    /// Print a completion script for a shell.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    Man,
     /// Keep a failed build waiting for sessions (run by the setup hook).
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -166,6 +173,38 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let program = command.remove(0);
             wrapper::run(program, command, wrap.into())
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "nix-attach", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(0)
+        }
         Command::Agent(args) => agent::run(args.into()).map(|()| 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_and_the_manual_name_every_command() {
+        let mut completions = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "nix-attach", &mut completions);
+        let mut manual = Vec::new();
+        clap_mangen::Man::new(Cli::command()).render(&mut manual).unwrap();
+        let (completions, manual) = (String::from_utf8(completions).unwrap(), String::from_utf8(manual).unwrap());
+        for command in ["list", "attach", "exec", "release", "build", "run"] {
+            assert!(completions.contains(command), "{command} is not completed");
+            assert!(manual.contains(command), "{command} is not in the manual");
+        }
     }
 }
