@@ -118,3 +118,32 @@ fn attach_works_without_a_terminal() {
     assert!(String::from_utf8_lossy(&session.stdout).contains("piped into buildPhase"));
     release(build, &paused);
 }
+
+#[test]
+fn history_carries_over_from_one_session_to_the_next() {
+    let mut build = Drv::new("history").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let mut first = attach(&paused.id, 24, 80);
+    first.send("echo remembered-$((40+2))\r");
+    first.expect("remembered-42");
+    first.send("exit\r");
+    first.wait();
+    let mut second = attach(&paused.id, 24, 80);
+    second.send("history | grep -c 'remembered-\\$'\r");
+    second.expect("\r\n1\r\n");
+    second.send("exit\r");
+    second.wait();
+    release(build, &paused);
+}
+
+#[test]
+fn commands_run_with_exec_hold_no_session_terminal_open() {
+    let mut build = Drv::new("no-fd-leak").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let mut terminal = attach(&paused.id, 24, 80);
+    let listing = crate::support::eval(&paused.id, "for fd in /proc/$$/fd/*; do readlink \"$fd\" || :; done");
+    assert!(!listing.contains("ptmx") && !listing.contains("/dev/pts"), "{listing}");
+    terminal.send("exit\r");
+    terminal.wait();
+    release(build, &paused);
+}

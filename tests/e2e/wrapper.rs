@@ -152,3 +152,12 @@ fn without_a_terminal_it_never_asks_and_summarises_each_paused_build() {
     assert!(stderr.contains("original output line") && stderr.contains("failed with exit code 3"), "{stderr}");
     assert!(!stderr.contains(PROMPT) && !stdout.contains(PROMPT));
 }
+
+#[test]
+fn a_signal_while_the_prompt_waits_ends_the_wrapper_and_nix() {
+    let drv = failing("wrap-term");
+    let mut terminal = wrap(&[], &drv.expression(), &[]);
+    terminal.expect(PROMPT);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(terminal.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(terminal.wait(), 128 + 15);
+}

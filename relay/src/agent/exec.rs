@@ -28,7 +28,11 @@ pub async fn run(
         sink.send(AgentFrame::Error("exec needs a command".into())).await?;
         return Ok(());
     }
-    let mut child = command(context, &argv).spawn().map_err(SessionError::Spawn)?;
+    let spawned = {
+        let _spawning = context.spawning.lock().unwrap();
+        command(context, &argv).spawn()
+    };
+    let mut child = spawned.map_err(SessionError::Spawn)?;
     let _group = child.id().map(ProcessGroup);
     let stdin = child.stdin.take();
     let mut stdout = child.stdout.take();

@@ -61,6 +61,10 @@ pub struct SessionContext {
     pub cwd: PathBuf,
     /// A shell started ahead of the next client.
     pub spare: shell::Spare,
+    /// Held while a child is started: PTY descriptors are made
+    /// close-on-exec only after they are opened, and no other child may
+    /// inherit them in between.
+    pub spawning: std::sync::Mutex<()>,
 }
 
 /// Runs the agent until the build is released or times out.
@@ -150,7 +154,7 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
     });
     let restore_path = state_dir.join(RESTORE);
     fs::write(&restore_path, script).context("cannot write the rc file")?;
-    Ok(SessionContext { shell: session_shell(&config.shell)?, restore: restore_path, cwd, spare: shell::Spare::default() })
+    Ok(SessionContext { shell: session_shell(&config.shell)?, restore: restore_path, cwd, spare: shell::Spare::default(), spawning: Default::default() })
 }
 
 /// The shell sessions run: the one asked for, or else the builder's own

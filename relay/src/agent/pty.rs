@@ -4,7 +4,7 @@
 
 use portable_pty::MasterPty;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
 
 pub struct AsyncMaster {
@@ -15,8 +15,13 @@ impl AsyncMaster {
     /// A non-blocking duplicate of the master's descriptor.
     pub fn new(master: &dyn MasterPty) -> io::Result<AsyncMaster> {
         let raw = master.as_raw_fd().ok_or_else(|| io::Error::other("the PTY has no descriptor"))?;
-        // SAFETY: the master outlives this borrow; the duplicate is ours.
-        let owned = nix::unistd::dup(unsafe { BorrowedFd::borrow_raw(raw) })?;
+        // SAFETY: the master outlives this borrow.
+        let master = unsafe { BorrowedFd::borrow_raw(raw) };
+        // A duplicate closed on exec, so that no command a session runs keeps
+        // this terminal open.
+        let duplicate = nix::fcntl::fcntl(master, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0))?;
+        // SAFETY: fcntl just made this descriptor, and nothing else owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(duplicate) };
         let flags = nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_GETFL)?);
         nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK))?;
         // SAFETY: an OwnedFd is open, and stays the same descriptor, for as

@@ -36,6 +36,8 @@ pub struct Shell {
 
 impl Shell {
     fn spawn(context: &SessionContext, size: PtySize, term: String) -> Result<Shell, SessionError> {
+        // Until the PTY's descriptors are close-on-exec, no command may start.
+        let _spawning = context.spawning.lock().unwrap();
         let pair = native_pty_system().openpty(size).map_err(SessionError::Pty)?;
         let child = pair.slave.spawn_command(shell_command(context, &term)).map_err(SessionError::Pty)?;
         drop(pair.slave);
@@ -43,6 +45,7 @@ impl Shell {
         Ok(Shell { master: pair.master, killer, exit: crate::pump::exit_code(child), term })
     }
 
+    /// Whether the shell ended (its status received here or elsewhere).
     fn has_exited(&mut self) -> bool {
         !matches!(self.exit.try_recv(), Err(oneshot::error::TryRecvError::Empty))
     }
@@ -50,7 +53,10 @@ impl Shell {
 
 impl Drop for Shell {
     fn drop(&mut self) {
-        let _ = self.killer.kill();
+        // Once reaped, its pid may be another process's.
+        if !self.has_exited() {
+            let _ = self.killer.kill();
+        }
     }
 }
 
@@ -64,11 +70,16 @@ pub struct Spare {
 }
 
 impl Spare {
-    /// The spare, if it runs and was started for terminal type `term`.
+    /// The spare, if it runs and was started for terminal type `term`. A
+    /// spare for another type is ended, so the next one fits this client.
     fn take(&self, term: &str) -> Option<Shell> {
-        let mut slot = self.slot.lock().unwrap();
-        let mut shell = slot.take_if(|shell| shell.term == term)?;
-        (!shell.has_exited()).then_some(shell)
+        let mut shell = self.slot.lock().unwrap().take()?;
+        (shell.term == term && !shell.has_exited()).then_some(shell)
+    }
+
+    /// Ends the spare, so that the next one is started afresh.
+    fn clear(&self) {
+        self.slot.lock().unwrap().take();
     }
 
     fn put(&self, shell: Shell) {
@@ -113,18 +124,22 @@ pub async fn run(
         }
         None => Shell::spawn(context, size, term.clone())?,
     };
-    prewarm(context, term);
+    prewarm(context, term.clone());
     let terminal = AsyncMaster::new(shell.master.as_ref()).map_err(SessionError::Spawn)?;
     let Shell { master, exit, .. } = &mut shell;
     let (mut sink, stream) = framed.split();
-    tokio::select! {
+    let outcome = tokio::select! {
         result = forward_input(stream, &terminal, master) => result,
         result = forward_output(&mut sink, &terminal, exit) => result,
         () = release.cancelled() => {
             let _ = sink.send(AgentFrame::Error("the build was released".into())).await;
-            Ok(())
+            return Ok(());
         }
-    }
+    };
+    // The spare read the history before this session wrote to it.
+    context.spare.clear();
+    prewarm(context, term);
+    outcome
 }
 
 fn shell_command(context: &SessionContext, term: &str) -> CommandBuilder {

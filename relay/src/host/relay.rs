@@ -12,7 +12,8 @@ use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError
 use crate::sanitize::sanitize;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::codec::Framed;
@@ -62,21 +63,27 @@ pub async fn relay(
     }
 }
 
-/// Shows the session's output until it reports its status. Writes go
-/// straight to the descriptors: a hop through a thread pool per chunk would
-/// cost more than the write, and a slow terminal is backpressure anyway.
+/// Shows the session's output until it reports its status. On a terminal
+/// the writes go straight to it: a hop through a thread per chunk would
+/// cost more than the write. A pipe may stop draining, so there writes go
+/// through tokio, and signals and `~.` still work meanwhile.
 async fn read_frames(mut frames: Frames) -> Result<i32, RelayError> {
+    let to_terminal = std::io::stdout().is_terminal();
+    let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
     loop {
         match frames.next().await.ok_or(RelayError::Closed)?? {
+            AgentFrame::Output(data) if to_terminal => {
+                let mut terminal = std::io::stdout().lock();
+                terminal.write_all(&data)?;
+                terminal.flush()?;
+            }
             AgentFrame::Output(data) => {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(&data)?;
-                stdout.flush()?;
+                stdout.write_all(&data).await?;
+                stdout.flush().await?;
             }
             AgentFrame::Stderr(data) => {
-                let mut stderr = std::io::stderr().lock();
-                stderr.write_all(&data)?;
-                stderr.flush()?;
+                stderr.write_all(&data).await?;
+                stderr.flush().await?;
             }
             AgentFrame::Exit(code) => return Ok(code),
             AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),

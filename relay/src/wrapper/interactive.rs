@@ -20,7 +20,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
 /// Chunks in flight between nix's PTY and us.
@@ -96,19 +96,27 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     let mut input_open = true;
     let mut raw = RawMode::enter();
     let mut reach = Reach::new()?;
-    let (mut resized, mut terminated, mut hung_up) = (
-        signal(SignalKind::window_change())?,
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::hangup())?,
-    );
+    let mut resized = signal(SignalKind::window_change())?;
+    let mut stop = Stop::new()?;
     let mut stdout = tokio::io::stdout();
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
+    let mut draining = false;
     while !nix.done() {
+        if nix.code.is_some() && !std::mem::replace(&mut draining, true) {
+            grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
+        }
         if let Some(pointer) = nix.waiting.pop_front() {
-            let held = offer_while_holding(&mut nix, &pointer, options, &mut input, &mut raw, &mut reach).await?;
-            stdout.write_all(&held).await?;
-            stdout.flush().await?;
+            match offer_while_holding(&mut nix, &pointer, options, &mut input, &mut raw, &mut reach, &mut stop).await? {
+                Offered::Held(held) => {
+                    stdout.write_all(&held).await?;
+                    stdout.flush().await?;
+                }
+                Offered::Stopped(code) => {
+                    let _ = killer.kill();
+                    return Ok(code);
+                }
+            }
             continue;
         }
         tokio::select! {
@@ -121,25 +129,48 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
                 Some(key) => { let _ = nix.input.send(key).await; }
                 None => input_open = false,
             },
-            status = &mut nix.exit, if nix.code.is_none() => {
-                nix.code = Some(status.unwrap_or(255));
-                grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
-            }
+            status = &mut nix.exit, if nix.code.is_none() => nix.code = Some(status.unwrap_or(255)),
             () = &mut grace => break,
             Some(()) = resized.recv() => {
                 let (rows, cols) = terminal::size();
                 let _ = nix.master.resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 });
             }
-            Some(()) = terminated.recv() => { let _ = killer.kill(); return Ok(128 + 15); }
-            Some(()) = hung_up.recv() => { let _ = killer.kill(); return Ok(128 + 1); }
+            code = stop.next() => { let _ = killer.kill(); return Ok(code); }
         }
     }
     drop(raw);
     Ok(nix.code.unwrap_or(255))
 }
 
+/// The signals that end the wrapper (and nix), at any point.
+struct Stop {
+    terminated: Signal,
+    hung_up: Signal,
+}
+
+impl Stop {
+    fn new() -> std::io::Result<Stop> {
+        Ok(Stop { terminated: signal(SignalKind::terminate())?, hung_up: signal(SignalKind::hangup())? })
+    }
+
+    /// Waits for one; returns the status to exit with.
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            Some(()) = self.terminated.recv() => 128 + 15,
+            Some(()) = self.hung_up.recv() => 128 + 1,
+        }
+    }
+}
+
+/// How an offer ended.
+enum Offered {
+    /// Answered; nix's output from meanwhile.
+    Held(Vec<u8>),
+    /// A signal ends the wrapper with this status.
+    Stopped(i32),
+}
+
 /// Offers one paused build while nix's output is read on and held back.
-/// Returns the output held.
 async fn offer_while_holding(
     nix: &mut Nix,
     pointer: &Pointer,
@@ -147,7 +178,8 @@ async fn offer_while_holding(
     input: &mut Input,
     raw: &mut Option<RawMode>,
     reach: &mut Reach,
-) -> anyhow::Result<Vec<u8>> {
+    stop: &mut Stop,
+) -> anyhow::Result<Offered> {
     let mut held = Vec::new();
     input.pause();
     let nix_input = nix.input.clone();
@@ -155,13 +187,14 @@ async fn offer_while_holding(
     tokio::pin!(offered);
     let outcome = loop {
         tokio::select! {
-            outcome = &mut offered => break outcome,
+            outcome = &mut offered => break outcome.map(|()| Offered::Held(std::mem::take(&mut held))),
             chunk = nix.output.recv(), if nix.output_open => held.extend(nix.note(chunk)),
             status = &mut nix.exit, if nix.code.is_none() => nix.code = Some(status.unwrap_or(255)),
+            code = stop.next() => break Ok(Offered::Stopped(code)),
         }
     };
     input.resume();
-    outcome.map(|()| held)
+    outcome
 }
 
 /// What the person answered.
