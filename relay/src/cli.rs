@@ -69,7 +69,7 @@ pub enum Command {
     Man,
     /// Keep a failed build waiting for sessions (run by the setup hook).
     #[command(hide = true)]
-    Agent(AgentArgs),
+    Agent(AgentConfig),
 }
 
 /// Where to look for build directories besides the known places.
@@ -105,62 +105,6 @@ impl From<Wrap> for wrapper::Options {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct AgentArgs {
-    #[arg(long)]
-    drv: String,
-    #[arg(long, default_value = "")]
-    phase: String,
-    #[arg(long)]
-    exit_code: i32,
-    #[arg(long, default_value = "")]
-    command: String,
-    /// One frame of the function stack, innermost first.
-    #[arg(long = "frame")]
-    stack: Vec<String>,
-    /// The snapshot was taken in the failing frame and has its locals.
-    #[arg(long)]
-    locals: bool,
-    #[arg(long)]
-    build_top: PathBuf,
-    #[arg(long)]
-    cwd: PathBuf,
-    /// The shell for sessions; by default the builder's own bash.
-    #[arg(long)]
-    shell: Option<PathBuf>,
-    /// Idle seconds before the build gives up waiting.
-    #[arg(long, env = "NIX_ATTACH_TIMEOUT", default_value_t = 1800)]
-    timeout: u64,
-    /// Functions and aliases.
-    #[arg(long)]
-    state_file: PathBuf,
-    /// Variables, as `declare -p` printed them.
-    #[arg(long)]
-    variables_file: PathBuf,
-    #[arg(long)]
-    options_file: PathBuf,
-}
-
-impl From<AgentArgs> for AgentConfig {
-    fn from(args: AgentArgs) -> AgentConfig {
-        AgentConfig {
-            drv: args.drv,
-            phase: args.phase,
-            exit_code: args.exit_code,
-            command: args.command,
-            stack: args.stack,
-            locals: args.locals,
-            build_top: args.build_top,
-            cwd: args.cwd,
-            shell: args.shell,
-            timeout: Duration::from_secs(args.timeout),
-            state_file: args.state_file,
-            variables_file: args.variables_file,
-            options_file: args.options_file,
-        }
-    }
-}
-
 /// Runs the command line and returns the process's exit status.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
@@ -181,7 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(0)
         }
-        Command::Agent(args) => agent::run(args.into()).map(|()| 0),
+        Command::Agent(config) => agent::run(config).map(|()| 0),
     }
 }
 

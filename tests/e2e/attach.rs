@@ -14,8 +14,7 @@ fn attach(id: &str, rows: u16, cols: u16) -> Terminal {
 
 #[test]
 fn typed_commands_run_in_the_build_and_the_exit_status_comes_back() {
-    let mut build = Drv::new("typed").phase("buildPhase", "local answer=42\nfalse").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("typed").phase("buildPhase", "local answer=42\nfalse").pause();
     let mut terminal = attach(&paused.id, 24, 80);
     assert!(terminal.screen().contains(&format!("inside the build of {}", build.name)));
     terminal.send("echo \"answer=$answer phase=$curPhase\"\r");
@@ -27,8 +26,7 @@ fn typed_commands_run_in_the_build_and_the_exit_status_comes_back() {
 
 #[test]
 fn ctrl_c_stops_a_foreground_command_without_ending_the_session() {
-    let mut build = Drv::new("ctrlc").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("ctrlc").phase("buildPhase", "false").pause();
     let mut terminal = attach(&paused.id, 24, 80);
     terminal.send("echo sleep-$((1+1)); sleep 4321\r");
     let at = terminal.expect("sleep-2");
@@ -64,8 +62,7 @@ fn wait_for_process(argv: &[&str]) {
 
 #[test]
 fn a_window_resize_reaches_the_shell() {
-    let mut build = Drv::new("resize").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("resize").phase("buildPhase", "false").pause();
     let mut terminal = attach(&paused.id, 24, 80);
     terminal.send("stty size\r");
     let at = terminal.expect("24 80");
@@ -90,8 +87,7 @@ fn a_window_resize_reaches_the_shell() {
 
 #[test]
 fn two_sessions_run_at_once_and_a_build_can_be_entered_again() {
-    let mut build = Drv::new("twice").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("twice").phase("buildPhase", "false").pause();
     let mut first = attach(&paused.id, 24, 80);
     let mut second = attach(&paused.id, 24, 80);
     first.send("mine=first; echo \"first sees ${mine}\"\r");
@@ -111,8 +107,7 @@ fn two_sessions_run_at_once_and_a_build_can_be_entered_again() {
 
 #[test]
 fn attach_works_without_a_terminal() {
-    let mut build = Drv::new("piped").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("piped").phase("buildPhase", "false").pause();
     let session = nix_attach_with_input(&["attach", &paused.id], "echo \"piped into $curPhase\"\nexit 6\n");
     assert_eq!(session.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&session.stdout).contains("piped into buildPhase"));
@@ -121,8 +116,7 @@ fn attach_works_without_a_terminal() {
 
 #[test]
 fn history_carries_over_from_one_session_to_the_next() {
-    let mut build = Drv::new("history").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("history").phase("buildPhase", "false").pause();
     let mut first = attach(&paused.id, 24, 80);
     first.send("echo remembered-$((40+2))\r");
     first.expect("remembered-42");
@@ -138,8 +132,7 @@ fn history_carries_over_from_one_session_to_the_next() {
 
 #[test]
 fn commands_run_with_exec_hold_no_session_terminal_open() {
-    let mut build = Drv::new("no-fd-leak").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("no-fd-leak").phase("buildPhase", "false").pause();
     let mut terminal = attach(&paused.id, 24, 80);
     let listing = crate::support::eval(&paused.id, "for fd in /proc/$$/fd/*; do readlink \"$fd\" || :; done");
     assert!(!listing.contains("ptmx") && !listing.contains("/dev/pts"), "{listing}");

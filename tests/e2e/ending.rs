@@ -16,8 +16,7 @@ fn assert_failed_as_usual(finished: &Finished, paused: &Paused) {
 
 #[test]
 fn a_released_build_fails_as_it_would_have() {
-    let mut build = Drv::new("released").phase("buildPhase", FAILING_PHASE).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("released").phase("buildPhase", FAILING_PHASE).pause();
     let finished = release(build, &paused);
     assert_failed_as_usual(&finished, &paused);
     assert!(finished.log.contains("was released"), "{}", finished.log);
@@ -25,8 +24,7 @@ fn a_released_build_fails_as_it_would_have() {
 
 #[test]
 fn an_unattended_build_fails_after_its_idle_timeout() {
-    let mut build = Drv::new("timeout").attr("NIX_ATTACH_TIMEOUT", "2").phase("buildPhase", FAILING_PHASE).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("timeout").attr("NIX_ATTACH_TIMEOUT", "2").phase("buildPhase", FAILING_PHASE).pause();
     assert_eq!(paused.entry["timeout"], 2);
     let finished = build.finish();
     assert_failed_as_usual(&finished, &paused);
@@ -36,8 +34,7 @@ fn an_unattended_build_fails_after_its_idle_timeout() {
 #[test]
 fn a_failure_inside_eval_inside_a_phase_function_makes_no_bash_noise() {
     let code = "helper() { local x=1; eval 'false'; }\nhelper";
-    let mut build = Drv::new("noise").phase("buildPhase", code).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("noise").phase("buildPhase", code).pause();
     let finished = release(build, &paused);
     assert!(!finished.log.contains("pop_var_context"), "{}", finished.log);
 }

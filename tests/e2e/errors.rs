@@ -49,16 +49,14 @@ fn a_name_that_matches_two_builds_is_an_error_that_lists_them() {
 
 #[test]
 fn a_released_build_is_gone() {
-    let mut build = Drv::new("gone").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("gone").phase("buildPhase", "false").pause();
     release(build, &paused);
     assert_one_line_error(&nix_attach_cmd(&["attach", &paused.id]), "no waiting build matches");
 }
 
 #[test]
 fn an_ordinary_user_is_told_that_root_is_needed() {
-    let mut build = Drv::new("denied").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("denied").phase("buildPhase", "false").pause();
     let output = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", nix_attach(), "attach", &paused.id])
         .output()

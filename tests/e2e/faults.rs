@@ -35,8 +35,7 @@ fn assert_failed_with_3(build: Build) {
 
 #[test]
 fn a_client_killed_mid_session_hangs_up_the_shell_and_the_build_waits_on() {
-    let mut build = Drv::new("client-killed").phase("buildPhase", FAILING).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("client-killed").phase("buildPhase", FAILING).pause();
     let terminal = Terminal::spawn(nix_attach(), &["attach", &paused.id], 24, 80);
     terminal.expect(" $ ");
     let mut terminal = terminal;
@@ -53,16 +52,14 @@ fn a_client_killed_mid_session_hangs_up_the_shell_and_the_build_waits_on() {
 
 #[test]
 fn a_killed_agent_lets_the_build_fail_with_its_exit_code_and_log() {
-    let mut build = Drv::new("agent-killed").phase("buildPhase", FAILING).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("agent-killed").phase("buildPhase", FAILING).pause();
     kill(Pid::from_raw(paused.pid()), Signal::SIGKILL).unwrap();
     assert_failed_with_3(build);
 }
 
 #[test]
 fn an_interrupted_nix_build_leaves_no_process_and_no_files() {
-    let mut build = Drv::new("interrupted").phase("buildPhase", FAILING).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("interrupted").phase("buildPhase", FAILING).pause();
     kill(Pid::from_raw(build.pid()), Signal::SIGINT).unwrap();
     let finished = build.finish();
     assert!(!finished.status.success());
@@ -97,8 +94,7 @@ fn eight_builds_paused_at_once_are_all_listed_and_each_can_be_entered() {
 
 #[test]
 fn twenty_clients_at_once_each_get_a_shell_or_a_clear_refusal() {
-    let mut build = Drv::new("twenty").phase("buildPhase", FAILING).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("twenty").phase("buildPhase", FAILING).pause();
     let clients: Vec<_> = (0..20)
         .map(|_| {
             let id = paused.id.clone();
@@ -117,8 +113,7 @@ fn twenty_clients_at_once_each_get_a_shell_or_a_clear_refusal() {
 
 #[test]
 fn the_timeout_counts_idle_time_only() {
-    let mut build = Drv::new("idle").attr("NIX_ATTACH_TIMEOUT", "2").phase("buildPhase", FAILING).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("idle").attr("NIX_ATTACH_TIMEOUT", "2").phase("buildPhase", FAILING).pause();
     let mut terminal = Terminal::spawn(nix_attach(), &["attach", &paused.id], 24, 80);
     terminal.expect(" $ ");
     std::thread::sleep(Duration::from_secs(4));
@@ -137,8 +132,7 @@ async fn connect(paused: &Paused) -> Framed<tokio::net::UnixStream, ClientCodec>
 
 #[test]
 fn a_malformed_stream_ends_only_its_own_session() {
-    let mut build = Drv::new("garbage").phase("buildPhase", FAILING).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("garbage").phase("buildPhase", FAILING).pause();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let socket = build_dir(&paused).join(".nix-attach/agent.sock");
@@ -154,8 +148,7 @@ fn a_malformed_stream_ends_only_its_own_session() {
 
 #[test]
 fn a_client_that_stops_reading_cannot_make_the_agent_buffer_without_bound() {
-    let mut build = Drv::new("slow-reader").phase("buildPhase", FAILING).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("slow-reader").phase("buildPhase", FAILING).pause();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut session = connect(&paused).await;

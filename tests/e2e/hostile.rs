@@ -22,8 +22,7 @@ fn attacked(prefix: &str, attack: &str, wait_for_done: bool) -> Attacked {
         "tamper() {{ until [ -e /build/go ]; do sleep 0.1; done; cd /build/.nix-attach; {attack}; touch /build/attacked; }}\n\
          tamper &\nsh -c 'exit 3'"
     );
-    let mut build = Drv::new(prefix).phase("buildPhase", &phase).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new(prefix).phase("buildPhase", &phase).pause();
     let build_dir = PathBuf::from(paused.entry["build_dir"].as_str().unwrap());
     std::fs::write(build_dir.join("go"), "").unwrap();
     if wait_for_done {
@@ -131,8 +130,7 @@ fn a_build_that_claims_another_builds_id_cannot_take_its_sessions() {
 
 #[test]
 fn escape_sequences_in_a_command_never_reach_the_terminal_raw() {
-    let mut build = Drv::new("escapes").phase("buildPhase", "false '\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m'").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("escapes").phase("buildPhase", "false '\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m'").pause();
     for args in [&["list"][..], &["list", "--json"][..]] {
         let output = nix_attach_cmd(args);
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -144,8 +142,7 @@ fn escape_sequences_in_a_command_never_reach_the_terminal_raw() {
 
 #[test]
 fn the_state_is_reachable_by_root_and_the_build_only() {
-    let mut build = Drv::new("modes").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("modes").phase("buildPhase", "false").pause();
     let state = Path::new(paused.entry["build_dir"].as_str().unwrap()).join(".nix-attach");
     let mode = |name: &str| std::fs::symlink_metadata(state.join(name)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(""), 0o700);
@@ -156,8 +153,7 @@ fn the_state_is_reachable_by_root_and_the_build_only() {
 
 #[test]
 fn under_sudo_the_client_gives_up_root_once_connected() {
-    let mut build = Drv::new("sudo-drop").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("sudo-drop").phase("buildPhase", "false").pause();
     let client = std::process::Command::new(crate::support::nix_attach())
         .args(["exec", &paused.id, "--", "eval", "sleep 3; echo done"])
         .env("SUDO_UID", "65534")

@@ -57,8 +57,7 @@ const CASES: &[(&str, &str, &str)] = &[
 
 #[test]
 fn a_paused_build_keeps_its_exact_shell_state() {
-    let mut build = Drv::new("state").phase("buildPhase", STATE_PHASE).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("state").phase("buildPhase", STATE_PHASE).pause();
     let mut wrong = Vec::new();
     for (what, code, expected) in CASES {
         let got = eval(&paused.id, code);
@@ -72,8 +71,7 @@ fn a_paused_build_keeps_its_exact_shell_state() {
 
 #[test]
 fn list_names_the_failure_and_where_to_find_it() {
-    let mut build = Drv::new("listed").phase("buildPhase", STATE_PHASE).start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("listed").phase("buildPhase", STATE_PHASE).pause();
     let entry = &paused.entry;
     assert_eq!(entry["phase"], "buildPhase");
     assert_eq!(entry["exit_code"], 3);
@@ -92,8 +90,7 @@ fn list_names_the_failure_and_where_to_find_it() {
 
 #[test]
 fn exec_keeps_stdout_and_stderr_apart_and_returns_the_status() {
-    let mut build = Drv::new("exec").phase("buildPhase", "false").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("exec").phase("buildPhase", "false").pause();
     let output = exec(&paused.id, &["eval", "echo out; echo err >&2; exit 7"]);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
@@ -105,8 +102,7 @@ fn exec_keeps_stdout_and_stderr_apart_and_returns_the_status() {
 
 #[test]
 fn an_explicit_exit_pauses_with_a_snapshot_taken_at_exit_and_says_so() {
-    let mut build = Drv::new("exit").phase("buildPhase", "exitVar=kept\nexit 4").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("exit").phase("buildPhase", "exitVar=kept\nexit 4").pause();
     assert_eq!(paused.entry["exit_code"], 4);
     assert_eq!(paused.entry["locals"], false);
     assert_eq!(eval(&paused.id, r#"echo "$exitVar $exitCode""#), "kept 4\n");
@@ -120,8 +116,7 @@ fn an_explicit_exit_pauses_with_a_snapshot_taken_at_exit_and_says_so() {
 #[test]
 fn an_err_trap_the_build_set_still_runs() {
     let trap_hook = r#"(f.mkDerivation { name = "own-err-trap"; phases = "installPhase"; installPhase = "mkdir -p $out/nix-support; echo \"set -o errtrace; trap 'echo own-err-trap-ran >&2' ERR\" > $out/nix-support/setup-hook"; })"#;
-    let mut build = Drv::new("chained").input(trap_hook).phase("buildPhase", "local kept=yes\nfalse").start();
-    let paused = build.paused();
+    let (build, paused) = Drv::new("chained").input(trap_hook).phase("buildPhase", "local kept=yes\nfalse").pause();
     assert_eq!(eval(&paused.id, "echo $kept"), "yes\n", "the snapshot came from our ERR trap");
     let finished = release(build, &paused);
     assert!(finished.log.contains("own-err-trap-ran"), "{}", finished.log);

@@ -23,22 +23,47 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// Everything the hook tells the agent about the failure.
-#[derive(Debug, Clone)]
+/// Everything the hook tells the agent about the failure, as the arguments
+/// of `nix-attach agent`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct AgentConfig {
+    #[arg(long)]
     pub drv: String,
+    #[arg(long, default_value = "")]
     pub phase: String,
+    #[arg(long)]
     pub exit_code: i32,
+    #[arg(long, default_value = "")]
     pub command: String,
+    /// One frame of the function stack, innermost first.
+    #[arg(long = "frame")]
     pub stack: Vec<String>,
+    /// The snapshot was taken in the failing frame and has its locals.
+    #[arg(long)]
     pub locals: bool,
+    #[arg(long)]
     pub build_top: PathBuf,
+    #[arg(long)]
     pub cwd: PathBuf,
+    /// The shell for sessions; by default the builder's own bash.
+    #[arg(long)]
     pub shell: Option<PathBuf>,
+    /// Idle seconds before the build gives up waiting.
+    #[arg(long, env = "NIX_ATTACH_TIMEOUT", default_value = "1800", value_parser = seconds)]
     pub timeout: Duration,
+    /// Functions and aliases.
+    #[arg(long)]
     pub state_file: PathBuf,
+    /// Variables, as `declare -p` printed them.
+    #[arg(long)]
     pub variables_file: PathBuf,
+    /// Options, as `set +o`, `shopt -p` and `umask -p` printed them.
+    #[arg(long)]
     pub options_file: PathBuf,
+}
+
+fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
+    text.parse().map(Duration::from_secs)
 }
 
 /// Why one session ended early. Other sessions and the build go on.

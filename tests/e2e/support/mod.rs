@@ -108,6 +108,13 @@ impl Drv {
         Build::start(&self.name, &self.expression())
     }
 
+    /// Starts the build and waits until it pauses.
+    pub fn pause(&self) -> (Build, Paused) {
+        let mut build = self.start();
+        let paused = build.paused();
+        (build, paused)
+    }
+
     /// Builds to the end and returns how it went.
     pub fn build(&self) -> Finished {
         self.start().finish()
