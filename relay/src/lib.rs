@@ -13,8 +13,8 @@
 //!
 //! They speak the framed [`protocol`]; [`metadata`] describes a waiting
 //! build, [`pointer`] is the log line that says how to attach, [`pump`]
-//! moves bytes between threads and tasks, and [`sanitize`] makes anything a
-//! build wrote safe to print.
+//! moves bytes between threads and tasks, [`runtime`] runs each command's
+//! async part, and [`sanitize`] makes anything a build wrote safe to print.
 
 pub mod agent;
 pub mod cli;
@@ -23,5 +23,6 @@ pub mod metadata;
 pub mod pointer;
 pub mod protocol;
 pub mod pump;
+pub mod runtime;
 pub mod sanitize;
 pub mod wrapper;

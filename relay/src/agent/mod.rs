@@ -94,15 +94,10 @@ pub struct SessionContext {
 
 /// Runs the agent until the build is released or times out.
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the agent's runtime")?;
     let state_dir = config.build_top.join(STATE_DIR);
-    let result = runtime.block_on(serve_build(&config, &state_dir));
+    let result = crate::runtime::run(serve_build(&config, &state_dir));
     remove_state(&state_dir, &config);
-    runtime.shutdown_background();
-    result
+    result?
 }
 
 async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<()> {

@@ -155,12 +155,9 @@ fn session(
         .with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
     privileges::drop_to_sudo_user()?;
     stream.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(async {
+    crate::runtime::run(async {
         let stream = tokio::net::UnixStream::from_std(stream)?;
         let mut stdin = if forward_stdin { Some(input::Input::start()?) } else { None };
         Ok(relay::relay(stream, request, stdin.as_mut(), interactive).await?)
-    });
-    runtime.shutdown_background();
-    result
+    })?
 }

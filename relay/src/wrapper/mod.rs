@@ -36,16 +36,13 @@ pub struct Options {
 
 /// Runs `program args…` and returns its exit status.
 pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(async {
+    crate::runtime::run(async {
         if attended() {
             interactive::run(&program, &args, &options).await
         } else {
             batch::run(&program, &args).await
         }
-    });
-    runtime.shutdown_background();
-    result
+    })?
 }
 
 /// Someone is at a terminal: stdin and stdout are terminals and `CI` is unset.
