@@ -11,13 +11,15 @@
 //! - [`wrapper`] is `nix-attach build`/`run`: it runs nix and offers to enter
 //!   the builds that pause.
 //!
-//! They speak the framed [`protocol`]; [`metadata`] describes a waiting
+//! They speak the framed [`protocol`], and an attach's PTY master passes
+//! from agent to client beside it ([`handoff`]); [`metadata`] describes a waiting
 //! build, [`pointer`] is the log line that says how to attach, [`pump`]
 //! moves bytes between threads and tasks, [`runtime`] runs each command's
 //! async part, and [`sanitize`] makes anything a build wrote safe to print.
 
 pub mod agent;
 pub mod cli;
+pub mod handoff;
 pub mod host;
 pub mod metadata;
 pub mod pointer;

@@ -3,8 +3,11 @@
 //! A connection is a stream of length-prefixed frames (tokio-util's
 //! `LengthDelimitedCodec`, bounded by [`MAX_FRAME`]). The first byte of a
 //! frame names its kind. The client opens with a [`Hello`] naming what it
-//! wants; after that, input and window sizes flow to the agent and output and
-//! the final exit status flow back.
+//! wants. An attach is answered with [`AgentFrame::Terminal`], which carries
+//! the session's PTY master as `SCM_RIGHTS`: the client then reads and
+//! writes the build's terminal itself, and the agent only reports how the
+//! shell ended. An exec streams input to the agent and output and the exit
+//! status back.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -17,7 +20,7 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest chunk of terminal or pipe data put in one frame.
 pub const CHUNK: usize = 32 * 1024;
 /// Bumped when frames change incompatibly.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -37,7 +40,8 @@ pub enum ProtocolError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// An interactive shell in a new PTY of the given size.
+    /// An interactive shell in a PTY of the given size, whose master the
+    /// agent hands over.
     Attach { rows: u16, cols: u16, term: Option<String> },
     /// One command run in the restored shell, without a PTY.
     Exec { argv: Vec<String> },
@@ -58,13 +62,12 @@ pub enum ClientFrame {
     Hello(Hello),
     Input(Bytes),
     InputEof,
-    Resize { rows: u16, cols: u16 },
 }
 
 /// Frames from the agent to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentFrame {
-    /// Terminal output, or a command's stdout.
+    /// A command's stdout (exec only).
     Output(Bytes),
     /// A command's stderr (exec only).
     Stderr(Bytes),
@@ -72,6 +75,8 @@ pub enum AgentFrame {
     Exit(i32),
     /// The agent refused or ended the session.
     Error(String),
+    /// The session's PTY master travels with this frame (attach only).
+    Terminal,
 }
 
 /// A frame that knows its own encoding.
@@ -84,11 +89,11 @@ mod kind {
     pub const HELLO: u8 = 1;
     pub const INPUT: u8 = 2;
     pub const INPUT_EOF: u8 = 3;
-    pub const RESIZE: u8 = 4;
     pub const OUTPUT: u8 = 0x81;
     pub const STDERR: u8 = 0x82;
     pub const EXIT: u8 = 0x83;
     pub const ERROR: u8 = 0x84;
+    pub const TERMINAL: u8 = 0x85;
 }
 
 fn split_kind(mut src: Bytes) -> Result<(u8, Bytes), ProtocolError> {
@@ -116,11 +121,6 @@ impl Frame for ClientFrame {
                 dst.extend_from_slice(data);
             }
             ClientFrame::InputEof => dst.put_u8(kind::INPUT_EOF),
-            ClientFrame::Resize { rows, cols } => {
-                dst.put_u8(kind::RESIZE);
-                dst.put_u16(*rows);
-                dst.put_u16(*cols);
-            }
         }
     }
 
@@ -131,13 +131,6 @@ impl Frame for ClientFrame {
             kind::INPUT => Ok(ClientFrame::Input(body)),
             kind::INPUT_EOF if body.is_empty() => Ok(ClientFrame::InputEof),
             kind::INPUT_EOF => Err(ProtocolError::Malformed { kind: "input-eof" }),
-            kind::RESIZE => {
-                let raw = exact::<4>(&body, "resize")?;
-                Ok(ClientFrame::Resize {
-                    rows: u16::from_be_bytes([raw[0], raw[1]]),
-                    cols: u16::from_be_bytes([raw[2], raw[3]]),
-                })
-            }
             other => Err(ProtocolError::UnknownKind(other)),
         }
     }
@@ -163,6 +156,7 @@ impl Frame for AgentFrame {
                 let bytes = message.as_bytes();
                 dst.extend_from_slice(&bytes[..bytes.len().min(MAX_FRAME - 1)]);
             }
+            AgentFrame::Terminal => dst.put_u8(kind::TERMINAL),
         }
     }
 
@@ -173,6 +167,8 @@ impl Frame for AgentFrame {
             kind::STDERR => Ok(AgentFrame::Stderr(body)),
             kind::EXIT => Ok(AgentFrame::Exit(i32::from_be_bytes(exact::<4>(&body, "exit")?))),
             kind::ERROR => Ok(AgentFrame::Error(String::from_utf8_lossy(&body).into_owned())),
+            kind::TERMINAL if body.is_empty() => Ok(AgentFrame::Terminal),
+            kind::TERMINAL => Err(ProtocolError::Malformed { kind: "terminal" }),
             other => Err(ProtocolError::UnknownKind(other)),
         }
     }
@@ -242,18 +238,19 @@ mod tests {
         }));
         round_trip(ClientFrame::Input(Bytes::from_static(b"ls\r")));
         round_trip(ClientFrame::InputEof);
-        round_trip(ClientFrame::Resize { rows: 50, cols: 132 });
         round_trip(AgentFrame::Output(Bytes::from_static(b"\x1b[1mhi")));
         round_trip(AgentFrame::Stderr(Bytes::from_static(b"oops")));
         round_trip(AgentFrame::Exit(-1));
         round_trip(AgentFrame::Error("too many sessions".into()));
+        round_trip(AgentFrame::Terminal);
     }
 
     #[test]
     fn malformed_frames_are_errors_not_panics() {
         assert!(matches!(ClientFrame::decode(Bytes::new()), Err(ProtocolError::Empty)));
         assert!(matches!(ClientFrame::decode(Bytes::from_static(&[9])), Err(ProtocolError::UnknownKind(9))));
-        assert!(matches!(ClientFrame::decode(Bytes::from_static(&[4, 0, 1])), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(ClientFrame::decode(Bytes::from_static(&[3, 0])), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(AgentFrame::decode(Bytes::from_static(&[0x85, 0])), Err(ProtocolError::Malformed { .. })));
         assert!(matches!(ClientFrame::decode(Bytes::from_static(b"\x01{\"version\":1}")), Err(ProtocolError::Hello(_))));
         assert!(matches!(AgentFrame::decode(Bytes::from_static(&[0x83, 1])), Err(ProtocolError::Malformed { .. })));
     }

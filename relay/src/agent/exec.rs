@@ -105,7 +105,6 @@ async fn forward_stdin(
                 }
             }
             ClientFrame::InputEof => stdin = None,
-            ClientFrame::Resize { .. } => {}
             ClientFrame::Hello(_) => return Err(SessionError::UnexpectedHello),
         }
     }

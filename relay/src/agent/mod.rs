@@ -9,7 +9,6 @@
 
 mod announce;
 mod exec;
-mod pty;
 pub mod restore;
 mod server;
 pub mod shell;
@@ -75,6 +74,8 @@ pub enum SessionError {
     Pty(#[source] anyhow::Error),
     #[error("cannot run the command")]
     Spawn(#[source] std::io::Error),
+    #[error("cannot hand the terminal over")]
+    Handoff(#[source] std::io::Error),
     #[error("the client said hello twice")]
     UnexpectedHello,
 }

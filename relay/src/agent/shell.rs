@@ -1,27 +1,17 @@
-//! An interactive session: a shell in a new PTY with the build's state,
-//! relayed over the connection with its window size and exit status.
+//! An interactive session: a shell in a PTY with the build's state, whose
+//! master is handed to the client, and the shell's exit status.
 
 use super::{SessionContext, SessionError};
-use super::pty::AsyncMaster;
-use crate::protocol::{AgentCodec, AgentFrame, ClientFrame, CHUNK};
-use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
+use crate::handoff;
+use crate::protocol::{AgentCodec, AgentFrame};
 use futures_util::{SinkExt, StreamExt};
 use portable_pty::{native_pty_system, ChildKiller, CommandBuilder, MasterPty, PtySize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-
-type Sink = SplitSink<Framed<UnixStream, AgentCodec>, AgentFrame>;
-type Stream = SplitStream<Framed<UnixStream, AgentCodec>>;
-
-/// How long output is still relayed after the shell exits, for what its
-/// last jobs print.
-const DRAIN_GRACE: Duration = Duration::from_millis(300);
 
 /// The terminal type a shell is started with when no client has said.
 pub const DEFAULT_TERM: &str = "xterm-256color";
@@ -106,7 +96,9 @@ pub fn prewarm(context: &Arc<SessionContext>, term: String) {
     });
 }
 
-/// Runs a shell for one client until it exits or the client leaves.
+/// Runs a shell for one client until it exits or the client leaves. The
+/// client gets the PTY master and relays the terminal itself; the agent
+/// keeps the shell and reports how it ended.
 pub async fn run(
     framed: Framed<UnixStream, AgentCodec>,
     rows: u16,
@@ -124,22 +116,30 @@ pub async fn run(
         }
         None => Shell::spawn(context, size, term.clone())?,
     };
-    prewarm(context, term.clone());
-    let terminal = AsyncMaster::new(shell.master.as_ref()).map_err(SessionError::Spawn)?;
-    let Shell { master, exit, .. } = &mut shell;
-    let (mut sink, stream) = framed.split();
-    let outcome = tokio::select! {
-        result = forward_input(stream, &terminal, master) => result,
-        result = forward_output(&mut sink, &terminal, exit) => result,
-        () = release.cancelled() => {
-            let _ = sink.send(AgentFrame::Error("the build was released".into())).await;
-            return Ok(());
-        }
-    };
-    // The spare read the history before this session wrote to it.
+    let outcome = serve(framed, &mut shell, release).await;
+    drop(shell);
+    // The next client gets a spare that has read this session's history.
     context.spare.clear();
     prewarm(context, term);
     outcome
+}
+
+/// Hands the terminal over, then waits for the shell's end, the client's
+/// leaving (which ends the shell) or the release of the build.
+async fn serve(framed: Framed<UnixStream, AgentCodec>, shell: &mut Shell, release: &CancellationToken) -> Result<(), SessionError> {
+    let master = shell.master.as_raw_fd().ok_or_else(|| SessionError::Pty(anyhow::anyhow!("the PTY has no descriptor")))?;
+    handoff::send_terminal(framed.get_ref(), master).await.map_err(SessionError::Handoff)?;
+    let (mut sink, mut stream) = framed.split();
+    tokio::select! {
+        status = &mut shell.exit => {
+            sink.send(AgentFrame::Exit(status.unwrap_or(255))).await?;
+        }
+        () = async { while let Some(Ok(_)) = stream.next().await {} } => {}
+        () = release.cancelled() => {
+            let _ = sink.send(AgentFrame::Error("the build was released".into())).await;
+        }
+    }
+    Ok(())
 }
 
 fn shell_command(context: &SessionContext, term: &str) -> CommandBuilder {
@@ -151,71 +151,4 @@ fn shell_command(context: &SessionContext, term: &str) -> CommandBuilder {
     command.env("SHELL", &context.shell);
     command.env("TERM", term);
     command
-}
-
-/// Relays the client's keystrokes and window sizes until it leaves. A
-/// shell that does not read its input stalls this, and so the client.
-async fn forward_input(
-    mut stream: Stream,
-    terminal: &AsyncMaster,
-    master: &mut Box<dyn MasterPty + Send>,
-) -> Result<(), SessionError> {
-    let mut input_open = true;
-    while let Some(frame) = stream.next().await {
-        match frame? {
-            ClientFrame::Input(data) if input_open => {
-                let _ = terminal.write_all(&data).await;
-            }
-            ClientFrame::Input(_) => {}
-            ClientFrame::InputEof => {
-                // A fresh line, then the terminal's end-of-file character.
-                let _ = terminal.write_all(b"\n\x04").await;
-                input_open = false;
-            }
-            ClientFrame::Resize { rows, cols } => {
-                let size = PtySize { rows, cols, pixel_width: 0, pixel_height: 0 };
-                master.resize(size).map_err(SessionError::Pty)?;
-            }
-            ClientFrame::Hello(_) => return Err(SessionError::UnexpectedHello),
-        }
-    }
-    Ok(())
-}
-
-/// Relays the shell's output, then its exit status. What the terminal has
-/// ready goes out in one write.
-async fn forward_output(
-    sink: &mut Sink,
-    terminal: &AsyncMaster,
-    exit: &mut oneshot::Receiver<i32>,
-) -> Result<(), SessionError> {
-    let mut code = None;
-    let mut buffer = vec![0u8; CHUNK];
-    let grace = tokio::time::sleep(Duration::MAX);
-    tokio::pin!(grace);
-    loop {
-        tokio::select! {
-            read = terminal.read(&mut buffer) => match read {
-                Ok(n @ 1..) => {
-                    sink.feed(AgentFrame::Output(Bytes::copy_from_slice(&buffer[..n]))).await?;
-                    while let Some(n) = terminal.try_read(&mut buffer) {
-                        sink.feed(AgentFrame::Output(Bytes::copy_from_slice(&buffer[..n]))).await?;
-                    }
-                    sink.flush().await?;
-                }
-                _ => break,
-            },
-            status = &mut *exit, if code.is_none() => {
-                code = Some(status.unwrap_or(255));
-                grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
-            }
-            () = &mut grace => break,
-        }
-    }
-    let code = match code {
-        Some(code) => code,
-        None => exit.await.unwrap_or(255),
-    };
-    sink.send(AgentFrame::Exit(code)).await?;
-    Ok(())
 }

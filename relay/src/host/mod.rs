@@ -3,8 +3,10 @@
 //! Each command discovers the waiting builds ([`discovery`], trusting only
 //! agents that run as builds: [`builders`]), picks one ([`select`]),
 //! connects to its agent without trusting the build directory
-//! ([`connect`]), gives up root ([`privileges`]) and relays the user's
-//! terminal or pipes ([`relay`], [`input`], [`terminal`]).
+//! ([`connect`]) and gives up root ([`privileges`]). An attach then relays
+//! the user's terminal to the build's PTY, handed over by the agent
+//! ([`pty_relay`], [`terminal`]); an exec relays pipes through the agent
+//! ([`relay`], [`input`]).
 
 pub mod builders;
 pub mod connect;
@@ -12,7 +14,8 @@ pub mod discovery;
 mod escape;
 pub mod input;
 pub mod privileges;
-mod relay;
+pub mod pty_relay;
+pub mod relay;
 pub mod select;
 pub mod terminal;
 
@@ -126,38 +129,40 @@ fn print_table(builds: &[WaitingBuild]) {
 pub fn attach(query: Option<&str>) -> anyhow::Result<i32> {
     let (rows, cols) = terminal::size();
     let term = std::env::var("TERM").ok();
-    let interactive = std::io::stdin().is_terminal();
-    session(query, Request::Attach { rows, cols, term }, true, interactive)
+    let connection = reach(query)?;
+    let (master, frames) = pty_relay::open_session(&connection, Request::Attach { rows, cols, term })?;
+    Ok(pty_relay::relay(master, connection, frames, std::io::stdin().is_terminal())?)
 }
 
 /// `nix-attach exec`: one command in the build's restored shell.
 pub fn exec(query: &str, argv: Vec<String>) -> anyhow::Result<i32> {
     let forward_stdin = !std::io::stdin().is_terminal();
-    session(Some(query), Request::Exec { argv }, forward_stdin, false)
+    session(Some(query), Request::Exec { argv }, forward_stdin)
 }
 
 /// `nix-attach release`: lets the build fail now.
 pub fn release(query: Option<&str>) -> anyhow::Result<i32> {
-    session(query, Request::Release, false, false)
+    session(query, Request::Release, false)
 }
 
-/// Connects to the build `query` names and relays one session. Running
-/// agents are found through /proc, whatever the layout; naming their build
-/// directories (what `--build-dir` is for) is not needed here.
-fn session(
-    query: Option<&str>,
-    request: Request,
-    forward_stdin: bool,
-    interactive: bool,
-) -> anyhow::Result<i32> {
+/// Connects to the build `query` names, as the sudo user from then on.
+/// Running agents are found through /proc, whatever the layout; naming
+/// their build directories (what `--build-dir` is for) is not needed here.
+fn reach(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> {
     let build = select::select(discovery::discover_agents(), query)?;
-    let stream = connect::connect(&build)
+    let connection = connect::connect(&build)
         .with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
     privileges::drop_to_sudo_user()?;
-    stream.set_nonblocking(true)?;
+    Ok(connection)
+}
+
+/// Relays one framed session with the build `query` names.
+fn session(query: Option<&str>, request: Request, forward_stdin: bool) -> anyhow::Result<i32> {
+    let connection = reach(query)?;
+    connection.set_nonblocking(true)?;
     crate::runtime::run(async {
-        let stream = tokio::net::UnixStream::from_std(stream)?;
+        let connection = tokio::net::UnixStream::from_std(connection)?;
         let mut stdin = if forward_stdin { Some(input::Input::start()?) } else { None };
-        Ok(relay::relay(stream, request, stdin.as_mut(), interactive).await?)
+        Ok(relay::relay(connection, request, stdin.as_mut()).await?)
     })?
 }

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::os::fd::{AsFd, BorrowedFd};
 
 nix::ioctl_read_bad!(get_window_size, libc::TIOCGWINSZ, libc::winsize);
+nix::ioctl_write_ptr_bad!(set_window_size, libc::TIOCSWINSZ, libc::winsize);
 
 /// Puts a terminal in raw mode until dropped.
 pub struct RawMode {
@@ -46,4 +47,12 @@ pub fn size() -> (u16, u16) {
     size_of(std::io::stdin().as_fd())
         .or_else(|| size_of(std::io::stdout().as_fd()))
         .unwrap_or((24, 80))
+}
+
+/// Gives the terminal on `fd` (a PTY master) a new size; the processes on
+/// it are told with SIGWINCH.
+pub fn set_size(fd: BorrowedFd, rows: u16, cols: u16) -> nix::Result<()> {
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass.
+    unsafe { set_window_size(std::os::fd::AsRawFd::as_raw_fd(&fd), &size) }.map(drop)
 }
