@@ -192,6 +192,9 @@ fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
         let proc_dir = entry.path();
+        if !may_be_agent(&proc_dir) {
+            continue;
+        }
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let Ok(process) = open(&proc_dir, flags, Mode::empty()) else { continue };
         let Ok(stat) = fstat(&process) else { continue };
@@ -226,6 +229,16 @@ fn parent_of(process: &OwnedFd) -> i32 {
 fn without_forks(agents: Vec<Agent>) -> Vec<Agent> {
     let pids: Vec<i32> = agents.iter().map(|agent| agent.pid).collect();
     agents.into_iter().filter(|agent| !pids.contains(&agent.parent)).collect()
+}
+
+/// A quick first look, by one `readlink`: whether the process runs a
+/// program called nix-attach, or hides what it runs from us. Only the
+/// checks through the process's handle decide.
+fn may_be_agent(proc_dir: &Path) -> bool {
+    match std::fs::read_link(proc_dir.join("exe")) {
+        Ok(program) => program.file_name().is_some_and(|name| name.as_encoded_bytes().starts_with(b"nix-attach")),
+        Err(err) => err.kind() == std::io::ErrorKind::PermissionDenied,
+    }
 }
 
 /// Whether a process's command line is `…/nix-attach agent …`.

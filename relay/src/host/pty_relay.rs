@@ -211,8 +211,10 @@ impl Session {
             End::Stdin => return Ok(self.read_stdin(buffer)),
             End::Master => {
                 self.write_shell();
-                if self.to_user.is_empty() && events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                    self.read_master(buffer)?;
+                if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                    // Read on while the shell prints and stdout takes it:
+                    // one poll for a burst of output, not one per read.
+                    while self.to_user.is_empty() && self.read_master(buffer)? {}
                 }
             }
             End::Output => self.write_user()?,
@@ -275,17 +277,18 @@ impl Session {
         }
     }
 
-    fn read_master(&mut self, buffer: &mut [u8]) -> Result<(), RelayError> {
+    /// Reads what the shell printed and shows it; whether it read any.
+    fn read_master(&mut self, buffer: &mut [u8]) -> Result<bool, RelayError> {
         match nix::unistd::read(self.master.as_fd(), buffer) {
             Ok(n @ 1..) => {
                 self.to_user.extend_from_slice(&buffer[..n]);
-                self.write_user()
+                self.write_user().map(|()| true)
             }
-            Err(Errno::EINTR | Errno::EAGAIN) => Ok(()),
+            Err(Errno::EINTR | Errno::EAGAIN) => Ok(false),
             // EIO: every process on the terminal is gone.
             Ok(0) | Err(_) => {
                 self.master_open = false;
-                Ok(())
+                Ok(false)
             }
         }
     }
