@@ -4,8 +4,9 @@
 //! itself: no agent, socket or framing sits between a keystroke and the
 //! shell.
 //!
-//! The client trusts nothing it is handed: it keeps one descriptor at most
-//! (the kernel closes any more) and uses it only if it is a PTY master.
+//! The client trusts nothing it is handed: it takes in every descriptor
+//! sent (room for the kernel's limit, so none is cut off and left open),
+//! keeps the first, closes the rest, and uses it only if it is a PTY master.
 
 use crate::protocol::{AgentCodec, AgentFrame, ClientCodec, ProtocolError};
 use bytes::BytesMut;
@@ -67,10 +68,13 @@ pub fn receive_answer(stream: &std::os::unix::net::UnixStream) -> Result<Option<
     }
 }
 
+/// The most descriptors one message can carry (the kernel's `SCM_MAX_FD`).
+const MAX_HANDED: usize = 253;
+
 /// One read, keeping the first descriptor that came with it; any others
 /// are closed as they are dropped.
 fn receive(stream: &std::os::unix::net::UnixStream, chunk: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut space = nix::cmsg_space!(RawFd);
+    let mut space = nix::cmsg_space!([RawFd; MAX_HANDED]);
     let mut iov = [IoSliceMut::new(chunk)];
     let message = loop {
         match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {

@@ -6,6 +6,7 @@
 use crate::support::{exec, list, nix_attach, nix_attach_cmd, unique_name};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,11 +19,17 @@ struct HandMadeBuild {
 
 impl HandMadeBuild {
     fn start(top: &Path, name: String) -> HandMadeBuild {
+        HandMadeBuild::start_as(top, name, Path::new(nix_attach()), nix_attach())
+    }
+
+    /// Runs the agent from `program`, with `argv0` as its command name.
+    fn start_as(top: &Path, name: String, program: &Path, argv0: &str) -> HandMadeBuild {
         std::fs::create_dir_all(top).unwrap();
         std::fs::write(top.join("state.sh"), "").unwrap();
         std::fs::write(top.join("variables"), "declare -- handMade=\"yes\"\n").unwrap();
         std::fs::write(top.join("options"), "set -o nounset\n").unwrap();
-        let agent = Command::new(nix_attach())
+        let agent = Command::new(program)
+            .arg0(argv0)
             .args(agent_args(top, &name))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -111,6 +118,20 @@ fn an_unknown_layout_is_found_through_the_agent_in_proc_and_through_build_dir() 
     assert_eq!(given["build_dir"], top.to_str().unwrap());
     assert!(list().iter().filter(|entry| entry["drv"] == build.name.as_str()).count() == 1, "listed twice");
     let _ = std::fs::remove_dir_all(top.parent().unwrap());
+}
+
+#[test]
+fn an_agent_run_through_a_wrapper_is_found_by_its_command_name() {
+    // nixpkgs' wrapProgram runs `.nix-attach-wrapped`, named `nix-attach`.
+    let dir = PathBuf::from(format!("/tmp/{}", unique_name("wrapper")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapped = dir.join(".nix-attach-wrapped");
+    std::fs::copy(nix_attach(), &wrapped).unwrap();
+    let build = HandMadeBuild::start_as(&dir.join("work"), unique_name("wrapped"), &wrapped, "/wrapped/bin/nix-attach");
+    let id = build.listed(&[])["id"].as_str().unwrap().to_owned();
+    assert_eq!(String::from_utf8_lossy(&exec(&id, &["eval", "echo $handMade"]).stdout), "yes\n");
+    drop(build);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

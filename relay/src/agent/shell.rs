@@ -109,19 +109,28 @@ pub async fn run(
 ) -> Result<(), SessionError> {
     let size = PtySize { rows, cols, pixel_width: 0, pixel_height: 0 };
     let term = term.unwrap_or_else(|| DEFAULT_TERM.into());
-    let mut shell = match context.spare.take(&term) {
+    let outcome = match shell_for(context, size, &term) {
+        Ok(mut shell) => serve(framed, &mut shell, release).await,
+        Err(err) => Err(err),
+    };
+    // The next client gets a spare that has read this session's history,
+    // unless the build goes on to fail.
+    context.spare.clear();
+    if !release.is_cancelled() {
+        prewarm(context, term);
+    }
+    outcome
+}
+
+/// The spare, fitted to the client's window, or else a new shell.
+fn shell_for(context: &SessionContext, size: PtySize, term: &str) -> Result<Shell, SessionError> {
+    match context.spare.take(term) {
         Some(shell) => {
             shell.master.resize(size).map_err(SessionError::Pty)?;
-            shell
+            Ok(shell)
         }
-        None => Shell::spawn(context, size, term.clone())?,
-    };
-    let outcome = serve(framed, &mut shell, release).await;
-    drop(shell);
-    // The next client gets a spare that has read this session's history.
-    context.spare.clear();
-    prewarm(context, term);
-    outcome
+        None => Shell::spawn(context, size, term.to_owned()),
+    }
 }
 
 /// Hands the terminal over, then waits for the shell's end, the client's

@@ -231,12 +231,17 @@ fn without_forks(agents: Vec<Agent>) -> Vec<Agent> {
     agents.into_iter().filter(|agent| !pids.contains(&agent.parent)).collect()
 }
 
-/// A quick first look, by one `readlink`: whether the process runs a
-/// program called nix-attach, or hides what it runs from us. Only the
-/// checks through the process's handle decide.
+/// A quick first look, by one `readlink`: whether the process may run
+/// nix-attach: its program's name has it (also a wrapped `.nix-attach-wrapped`),
+/// the program is a loader or an emulator that could be running it
+/// (`ld-linux…`, `ld.so`, `qemu-…` under binfmt), or it hides its program
+/// from us. Only the checks through the process's handle decide.
 fn may_be_agent(proc_dir: &Path) -> bool {
     match std::fs::read_link(proc_dir.join("exe")) {
-        Ok(program) => program.file_name().is_some_and(|name| name.as_encoded_bytes().starts_with(b"nix-attach")),
+        Ok(program) => program.file_name().is_some_and(|name| {
+            let name = name.to_string_lossy();
+            ["ld-", "ld.so", "qemu-"].iter().any(|loader| name.starts_with(loader)) || name.contains("nix-attach")
+        }),
         Err(err) => err.kind() == std::io::ErrorKind::PermissionDenied,
     }
 }

@@ -4,23 +4,26 @@
 //! only brings how the shell ended.
 //!
 //! One thread polls every end: stdin, the master, stdout while output waits
-//! for it, the connection and the signals (a signalfd). No end is written
-//! blocking where it could stall, so `~.`, a signal or the session's end
-//! always gets through, whoever stops reading.
+//! for it, the connection and the signals (a signalfd). The master and a
+//! terminal or pipe on stdout are used non-blocking, so `~.`, a signal or
+//! the session's end gets through whoever stops reading. The agent shares
+//! the master's open file and could make it blocking again: every call on
+//! it runs under an alarm, and one the alarm has to cut ends the session.
 
 use super::escape::Escape;
 use super::relay::RelayError;
 use super::terminal::{self, RawMode};
 use crate::handoff;
-use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, Request, VERSION};
+use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
 use bytes::BytesMut;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::unistd::alarm;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -29,11 +32,19 @@ use tokio_util::codec::{Decoder, Encoder};
 
 /// The status when the user leaves with `~.`, as ssh's.
 pub const ESCAPED: i32 = 255;
-/// How long output is still shown after the shell exits, for what its last
-/// jobs print.
+/// How long the slave side may stay open after the shell exits, for what
+/// its last jobs print.
 const DRAIN_GRACE: Duration = Duration::from_millis(300);
+/// How long the output left at the end may wait for a stalled stdout.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(10);
+/// How long the agent has to answer an attach.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(10);
+/// The seconds a call on the master may block before it is cut.
+const MASTER_PATIENCE_SECS: u32 = 2;
 /// The most read from one end at a time.
-const CHUNK: usize = 64 * 1024;
+const READ_SIZE: usize = 64 * 1024;
+/// Reads of a burst of output before the other ends are looked at again.
+const BURST: usize = 16;
 
 /// Sends the hello and receives the build's terminal: its PTY master and
 /// whatever the agent sent past it.
@@ -43,7 +54,12 @@ pub fn open_session(connection: &UnixStream, request: Request) -> Result<(OwnedF
     // An agent that refuses us may close before reading the hello; its
     // refusal waits in the answer either way.
     let _ = (&*connection).write_all(&hello);
-    let answer = handoff::receive_answer(connection)?.ok_or(RelayError::Closed)?;
+    connection.set_read_timeout(Some(ANSWER_PATIENCE))?;
+    let answer = match handoff::receive_answer(connection) {
+        Err(ProtocolError::Io(err)) if err.kind() == std::io::ErrorKind::WouldBlock => return Err(RelayError::NoAnswer),
+        answer => answer?.ok_or(RelayError::Closed)?,
+    };
+    connection.set_read_timeout(None)?;
     match answer.frame {
         AgentFrame::Terminal => {
             let master = answer.descriptor.ok_or(RelayError::NoTerminal)?;
@@ -63,6 +79,7 @@ pub fn open_session(connection: &UnixStream, request: Request) -> Result<(OwnedF
 /// returns the shell's status, [`ESCAPED`], or 128 plus the signal.
 pub fn relay(master: OwnedFd, connection: UnixStream, frames: BytesMut, interactive: bool) -> Result<i32, RelayError> {
     let signals = watch_signals()?;
+    cut_blocked_calls_on_alarm()?;
     set_nonblocking(master.as_fd())?;
     connection.set_nonblocking(true)?;
     let _raw = interactive.then(RawMode::enter).flatten();
@@ -84,15 +101,38 @@ pub fn relay(master: OwnedFd, connection: UnixStream, frames: BytesMut, interact
     session.run()
 }
 
-/// The signals the relay answers (window size, termination, hang-up), taken
-/// from a signalfd for the rest of the process.
+/// The signals the relay answers (window size; termination, hang-up and
+/// interruption, which end it with the terminal restored), taken from a
+/// signalfd for the rest of the process.
 fn watch_signals() -> nix::Result<SignalFd> {
     let mut mask = SigSet::empty();
-    for signal in [Signal::SIGWINCH, Signal::SIGTERM, Signal::SIGHUP] {
+    for signal in [Signal::SIGWINCH, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT] {
         mask.add(signal);
     }
     mask.thread_block()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+extern "C" fn interrupt_only(_: nix::libc::c_int) {}
+
+/// Makes SIGALRM interrupt a blocked call (no `SA_RESTART`) and do nothing
+/// else.
+fn cut_blocked_calls_on_alarm() -> nix::Result<()> {
+    let action = SigAction::new(SigHandler::Handler(interrupt_only), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe { sigaction(Signal::SIGALRM, &action) }.map(drop)
+}
+
+/// Runs one call on the master under the alarm; a call the alarm cut (the
+/// master was made blocking behind our back) is an error.
+fn on_master<T>(call: impl FnOnce() -> nix::Result<T>) -> Result<nix::Result<T>, RelayError> {
+    alarm::set(MASTER_PATIENCE_SECS);
+    let result = call();
+    alarm::cancel();
+    match result {
+        Err(Errno::EINTR) => Err(RelayError::Stalled),
+        other => Ok(other),
+    }
 }
 
 fn set_nonblocking(fd: BorrowedFd) -> nix::Result<()> {
@@ -102,8 +142,8 @@ fn set_nonblocking(fd: BorrowedFd) -> nix::Result<()> {
 
 /// Where output goes: stdout opened again, non-blocking, when it is a
 /// terminal or a pipe (a description of our own, so the shell that started
-/// us keeps its blocking one); stdout itself otherwise (a file, which does
-/// not stall).
+/// us keeps its blocking one); stdout itself otherwise (a file, or a socket
+/// the user gave us).
 fn open_output() -> nix::Result<OwnedFd> {
     let stdout = std::io::stdout();
     let kind = SFlag::from_bits_truncate(fstat(stdout.as_fd())?.st_mode) & SFlag::S_IFMT;
@@ -147,11 +187,16 @@ struct Session {
 
 impl Session {
     fn run(&mut self) -> Result<i32, RelayError> {
-        let mut buffer = vec![0u8; CHUNK];
+        let mut buffer = vec![0u8; READ_SIZE];
         self.read_frames()?;
         loop {
             if let Some(code) = self.finished() {
-                let _ = self.write_user();
+                for _ in 0..BURST {
+                    if !self.master_open || !self.to_user.is_empty() || !self.read_master(&mut buffer)? {
+                        break;
+                    }
+                }
+                self.flush_user()?;
                 return Ok(code);
             }
             for (end, events) in self.wait()? {
@@ -208,13 +253,16 @@ impl Session {
         match end {
             End::Signals => return Ok(self.take_signals()),
             End::Connection => return self.read_connection(buffer),
-            End::Stdin => return Ok(self.read_stdin(buffer)),
+            End::Stdin => return self.read_stdin(buffer),
             End::Master => {
-                self.write_shell();
+                self.write_shell()?;
                 if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                     // Read on while the shell prints and stdout takes it:
                     // one poll for a burst of output, not one per read.
-                    while self.to_user.is_empty() && self.read_master(buffer)? {}
+                    let mut reads = 0;
+                    while reads < BURST && self.to_user.is_empty() && self.read_master(buffer)? {
+                        reads += 1;
+                    }
                 }
             }
             End::Output => self.write_user()?,
@@ -236,17 +284,16 @@ impl Session {
                     let (rows, cols) = terminal::size();
                     let _ = terminal::set_size(self.master.as_fd(), rows, cols);
                 }
-                Ok(Signal::SIGTERM) => return Some(128 + Signal::SIGTERM as i32),
-                Ok(Signal::SIGHUP) => return Some(128 + Signal::SIGHUP as i32),
-                _ => {}
+                Ok(signal) => return Some(128 + signal as i32),
+                Err(_) => {}
             }
         }
         None
     }
 
-    fn read_stdin(&mut self, buffer: &mut [u8]) -> Option<i32> {
+    fn read_stdin(&mut self, buffer: &mut [u8]) -> Result<Option<i32>, RelayError> {
         match nix::unistd::read(self.stdin.as_fd(), buffer) {
-            Err(Errno::EINTR | Errno::EAGAIN) => return None,
+            Err(Errno::EINTR | Errno::EAGAIN) => return Ok(None),
             Ok(0) | Err(_) => {
                 // A fresh line, then the terminal's end-of-file character.
                 self.stdin_open = false;
@@ -256,35 +303,35 @@ impl Session {
                 Some(typed) => self.to_shell.extend_from_slice(&typed),
                 None => {
                     eprint!("\r\nnix-attach: left the session (~.)\r\n");
-                    return Some(ESCAPED);
+                    return Ok(Some(ESCAPED));
                 }
             },
         }
-        self.write_shell();
-        None
+        self.write_shell()?;
+        Ok(None)
     }
 
     /// Types what waits into the build's terminal, as far as it takes it.
     /// A terminal that is gone takes nothing more.
-    fn write_shell(&mut self) {
+    fn write_shell(&mut self) -> Result<(), RelayError> {
         while !self.to_shell.is_empty() {
-            match nix::unistd::write(&self.master, &self.to_shell) {
+            match on_master(|| nix::unistd::write(&self.master, &self.to_shell))? {
+                Ok(0) | Err(Errno::EAGAIN) => break,
                 Ok(n) => drop(self.to_shell.drain(..n)),
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return,
                 Err(_) => self.to_shell.clear(),
             }
         }
+        Ok(())
     }
 
     /// Reads what the shell printed and shows it; whether it read any.
     fn read_master(&mut self, buffer: &mut [u8]) -> Result<bool, RelayError> {
-        match nix::unistd::read(self.master.as_fd(), buffer) {
+        match on_master(|| nix::unistd::read(self.master.as_fd(), buffer))? {
             Ok(n @ 1..) => {
                 self.to_user.extend_from_slice(&buffer[..n]);
                 self.write_user().map(|()| true)
             }
-            Err(Errno::EINTR | Errno::EAGAIN) => Ok(false),
+            Err(Errno::EAGAIN) => Ok(false),
             // EIO: every process on the terminal is gone.
             Ok(0) | Err(_) => {
                 self.master_open = false;
@@ -297,11 +344,27 @@ impl Session {
     fn write_user(&mut self) -> Result<(), RelayError> {
         while !self.to_user.is_empty() {
             match nix::unistd::write(&self.output, &self.to_user) {
+                Ok(0) | Err(Errno::EAGAIN) => return Ok(()),
                 Ok(n) => drop(self.to_user.drain(..n)),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return Ok(()),
                 Err(err) => return Err(std::io::Error::from(err).into()),
             }
+        }
+        Ok(())
+    }
+
+    /// Shows what is left at the end, waiting for a stalled stdout for a
+    /// while, unless a signal says to stop.
+    fn flush_user(&mut self) -> Result<(), RelayError> {
+        let until = Instant::now() + FLUSH_PATIENCE;
+        self.write_user()?;
+        while !self.to_user.is_empty() && Instant::now() < until {
+            let mut fds = [PollFd::new(self.output.as_fd(), PollFlags::POLLOUT), PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+            let left = PollTimeout::try_from(until.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX);
+            if matches!(poll(&mut fds, left), Ok(_)) && fds[1].any().unwrap_or(false) {
+                break;
+            }
+            self.write_user()?;
         }
         Ok(())
     }
@@ -379,6 +442,15 @@ mod tests {
         let pty = nix::pty::openpty(None, None).unwrap();
         let fds = [pipe.as_raw_fd(), pty.master.as_raw_fd()];
         assert!(matches!(answered_with(TERMINAL, &fds), Err(RelayError::NotAMaster)));
+    }
+
+    #[test]
+    fn a_terminal_sent_among_many_descriptors_is_taken_and_the_rest_dropped() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let pipes: Vec<_> = (0..20).map(|_| nix::unistd::pipe().unwrap()).collect();
+        let fds: Vec<RawFd> = std::iter::once(pty.master.as_raw_fd()).chain(pipes.iter().map(|(read, _)| read.as_raw_fd())).collect();
+        let (master, _) = answered_with(TERMINAL, &fds).unwrap();
+        assert!(handoff::is_pty_master(&master));
     }
 
     #[test]

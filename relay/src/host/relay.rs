@@ -32,6 +32,10 @@ pub enum RelayError {
     NoTerminal,
     #[error("what the build handed over is not a PTY master")]
     NotAMaster,
+    #[error("the build did not answer")]
+    NoAnswer,
+    #[error("the build's terminal stopped answering (it was made blocking)")]
+    Stalled,
     #[error("cannot set up the relay")]
     Setup(#[from] nix::Error),
     #[error("cannot write to the terminal")]

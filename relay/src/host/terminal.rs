@@ -1,4 +1,5 @@
-//! The user's terminal: raw mode that is always undone, and its size.
+//! Terminals: raw mode on the user's, always undone; the size of the
+//! user's, and setting the size of the build's (its PTY master).
 
 use nix::libc;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
