@@ -3,7 +3,8 @@
 //! looks at it; every attack must fail, and root must never read or
 //! connect to what the build pointed at.
 
-use crate::support::{exec, list, nix_attach_cmd, release, Build, Drv, Paused, PATIENCE};
+use crate::support::pty::Terminal;
+use crate::support::{exec, list, nix_attach, nix_attach_cmd, release, Build, Drv, Paused, PATIENCE};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -175,5 +176,21 @@ fn under_sudo_the_client_gives_up_root_once_connected() {
     assert_eq!(uid_line.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"; 4], "{uid_line}");
     let output = client.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "done\n", "the session went on as the sudo user");
+    release(build, &paused);
+}
+
+#[test]
+fn under_sudo_an_attach_runs_as_the_sudo_user_on_the_same_terminal() {
+    let (build, paused) = Drv::new("sudo-attach").phase("buildPhase", "false").pause();
+    let sudo = ["SUDO_UID=65534", "SUDO_GID=65534", nix_attach(), "attach", &paused.id];
+    let mut terminal = Terminal::spawn("env", &sudo, 24, 80);
+    terminal.expect(" $ ");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", terminal.pid())).unwrap();
+    let uid_line = status.lines().find(|line| line.starts_with("Uid:")).unwrap();
+    assert_eq!(uid_line.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"; 4], "{uid_line}");
+    terminal.send("echo as-$((6*7))\r");
+    terminal.expect("as-42");
+    terminal.send("exit 4\r");
+    assert_eq!(terminal.wait(), 4);
     release(build, &paused);
 }
