@@ -140,3 +140,32 @@ fn commands_run_with_exec_hold_no_session_terminal_open() {
     terminal.wait();
     release(build, &paused);
 }
+
+#[test]
+fn an_attach_ends_when_its_input_ends_even_in_a_shell_started_for_it() {
+    let (build, paused) = Drv::new("input-ends").phase("buildPhase", "false").pause();
+    // Each a terminal type the spare was not started for, so each shell is
+    // new, and the end of input comes as soon as the terminal is handed over.
+    for term in ["vt100", "xterm", "vt100", "xterm"] {
+        let mut client = std::process::Command::new(nix_attach())
+            .args(["attach", &paused.id])
+            .env("TERM", term)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = client.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = client.kill();
+                panic!("a session for {term} outlived its input");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(0), "{term}");
+    }
+    release(build, &paused);
+}

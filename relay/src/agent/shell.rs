@@ -7,11 +7,19 @@ use crate::protocol::{AgentCodec, AgentFrame};
 use futures_util::{SinkExt, StreamExt};
 use portable_pty::{native_pty_system, ChildKiller, CommandBuilder, MasterPty, PtySize};
 use std::sync::atomic::{AtomicBool, Ordering};
+use nix::sys::termios::{tcgetattr, LocalFlags};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
+
+/// How long a new shell gets to put its prompt up before it is handed over
+/// anyway, and how often it is looked at meanwhile.
+const PROMPT_PATIENCE: Duration = Duration::from_secs(3);
+const PROMPT_POLL: Duration = Duration::from_millis(1);
 
 /// The terminal type a shell is started with when no client has said.
 pub const DEFAULT_TERM: &str = "xterm-256color";
@@ -86,14 +94,37 @@ impl Spare {
     }
 }
 
-/// Starts a spare shell for the next client, off the runtime's thread.
+/// Starts a spare shell for the next client, off the runtime's thread, and
+/// keeps it once its prompt is up.
 pub fn prewarm(context: &Arc<SessionContext>, term: String) {
     let context = context.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Ok(shell) = Shell::spawn(&context, PtySize::default(), term) {
+    tokio::spawn(async move {
+        let starting = context.clone();
+        let started = tokio::task::spawn_blocking(move || Shell::spawn(&starting, PtySize::default(), term)).await;
+        if let Ok(Ok(shell)) = started {
+            until_prompt(shell.master.as_raw_fd()).await;
             context.spare.put(shell);
         }
     });
+}
+
+/// Waits until the shell reads its terminal key by key, which bash's line
+/// editor does once its prompt is up, or until [`PROMPT_PATIENCE`] passes
+/// (a shell without line editing never does). Keys typed before would be
+/// read as lines, and an end-of-input (`^D`) typed then turns into a NUL
+/// by the time the line editor reads it.
+async fn until_prompt(master: Option<RawFd>) {
+    let Some(master) = master else { return };
+    // SAFETY: the caller keeps the shell, and so its master, meanwhile.
+    let master = unsafe { BorrowedFd::borrow_raw(master) };
+    let deadline = tokio::time::Instant::now() + PROMPT_PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        match tcgetattr(master) {
+            Ok(modes) if !modes.local_flags.contains(LocalFlags::ICANON) => return,
+            Ok(_) => tokio::time::sleep(PROMPT_POLL).await,
+            Err(_) => return,
+        }
+    }
 }
 
 /// Runs a shell for one client until it exits or the client leaves. The
@@ -133,10 +164,11 @@ fn shell_for(context: &SessionContext, size: PtySize, term: &str) -> Result<Shel
     }
 }
 
-/// Hands the terminal over, then waits for the shell's end, the client's
+/// Hands the terminal over once the shell's prompt is up, then waits for the shell's end, the client's
 /// leaving (which ends the shell) or the release of the build.
 async fn serve(framed: Framed<UnixStream, AgentCodec>, shell: &mut Shell, release: &CancellationToken) -> Result<(), SessionError> {
     let master = shell.master.as_raw_fd().ok_or_else(|| SessionError::Pty(anyhow::anyhow!("the PTY has no descriptor")))?;
+    until_prompt(Some(master)).await;
     handoff::send_terminal(framed.get_ref(), master).await.map_err(SessionError::Handoff)?;
     let (mut sink, mut stream) = framed.split();
     tokio::select! {
