@@ -439,15 +439,25 @@ fn write_results(figures: &[Figure], idle_secs: u64, idle_ticks: f64, session_ti
             let met = baseline.met.map(|met| met(ours, base));
             md += &format!(
                 "| {} | {ours:.4} | {p90:.4} | {} | {base:.4} | {:.2} | {} | {} |\n",
-                figure.name, baseline.name, ours / base, baseline.goal, met.map_or("—", |met| if met { "yes" } else { "no" })
+                figure.name,
+                baseline.name,
+                ours / base,
+                baseline.goal,
+                met.map_or("—", |met| if met { "yes" } else { "no" })
             );
             json.push(json!({ "figure": figure.name, "unit": figure.unit, "samples": figure.ours, "median": ours, "p90": p90,
                 "baseline": baseline.name, "baseline_samples": baseline.samples, "baseline_median": base,
                 "ratio": ours / base, "goal": baseline.goal, "met": met }));
         }
     }
-    md += &format!("| agent CPU ticks over {idle_secs} s idle | {idle_ticks} | | | | | 0 | {} |\n", if idle_ticks == 0.0 { "yes" } else { "no" });
-    md += &format!("| agent CPU ticks over 10 s with an idle session | {session_ticks} | | | | | 0 | {} |\n", if session_ticks == 0.0 { "yes" } else { "no" });
+    md += &format!(
+        "| agent CPU ticks over {idle_secs} s idle | {idle_ticks} | | | | | 0 | {} |\n",
+        if idle_ticks == 0.0 { "yes" } else { "no" }
+    );
+    md += &format!(
+        "| agent CPU ticks over 10 s with an idle session | {session_ticks} | | | | | 0 | {} |\n",
+        if session_ticks == 0.0 { "yes" } else { "no" }
+    );
     md += &format!("| agent RSS while waiting (MiB) | {rss:.1} | | | | | ≤ 8 | {} |\n", if rss <= 8.0 { "yes" } else { "no" });
     md += &format!("| static binary, release, stripped (MiB) | {size_mib:.1} | | | | | | |\n");
     json.push(json!({ "idle_ticks": idle_ticks, "idle_secs": idle_secs, "session_idle_ticks": session_ticks, "rss_mib": rss, "binary_mib": size_mib }));

@@ -112,7 +112,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Attach { id } => host::attach(id.as_deref()),
         Command::Exec { id, command } => host::exec(&id, command),
         Command::Release { id } => host::release(id.as_deref()),
-        Command::Build { wrap, nix_args } => wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into()),
+        Command::Build { wrap, nix_args } => {
+            wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())
+        }
         Command::Run { wrap, mut command } => {
             let program = command.remove(0);
             wrapper::run(program, command, wrap.into())

@@ -31,8 +31,7 @@ pub async fn send_terminal(stream: &tokio::net::UnixStream, master: RawFd) -> io
     let fds = [master];
     let send = || {
         let rights = [ControlMessage::ScmRights(&fds)];
-        sendmsg::<()>(stream.as_raw_fd(), &[IoSlice::new(&frame)], &rights, MsgFlags::MSG_NOSIGNAL, None)
-            .map_err(io::Error::from)
+        sendmsg::<()>(stream.as_raw_fd(), &[IoSlice::new(&frame)], &rights, MsgFlags::MSG_NOSIGNAL, None).map_err(io::Error::from)
     };
     match stream.async_io(Interest::WRITABLE, send).await? {
         sent if sent == frame.len() => Ok(()),

@@ -32,13 +32,7 @@ pub fn line(meta: &Metadata) -> String {
 
 /// `DRV failed in PHASE (exit CODE): COMMAND`
 pub fn summary(meta: &Metadata) -> String {
-    format!(
-        "{} failed in {} (exit {}): {}",
-        sanitize(&meta.drv),
-        phase_name(meta),
-        meta.exit_code,
-        sanitize(&meta.command)
-    )
+    format!("{} failed in {} (exit {}): {}", sanitize(&meta.drv), phase_name(meta), meta.exit_code, sanitize(&meta.command))
 }
 
 /// The phase, or what failed when no phase ran.

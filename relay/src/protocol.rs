@@ -182,10 +182,7 @@ pub struct Codec<In, Out> {
 
 impl<In, Out> Default for Codec<In, Out> {
     fn default() -> Self {
-        Codec {
-            framing: LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec(),
-            kinds: PhantomData,
-        }
+        Codec { framing: LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec(), kinds: PhantomData }
     }
 }
 
@@ -228,10 +225,7 @@ mod tests {
 
     #[test]
     fn every_frame_round_trips() {
-        round_trip(ClientFrame::Hello(Hello {
-            version: VERSION,
-            request: Request::Exec { argv: vec!["declare".into(), "-p".into()] },
-        }));
+        round_trip(ClientFrame::Hello(Hello { version: VERSION, request: Request::Exec { argv: vec!["declare".into(), "-p".into()] } }));
         round_trip(ClientFrame::Hello(Hello {
             version: VERSION,
             request: Request::Attach { rows: 24, cols: 80, term: Some("xterm".into()) },

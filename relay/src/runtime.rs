@@ -6,10 +6,7 @@ use std::future::Future;
 
 /// Runs `future` to its end on a fresh current-thread runtime.
 pub fn run<F: Future>(future: F) -> anyhow::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let output = runtime.block_on(future);
     // Threads blocked reading a terminal or a PTY cannot be joined; leaving
     // them is fine, the process ends them.

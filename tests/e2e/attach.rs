@@ -49,9 +49,10 @@ fn wait_for_process(argv: &[&str]) {
     let wanted: Vec<u8> = argv.iter().flat_map(|arg| arg.bytes().chain([0])).collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let running = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-            std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted)
-        });
+        let running = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted));
         if running {
             return;
         }

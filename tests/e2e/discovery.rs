@@ -5,8 +5,8 @@
 
 use crate::support::{exec, list, nix_attach, nix_attach_cmd, unique_name};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -16,11 +16,7 @@ fn trap_trace(body: &str) -> (Vec<String>, std::path::PathBuf) {
         hook = hook.display(),
         trace = top.join("trace").display(),
     );
-    let status = Command::new("/bin/bash-static")
-        .args(["-c", &script])
-        .env("NIX_BUILD_TOP", &top)
-        .status()
-        .expect("run bash-static");
+    let status = Command::new("/bin/bash-static").args(["-c", &script]).env("NIX_BUILD_TOP", &top).status().expect("run bash-static");
     assert!(status.success(), "the script failed");
     let trace = std::fs::read_to_string(top.join("trace")).unwrap();
     let lines = trace.lines().filter(|line| line.starts_with("++")).map(String::from).collect();
@@ -63,7 +59,8 @@ fn run_hooked(times: usize, env: &[(&str, &str)], body: &str) -> (Option<i32>, S
          onExit() {{ local code=$?; set +e; (( code == 0 )) || for h in ${{failureHooks[@]+\"${{failureHooks[@]}}\"}}; do $h; done; return $code; }}; \
          trap onExit EXIT; {sources}\n{body}"
     );
-    let output = Command::new("/bin/bash-static").args(["-c", &script]).env("NIX_BUILD_TOP", &top).envs(env.iter().copied()).output().unwrap();
+    let output =
+        Command::new("/bin/bash-static").args(["-c", &script]).env("NIX_BUILD_TOP", &top).envs(env.iter().copied()).output().unwrap();
     let _ = std::fs::remove_dir_all(&top);
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
 }

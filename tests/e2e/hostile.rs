@@ -115,7 +115,8 @@ fn swapping_the_metadata_between_check_and_use_never_leaks_the_target() {
 fn a_build_that_claims_another_builds_id_cannot_take_its_sessions() {
     let mut victim = Drv::new("victim").phase("buildPhase", "false").start();
     let victim_paused = victim.paused();
-    let claim = r#"until [ -e /build/claim ]; do sleep 0.1; done; sed -i "s/\"id\":\"[0-9a-f]*\"/\"id\":\"$(cat /build/claim)\"/" agent.json"#;
+    let claim =
+        r#"until [ -e /build/claim ]; do sleep 0.1; done; sed -i "s/\"id\":\"[0-9a-f]*\"/\"id\":\"$(cat /build/claim)\"/" agent.json"#;
     let attack = attacked("impostor", claim, false);
     std::fs::write(attack.build_dir.join("claim"), &victim_paused.id).unwrap();
     let deadline = Instant::now() + PATIENCE;

@@ -65,7 +65,12 @@ fn check_pointers(bytes: &[u8], step: usize) {
 /// A corpus entry with some bytes changed, some cut off, some added.
 fn mutated(kind: &'static str) -> impl Strategy<Value = Vec<u8>> {
     let entries = corpus(kind);
-    (0..entries.len(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8), any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 0..16))
+    (
+        0..entries.len(),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        any::<prop::sample::Index>(),
+        prop::collection::vec(any::<u8>(), 0..16),
+    )
         .prop_map(move |(pick, flips, cut, tail)| {
             let mut bytes = entries[pick].clone();
             if !bytes.is_empty() {

@@ -34,15 +34,9 @@ pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String]) -> Vec<String> {
         let frames: Vec<String> = meta.stack.iter().map(|frame| sanitize(frame)).collect();
         lines.push(format!("  stack: {}", frames.join(" < ")));
     }
-    lines.push(format!(
-        "  restored: variables, arrays, functions, aliases, options, umask and the directory {}",
-        sanitize(cwd)
-    ));
+    lines.push(format!("  restored: variables, arrays, functions, aliases, options, umask and the directory {}", sanitize(cwd)));
     if !meta.locals {
-        lines.push(
-            "  taken at exit, not at the failing command (no ERR trap fired): the failing function's locals may be missing"
-                .into(),
-        );
+        lines.push("  taken at exit, not at the failing command (no ERR trap fired): the failing function's locals may be missing".into());
     }
     for option in left_out {
         lines.push(format!("  not restored: `set -o {option}` (a failing command would end this session)"));
@@ -53,7 +47,6 @@ pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String]) -> Vec<String> {
     ));
     lines
 }
-
 
 #[cfg(test)]
 mod tests {

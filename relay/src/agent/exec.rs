@@ -91,10 +91,7 @@ impl Drop for ProcessGroup {
 
 /// Relays the client's stdin to the command until the client leaves. A
 /// client that leaves ends the command.
-async fn forward_stdin(
-    mut stream: SplitStream<Framed<UnixStream, AgentCodec>>,
-    mut stdin: Option<ChildStdin>,
-) -> Result<(), SessionError> {
+async fn forward_stdin(mut stream: SplitStream<Framed<UnixStream, AgentCodec>>, mut stdin: Option<ChildStdin>) -> Result<(), SessionError> {
     while let Some(frame) = stream.next().await {
         match frame? {
             ClientFrame::Input(data) => {

@@ -120,10 +120,7 @@ fn make_state_dir(state_dir: &Path) -> anyhow::Result<()> {
     if state_dir.symlink_metadata().is_ok() {
         fs::remove_dir_all(state_dir).with_context(|| format!("cannot clear {}", state_dir.display()))?;
     }
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(state_dir)
-        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    fs::DirBuilder::new().mode(0o700).create(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
     std::env::set_current_dir(state_dir).with_context(|| format!("cannot enter {}", state_dir.display()))
 }
 
@@ -175,7 +172,13 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
     });
     let restore_path = state_dir.join(RESTORE);
     fs::write(&restore_path, script).context("cannot write the rc file")?;
-    Ok(SessionContext { shell: session_shell(&config.shell)?, restore: restore_path, cwd, spare: shell::Spare::default(), spawning: Default::default() })
+    Ok(SessionContext {
+        shell: session_shell(&config.shell)?,
+        restore: restore_path,
+        cwd,
+        spare: shell::Spare::default(),
+        spawning: Default::default(),
+    })
 }
 
 /// The shell sessions run: the one asked for, or else the builder's own
@@ -192,20 +195,12 @@ fn session_shell(asked: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// A prompt label that bash's prompt expansion leaves alone.
 fn prompt_label(meta: &Metadata) -> String {
     let text = if meta.phase.is_empty() { meta.drv.clone() } else { format!("{}:{}", meta.drv, meta.phase) };
-    text.chars()
-        .take(60)
-        .map(|c| if c.is_ascii_alphanumeric() || "._+-:".contains(c) { c } else { '_' })
-        .collect()
+    text.chars().take(60).map(|c| if c.is_ascii_alphanumeric() || "._+-:".contains(c) { c } else { '_' }).collect()
 }
 
 fn write_metadata(meta: &Metadata) -> anyhow::Result<()> {
     let temporary = format!("{METADATA}.tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .context("cannot write the metadata")?;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary).context("cannot write the metadata")?;
     file.write_all(&serde_json::to_vec(meta)?)?;
     fs::rename(&temporary, METADATA).context("cannot publish the metadata")
 }

@@ -56,11 +56,9 @@ pub async fn serve(listener: UnixListener, context: SessionContext, timeout: Dur
     let (open_tx, mut open_rx) = watch::channel(0usize);
     let mut deadline = Some(Instant::now() + timeout);
     let ending = 'serve: {
-        let (Ok(mut term), Ok(mut hangup), Ok(mut interrupt)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut hangup), Ok(mut interrupt)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt()))
+        else {
             break 'serve Ending::Signalled;
         };
         loop {

@@ -34,7 +34,8 @@ fn is_build_user(uid: u32) -> bool {
     };
     let gid = builders.get(2).copied().unwrap_or_default();
     let members: Vec<&str> = builders.get(3).map(|list| list.split(',').collect()).unwrap_or_default();
-    passwd.lines().map(|line| line.split(':').collect::<Vec<_>>()).any(|user| {
-        user.get(2) == Some(&uid.to_string().as_str()) && (user.get(3) == Some(&gid) || members.contains(&user[0]))
-    })
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .any(|user| user.get(2) == Some(&uid.to_string().as_str()) && (user.get(3) == Some(&gid) || members.contains(&user[0])))
 }

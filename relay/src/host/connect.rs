@@ -47,12 +47,10 @@ pub fn connect(build: &WaitingBuild) -> Result<UnixStream, ConnectError> {
     if stat.st_uid != build.owner {
         return Err(ConnectError::WrongOwner { expected: build.owner, found: stat.st_uid });
     }
-    let stream = UnixStream::connect(format!("/proc/self/fd/{}", socket.as_raw_fd())).map_err(|err| {
-        match err.kind() {
-            std::io::ErrorKind::PermissionDenied => ConnectError::PermissionDenied,
-            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => ConnectError::Gone,
-            _ => ConnectError::Connect(err),
-        }
+    let stream = UnixStream::connect(format!("/proc/self/fd/{}", socket.as_raw_fd())).map_err(|err| match err.kind() {
+        std::io::ErrorKind::PermissionDenied => ConnectError::PermissionDenied,
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => ConnectError::Gone,
+        _ => ConnectError::Connect(err),
     })?;
     let peer = getsockopt(&stream, PeerCredentials).map_err(|err| ConnectError::Connect(err.into()))?;
     if peer.pid() != build.pid {

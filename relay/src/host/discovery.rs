@@ -30,7 +30,11 @@ const STATE_PATHS: &[&[&str]] = &[&[STATE_DIR], &["build", STATE_DIR]];
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("cannot open {name}")]
-    Open { name: &'static str, #[source] source: Errno },
+    Open {
+        name: &'static str,
+        #[source]
+        source: Errno,
+    },
     #[error("{0} is not a regular file")]
     NotRegular(&'static str),
     #[error("{name} belongs to uid {found}, the build to uid {expected}")]
@@ -289,10 +293,7 @@ fn read_metadata(dir: &OwnedFd, owner: u32) -> Result<Metadata, DiscoveryError> 
     }
     check_owner(NAME, owner, stat.st_uid)?;
     let mut bytes = Vec::new();
-    File::from(fd)
-        .take(MAX_METADATA + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| DiscoveryError::Read(NAME, err))?;
+    File::from(fd).take(MAX_METADATA + 1).read_to_end(&mut bytes).map_err(|err| DiscoveryError::Read(NAME, err))?;
     if bytes.len() as u64 > MAX_METADATA {
         return Err(DiscoveryError::TooLarge(NAME));
     }

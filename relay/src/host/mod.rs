@@ -114,14 +114,7 @@ fn print_table(builds: &[WaitingBuild]) {
     for build in builds {
         let meta = &build.meta;
         let command: String = sanitize(&meta.command).chars().take(60).collect();
-        println!(
-            "{:<12}  {:<30}  {:<16}  {:>4}  {}",
-            meta.id,
-            sanitize(&meta.drv),
-            sanitize(&meta.phase),
-            meta.exit_code,
-            command
-        );
+        println!("{:<12}  {:<30}  {:<16}  {:>4}  {}", meta.id, sanitize(&meta.drv), sanitize(&meta.phase), meta.exit_code, command);
     }
 }
 
@@ -150,8 +143,8 @@ pub fn release(query: Option<&str>) -> anyhow::Result<i32> {
 /// their build directories (what `--build-dir` is for) is not needed here.
 fn reach(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> {
     let build = select::select(discovery::discover_agents(), query)?;
-    let connection = connect::connect(&build)
-        .with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
+    let connection =
+        connect::connect(&build).with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
     privileges::drop_to_sudo_user()?;
     Ok(connection)
 }

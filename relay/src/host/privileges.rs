@@ -11,7 +11,12 @@ pub enum PrivilegeError {
     #[error("{0} is not a number")]
     NotANumber(&'static str),
     #[error("cannot become uid {uid}, gid {gid}")]
-    Switch { uid: u32, gid: u32, #[source] source: nix::Error },
+    Switch {
+        uid: u32,
+        gid: u32,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// Becomes the sudo user, if running as root under sudo; otherwise does

@@ -45,9 +45,7 @@ pub fn size_of(fd: BorrowedFd) -> Option<(u16, u16)> {
 
 /// The size of the user's terminal, from stdin or stdout, or 24×80.
 pub fn size() -> (u16, u16) {
-    size_of(std::io::stdin().as_fd())
-        .or_else(|| size_of(std::io::stdout().as_fd()))
-        .unwrap_or((24, 80))
+    size_of(std::io::stdin().as_fd()).or_else(|| size_of(std::io::stdout().as_fd())).unwrap_or((24, 80))
 }
 
 /// Gives the terminal on `fd` (a PTY master) a new size; the processes on

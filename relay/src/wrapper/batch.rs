@@ -56,19 +56,14 @@ async fn pass<W: AsyncWrite + Unpin>(to: &mut W, markers: &mut Markers, chunk: &
 
 /// The line printed at the end for each build that paused.
 pub fn summary_line(pointer: &Pointer) -> String {
-    format!(
-        "nix-attach: paused: {} — it waited for `sudo nix-attach attach {}`, then failed as usual",
-        pointer.summary, pointer.id
-    )
+    format!("nix-attach: paused: {} — it waited for `sudo nix-attach attach {}`, then failed as usual", pointer.summary, pointer.id)
 }
 
 /// On GitHub Actions, a `::error` workflow command with the same pointer.
 async fn annotate(pointer: &Pointer) -> anyhow::Result<()> {
     if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
-        let line = format!(
-            "::error title=nix-attach::{} — attach with `sudo nix-attach attach {}` while it waits\n",
-            pointer.summary, pointer.id
-        );
+        let line =
+            format!("::error title=nix-attach::{} — attach with `sudo nix-attach attach {}` while it waits\n", pointer.summary, pointer.id);
         let mut stdout = tokio::io::stdout();
         stdout.write_all(line.as_bytes()).await?;
         stdout.flush().await?;

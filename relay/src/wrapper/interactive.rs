@@ -43,16 +43,12 @@ struct Nix {
 impl Nix {
     fn start(program: &OsStr, args: &[OsString]) -> anyhow::Result<(Nix, Box<dyn portable_pty::ChildKiller + Send + Sync>)> {
         let (rows, cols) = terminal::size();
-        let pair = native_pty_system()
-            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
-            .context("cannot open a PTY for nix")?;
+        let pair =
+            native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).context("cannot open a PTY for nix")?;
         let mut command = CommandBuilder::new(program);
         command.args(args);
         command.cwd(std::env::current_dir()?);
-        let child = pair
-            .slave
-            .spawn_command(command)
-            .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+        let child = pair.slave.spawn_command(command).with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
         drop(pair.slave);
         let killer = child.clone_killer();
         let exit = pump::exit_code(child);

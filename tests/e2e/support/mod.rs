@@ -60,8 +60,7 @@ pub struct Drv {
 impl Drv {
     /// A derivation with the attach hook among its inputs.
     pub fn new(prefix: &str) -> Drv {
-        Drv { name: unique_name(prefix), attrs: Vec::new(), hook: true, extra_inputs: Vec::new() }
-            .attr("NIX_ATTACH_TIMEOUT", "300")
+        Drv { name: unique_name(prefix), attrs: Vec::new(), hook: true, extra_inputs: Vec::new() }.attr("NIX_ATTACH_TIMEOUT", "300")
     }
 
     /// Sets a string attribute (an environment variable of the build).
@@ -269,11 +268,6 @@ pub fn alive(pid: i32) -> bool {
 /// Releases a paused build and returns how it ended.
 pub fn release(build: Build, paused: &Paused) -> Finished {
     let output = nix_attach_cmd(&["release", &paused.id]);
-    assert!(
-        output.status.success(),
-        "release failed: {}\nthe build's log:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        build.log()
-    );
+    assert!(output.status.success(), "release failed: {}\nthe build's log:\n{}", String::from_utf8_lossy(&output.stderr), build.log());
     build.finish()
 }

@@ -16,9 +16,7 @@ pub struct Terminal {
 impl Terminal {
     /// Starts `program args…` in a PTY of `rows`×`cols`.
     pub fn spawn(program: &str, args: &[&str], rows: u16, cols: u16) -> Terminal {
-        let pair = native_pty_system()
-            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
-            .expect("open a PTY");
+        let pair = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).expect("open a PTY");
         let mut command = CommandBuilder::new(program);
         command.args(args);
         command.cwd("/");
