@@ -134,18 +134,23 @@ fn an_agent_run_through_a_wrapper_is_found_by_its_command_name() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn a_process_of_an_ordinary_user_named_like_an_agent_is_no_build() {
-    // Any user can start `nix-attach agent` in a directory of its own in
-    // /tmp; it runs as no build user and in our pid namespace, so it is
-    // passed over.
-    let name = unique_name("impostor-user");
+/// A build directory in /tmp, with snapshot files, owned by `nobody`.
+fn impostor_build_dir(name: &str) -> PathBuf {
     let top = PathBuf::from(format!("/tmp/nix-build-{name}.drv-0"));
     std::fs::create_dir_all(&top).unwrap();
     std::fs::write(top.join("state.sh"), "").unwrap();
     std::fs::write(top.join("variables"), "").unwrap();
     std::fs::write(top.join("options"), "").unwrap();
     let _ = Command::new("chown").args(["-R", "65534:65534"]).arg(&top).status();
+    top
+}
+
+#[test]
+fn a_process_of_an_ordinary_user_named_like_an_agent_is_no_build() {
+    // Any user can start `nix-attach agent` in a directory of its own in
+    // /tmp; no Nix process of root's started it, so it is passed over.
+    let name = unique_name("impostor-user");
+    let top = impostor_build_dir(&name);
     let mut agent = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", nix_attach()])
         .args(agent_args(&top, &name))
@@ -162,4 +167,66 @@ fn a_process_of_an_ordinary_user_named_like_an_agent_is_no_build() {
     let _ = agent.kill();
     let _ = agent.wait();
     let _ = std::fs::remove_dir_all(&top);
+}
+
+/// What root's `list`, `attach` and `attach ID` said, run in a pid
+/// namespace of their own where the only agent is an impostor's.
+struct AloneWithImpostor {
+    id: String,
+    list: String,
+    attach: String,
+    attach_id: String,
+}
+
+/// An ordinary user (`nobody`) runs `unshare -Urpf --mount-proc nix-attach
+/// agent …`: root in a user and pid namespace of its own, as any user may
+/// be. Root's commands run in a new pid namespace of theirs (with its own
+/// /proc), so the impostor is the only agent they can see, whatever other
+/// tests run meanwhile, and `attach` without an id would pick it.
+fn alone_with_an_impostor() -> AloneWithImpostor {
+    let name = unique_name("impostor-userns");
+    let top = impostor_build_dir(&name);
+    let script = r#"
+        nix_attach=$1 top=$2; shift 2
+        setpriv --reuid=65534 --regid=65534 --clear-groups unshare -Urpf --mount-proc "$nix_attach" "$@" > /dev/null 2>&1 &
+        until [ -s "$top/.nix-attach/agent.json" ]; do sleep 0.05; done
+        id=$(sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p' "$top/.nix-attach/agent.json")
+        echo "$id"
+        echo '--- list'; "$nix_attach" list --json 2>&1
+        echo '--- attach'; echo 'echo INSIDE-THE-IMPOSTOR' | "$nix_attach" attach 2>&1
+        echo '--- attach id'; echo 'echo INSIDE-THE-IMPOSTOR' | "$nix_attach" attach "$id" 2>&1
+        # Leaving ends this pid namespace, and the kernel kills the impostor.
+    "#;
+    let output = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "bash", "-c", script, "bash", nix_attach()])
+        .arg(&top)
+        .args(agent_args(&top, &name))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare");
+    let _ = std::fs::remove_dir_all(&top);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let part = |from: &str, to: &str| {
+        let start = text.find(from).map_or(text.len(), |at| at + from.len());
+        text[start..].split(to).next().unwrap_or_default().to_string()
+    };
+    AloneWithImpostor {
+        id: text.lines().next().unwrap_or_default().to_string(),
+        list: part("--- list", "--- attach"),
+        attach: part("--- attach\n", "--- attach id"),
+        attach_id: part("--- attach id", "\u{0}"),
+    }
+}
+
+#[test]
+fn an_ordinary_user_in_a_user_and_pid_namespace_of_its_own_is_no_build() {
+    // Another pid namespace proves nothing: any user can make one.
+    let seen = alone_with_an_impostor();
+    assert_eq!(seen.id.len(), 12, "the impostor never started: {}", seen.list);
+    assert!(!seen.list.contains(&seen.id), "root listed the impostor: {}", seen.list);
+    assert!(seen.attach.contains("no build is waiting"), "{}", seen.attach);
+    assert!(seen.attach_id.contains(&format!("no waiting build matches `{}`", seen.id)), "{}", seen.attach_id);
+    for said in [&seen.attach, &seen.attach_id] {
+        assert!(!said.contains("INSIDE-THE-IMPOSTOR") && !said.contains("inside the build"), "root's keys reached the impostor: {said}");
+    }
 }

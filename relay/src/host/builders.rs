@@ -1,41 +1,77 @@
 //! Which processes may be a build's agent.
 //!
-//! Any local user can start a process called `nix-attach agent`. Only one
-//! that runs as a build could be a build's agent: root, this user (a
-//! single-user store), a member of the build users group, or any process
-//! in another pid namespace (a sandboxed build).
+//! Any local user can start a process called `nix-attach agent`, in a build
+//! directory of its own making, and even in a pid and user namespace of its
+//! own (`unshare -Urpf`): nothing about such a process says "build". What an
+//! ordinary user cannot make is a process whose parent is a Nix process run
+//! by root. Nix starts every builder as a child of the process that runs the
+//! build: the daemon's worker for a daemon build (also in a sandbox, where
+//! the builder is pid 1 of its own namespace), or root's own `nix-build`
+//! for a root store without a daemon. So an agent counts when:
+//! - it runs as root, or as the user asking (a single-user store, where
+//!   builds run as the calling user: that user's own process is no
+//!   impostor to them); or
+//! - going up from it, through processes of its own uid, the first process
+//!   of another uid is a Nix program run by root (see [`nix_ancestor`]).
 
-use std::os::fd::OwnedFd;
+use super::process::{Facts, Process};
 
-/// The group whose members Nix runs builds as (`build-users-group`).
-const BUILD_USERS_GROUP: &str = "nixbld";
+/// The names Nix's programs run under: `nix-daemon`, `nix-build` and the
+/// rest are links to `nix` (Nix and Lix alike); packagers' wrappers add
+/// `.NAME-wrapped`.
+const NIX_PROGRAMS: &[&str] = &["nix", "nix-daemon", "nix-build", "nix-store", ".nix-wrapped", ".nix-daemon-wrapped"];
+/// How far up the walk goes: a builder's own process tree is never deeper.
+const MAX_DEPTH: usize = 64;
 
-/// Whether the process behind `process` (a handle on its `/proc` entry),
-/// running as `uid`, may be running a build.
-pub fn may_run_builds(process: &OwnedFd, uid: u32) -> bool {
-    uid == 0 || uid == nix::unistd::geteuid().as_raw() || in_other_pid_namespace(process) || is_build_user(uid)
+/// Whether `agent`, a process with `facts`, may be running a build.
+pub fn may_run_builds(agent: &Process, facts: &Facts) -> bool {
+    facts.euid == 0 || facts.euid == nix::unistd::geteuid().as_raw() || nix_ancestor(agent, facts).is_some()
 }
 
-fn in_other_pid_namespace(process: &OwnedFd) -> bool {
-    let theirs = nix::fcntl::readlinkat(process, "ns/pid");
-    let ours = std::fs::read_link("/proc/self/ns/pid");
-    matches!((theirs, ours), (Ok(theirs), Ok(ours)) if theirs.as_os_str() != ours.as_os_str())
+/// The Nix process, run by root, that the build `process` belongs to was
+/// started by: the first process of another uid going up from it. `None`
+/// when that process is not a Nix program of root's, or when the chain
+/// breaks (a parent gone, or a pid reused).
+pub fn nix_ancestor(process: &Process, facts: &Facts) -> Option<Process> {
+    let build_uid = facts.euid;
+    let (mut child, mut child_facts) = (None::<Process>, *facts);
+    for _ in 0..MAX_DEPTH {
+        let (parent, parent_facts) = child.as_ref().unwrap_or(process).parent(&child_facts).ok()?;
+        if parent_facts.euid != build_uid || parent_facts.uid != build_uid {
+            let by_root = parent_facts.uid == 0 && parent_facts.euid == 0;
+            return (by_root && is_nix_program(&parent)).then_some(parent);
+        }
+        (child, child_facts) = (Some(parent), parent_facts);
+    }
+    None
 }
 
-/// Whether `uid` belongs to the build users group, by /etc/passwd and
-/// /etc/group (a static binary has no name service to ask).
-fn is_build_user(uid: u32) -> bool {
-    let (Ok(passwd), Ok(group)) = (std::fs::read_to_string("/etc/passwd"), std::fs::read_to_string("/etc/group")) else {
-        return false;
+/// Whether a process of root's runs Nix: by its program, or, where only
+/// root may read that (an ordinary user asking), by its command name, which
+/// only root's own process can have set.
+fn is_nix_program(process: &Process) -> bool {
+    let name = match process.program() {
+        Ok(program) => program.file_name().map(|name| name.to_string_lossy().into_owned()),
+        Err(_) => process.command_name().ok(),
     };
-    let Some(builders) = group.lines().map(|line| line.split(':').collect::<Vec<_>>()).find(|f| f.first() == Some(&BUILD_USERS_GROUP))
-    else {
-        return false;
-    };
-    let gid = builders.get(2).copied().unwrap_or_default();
-    let members: Vec<&str> = builders.get(3).map(|list| list.split(',').collect()).unwrap_or_default();
-    passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .any(|user| user.get(2) == Some(&uid.to_string().as_str()) && (user.get(3) == Some(&gid) || members.contains(&user[0])))
+    name.is_some_and(|name| NIX_PROGRAMS.contains(&name.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_whose_chain_reaches_no_nix_program_has_no_nix_ancestor() {
+        // The test runs under cargo, not under Nix.
+        let me = Process::open(std::process::id() as i32).unwrap();
+        let facts = me.facts().unwrap();
+        assert!(nix_ancestor(&me, &facts).is_none());
+    }
+
+    #[test]
+    fn the_callers_own_processes_may_run_builds() {
+        let me = Process::open(std::process::id() as i32).unwrap();
+        assert!(may_run_builds(&me, &me.facts().unwrap()));
+    }
 }

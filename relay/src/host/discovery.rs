@@ -12,6 +12,7 @@
 //! every read is bounded.
 
 use super::builders;
+use super::process::Process;
 use crate::metadata::{Metadata, MetadataError, MAX_METADATA, METADATA, STATE_DIR};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
@@ -199,13 +200,13 @@ fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
         if !may_be_agent(&proc_dir) {
             continue;
         }
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let Ok(process) = open(&proc_dir, flags, Mode::empty()) else { continue };
-        let Ok(stat) = fstat(&process) else { continue };
-        if !is_agent_command(&process) || !builders::may_run_builds(&process, stat.st_uid) {
+        let Ok(process) = Process::open(pid) else { continue };
+        let Ok(facts) = process.facts() else { continue };
+        if !is_agent_command(process.dir()) || !builders::may_run_builds(&process, &facts) {
             continue;
         }
-        let cwd = match openat(&process, "cwd", flags, Mode::empty()) {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let cwd = match openat(process.dir(), "cwd", flags, Mode::empty()) {
             Ok(dir) => fstat(&dir).ok().map(|stat| Candidate { build_dir: proc_dir.join("cwd/.."), dir, stat }),
             Err(Errno::EACCES) => {
                 denied.push(proc_dir.join("cwd"));
@@ -213,19 +214,9 @@ fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
             }
             Err(_) => None,
         };
-        agents.push(Agent { pid, parent: parent_of(&process), uid: stat.st_uid, cwd });
+        agents.push(Agent { pid, parent: facts.parent, uid: facts.euid, cwd });
     }
     without_forks(agents)
-}
-
-/// The parent pid, from `stat` (after the command name, which may hold
-/// anything, even parentheses).
-fn parent_of(process: &OwnedFd) -> i32 {
-    let Ok(fd) = openat(process, "stat", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) else { return 0 };
-    let mut stat = String::new();
-    let _ = File::from(fd).take(4096).read_to_string(&mut stat);
-    let after_name = stat.rfind(')').map_or("", |at| &stat[at + 1..]);
-    after_name.split_whitespace().nth(1).and_then(|ppid| ppid.parse().ok()).unwrap_or(0)
 }
 
 /// Drops the agent's own children caught between fork and exec: they still
@@ -251,7 +242,7 @@ fn may_be_agent(proc_dir: &Path) -> bool {
 }
 
 /// Whether a process's command line is `…/nix-attach agent …`.
-fn is_agent_command(process: &OwnedFd) -> bool {
+fn is_agent_command(process: BorrowedFd) -> bool {
     let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     let Ok(fd) = openat(process, "cmdline", flags, Mode::empty()) else { return false };
     let mut cmdline = Vec::new();

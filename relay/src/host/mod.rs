@@ -1,7 +1,8 @@
 //! The host side: finds waiting builds and opens sessions in them.
 //!
 //! Each command discovers the waiting builds ([`discovery`], trusting only
-//! agents that run as builds: [`builders`]), picks one ([`select`]),
+//! agents that run as builds: [`builders`], each seen through
+//! [`process`]), picks one ([`select`]),
 //! connects to its agent without trusting the build directory
 //! ([`connect`]) and gives up root ([`privileges`]). An attach then relays
 //! the user's terminal to the build's PTY, handed over by the agent
@@ -14,6 +15,7 @@ pub mod discovery;
 mod escape;
 pub mod input;
 pub mod privileges;
+pub mod process;
 pub mod pty_relay;
 pub mod relay;
 pub mod select;
