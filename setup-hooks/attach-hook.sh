@@ -17,7 +17,9 @@
 #   agent, which waits for sessions and returns; the build then fails with
 #   its original exit code.
 #
-# Settings, read from the build's environment (derivation attributes):
+# Settings, derivation attributes (environment variables, or shell variables
+# under __structuredAttrs; the hook reads them as shell variables and passes
+# each to the agent explicitly):
 #   dontAttachOnFailure   set to a non-empty value: this hook does nothing
 #   NIX_ATTACH_TIMEOUT    idle seconds before the build gives up (1800)
 #   NIX_ATTACH_SHELL      the shell for sessions (default: the packaged
@@ -86,7 +88,7 @@ nixAttachFailureHook() {
         --exit-code "$__nixAttachCode" --command "$__nixAttachCommand"
         --build-top "${NIX_BUILD_TOP:-${TMPDIR:-/tmp}}" --cwd "$__nixAttachPwd"
         --state-file "$__nixAttachStateFile" --variables-file "$__nixAttachVariablesFile"
-        --options-file "$__nixAttachOptionsFile"
+        --options-file "$__nixAttachOptionsFile" --timeout "${NIX_ATTACH_TIMEOUT:-1800}"
     )
     [[ $__nixAttachKind != err ]] || __nixAttachArgs+=(--locals)
     local __nixAttachShell=${NIX_ATTACH_SHELL:-@shell@}

@@ -50,16 +50,25 @@ const CASES: &[(&str, &str, &str)] = &[
     ("the stdenv's phase functions", "declare -F genericBuild installPhase", "genericBuild\ninstallPhase\n"),
     ("the working directory of the failure", r#"printf %s "$PWD""#, "/build/src/deeper"),
     ("the umask", "umask", "0027\n"),
-    ("nounset and pipefail", "[[ -o nounset && -o pipefail ]] && echo both", "both\n"),
+    ("pipefail on, and nounset off as nixpkgs' setup leaves it", "[[ -o pipefail && ! -o nounset ]] && echo so", "so\n"),
     ("errexit, for commands run with exec", "[[ -o errexit ]] && echo on", "on\n"),
     ("curPhase and exitCode", r#"printf '%s %s' "$curPhase" "$exitCode""#, "buildPhase 3"),
 ];
 
-#[test]
-fn a_paused_build_keeps_its_exact_shell_state() {
-    let (build, paused) = Drv::new("state").phase("buildPhase", STATE_PHASE).pause();
+/// What structured attributes add: lists are arrays, `outputs` is an
+/// associative array, and each output is exported from it.
+const STRUCTURED_CASES: &[(&str, &str, &str)] = &[
+    ("a list attribute is an array", r#"printf '%s|' "${makeFlags[@]}""#, "-j2|PREFIX=/a b|"),
+    ("it is not exported", "declare -p makeFlags | cut -c1-11", "declare -a \n"),
+    ("outputs maps each output to its path", r#"[[ ${outputs[dev]} == "$dev" && $dev == /nix/store/*-dev ]] && echo yes"#, "yes\n"),
+    ("each output is exported", "declare -p out dev | cut -c1-11", "declare -x \ndeclare -x \n"),
+];
+
+/// Pauses `drv` in STATE_PHASE and checks every case.
+fn assert_state_kept(drv: Drv, cases: &[&[(&str, &str, &str)]]) {
+    let (build, paused) = drv.phase("buildPhase", STATE_PHASE).pause();
     let mut wrong = Vec::new();
-    for (what, code, expected) in CASES {
+    for (what, code, expected) in cases.iter().copied().flatten() {
         let got = eval(&paused.id, code);
         if got != *expected {
             wrong.push(format!("{what}: expected {expected:?}, got {got:?}"));
@@ -67,6 +76,47 @@ fn a_paused_build_keeps_its_exact_shell_state() {
     }
     release(build, &paused);
     assert!(wrong.is_empty(), "state not restored:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_paused_build_keeps_its_exact_shell_state() {
+    assert_state_kept(Drv::new("state"), &[CASES]);
+}
+
+#[test]
+fn a_paused_build_with_structured_attributes_keeps_its_exact_shell_state() {
+    let drv = Drv::new("state-structured")
+        .structured()
+        .attr_expr("makeFlags", r#"[ "-j2" "PREFIX=/a b" ]"#)
+        .attr_expr("outputs", r#"[ "out" "dev" ]"#);
+    assert_state_kept(drv, &[CASES, STRUCTURED_CASES]);
+}
+
+/// The timeout and the shell a paused build was given, as its agent has
+/// them: `list`'s timeout, and the `--shell` its command line names.
+fn settings_seen(drv: Drv) -> (u64, String) {
+    let (build, paused) =
+        drv.attr("NIX_ATTACH_TIMEOUT", "777").attr_expr("NIX_ATTACH_SHELL", r#""${f.bash}""#).phase("buildPhase", "false").pause();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", paused.pid())).unwrap();
+    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|arg| String::from_utf8_lossy(arg).into_owned()).collect();
+    let shell = args.iter().position(|arg| arg == "--shell").map(|at| args[at + 1].clone()).unwrap_or_default();
+    let timeout = paused.entry["timeout"].as_u64().unwrap();
+    release(build, &paused);
+    (timeout, shell)
+}
+
+#[test]
+fn the_timeout_and_the_shell_attributes_reach_the_agent() {
+    let (timeout, shell) = settings_seen(Drv::new("settings"));
+    assert_eq!(timeout, 777);
+    assert!(shell.ends_with("-bash-static"), "{shell:?}");
+}
+
+#[test]
+fn the_timeout_and_the_shell_attributes_reach_the_agent_under_structured_attributes() {
+    let (timeout, shell) = settings_seen(Drv::new("settings-structured").structured());
+    assert_eq!(timeout, 777, "NIX_ATTACH_TIMEOUT is a shell variable there");
+    assert!(shell.ends_with("-bash-static"), "{shell:?}");
 }
 
 #[test]

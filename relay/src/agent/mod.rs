@@ -47,8 +47,10 @@ pub struct AgentConfig {
     /// The shell for sessions; by default the builder's own bash.
     #[arg(long)]
     pub shell: Option<PathBuf>,
-    /// Idle seconds before the build gives up waiting.
-    #[arg(long, env = "NIX_ATTACH_TIMEOUT", default_value = "1800", value_parser = seconds)]
+    /// Idle seconds before the build gives up waiting. The hook always
+    /// passes it: under structured attributes, NIX_ATTACH_TIMEOUT is a
+    /// shell variable of the builder, not in the agent's environment.
+    #[arg(long, default_value = "1800", value_parser = seconds)]
     pub timeout: Duration,
     /// Functions and aliases.
     #[arg(long)]

@@ -70,6 +70,21 @@ impl Drv {
         self
     }
 
+    /// Sets an attribute to a Nix expression over the fixture `f` (a list,
+    /// a boolean, a path).
+    pub fn attr_expr(mut self, name: &str, expression: &str) -> Drv {
+        self.attrs.retain(|(existing, _)| existing != name);
+        self.attrs.push((name.to_string(), expression.to_string()));
+        self
+    }
+
+    /// Builds with `__structuredAttrs = true`: attributes reach the builder
+    /// as shell variables in `.attrs.sh` (lists as arrays), not as
+    /// environment variables.
+    pub fn structured(self) -> Drv {
+        self.attr_expr("__structuredAttrs", "true")
+    }
+
     /// Sets a phase's code, as nixpkgs derivations do.
     pub fn phase(self, phase: &str, code: &str) -> Drv {
         self.attr(phase, code)
