@@ -22,9 +22,18 @@ const MAX_READ: u64 = 8192;
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("cannot open /proc/{pid}")]
-    Open { pid: i32, #[source] source: Errno },
+    Open {
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
     #[error("cannot read /proc/{pid}/{file}")]
-    Read { pid: i32, file: &'static str, #[source] source: std::io::Error },
+    Read {
+        pid: i32,
+        file: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("/proc/{pid}/{file} has no {field}")]
     Field { pid: i32, file: &'static str, field: &'static str },
     #[error("process {child}'s parent {parent} is gone or was replaced")]
@@ -119,7 +128,8 @@ impl Process {
     }
 
     fn read(&self, file: &'static str) -> Result<String, ProcessError> {
-        let fd = openat(&self.dir, file, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| self.read_error(file, errno))?;
+        let fd =
+            openat(&self.dir, file, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| self.read_error(file, errno))?;
         let mut text = String::new();
         File::from(fd).take(MAX_READ).read_to_string(&mut text).map_err(|source| ProcessError::Read { pid: self.pid, file, source })?;
         Ok(text)
