@@ -64,10 +64,66 @@ __nixAttachSnapshot() {
     { declare -f; alias -p; } > "$__nixAttachStateFile" || return 1
 }
 
-# The ERR trap's work once it knows the failure ends the build.
+# The call that failed in the failing frame, where a function failed
+# through `return N` (substituteInPlace, patchShebangs, many hooks): bash
+# leaves BASH_COMMAND at that `return`, the last command run inside the
+# function. So the failing frame's own line is looked up instead, by
+# LINENO: in the code it eval'd (a phase or a hook given as a string, as
+# nixpkgs' runPhase, genericBuild, _callImplicitHook and _eval run them;
+# there LINENO counts from the line of the eval), or else in the file it
+# was defined in. Prints the line, trimmed, or nothing. Runs only when a
+# failure ends the build.
+# Called as `__nixAttachFailedCall LINENO FRAME-ARG1 || …` from the
+# function the trap calls, so the failing frame is FUNCNAME[2].
+__nixAttachFailedCall() {
+    local __nixAttachFunction=${FUNCNAME[2]-} __nixAttachFile=${BASH_SOURCE[2]-} __nixAttachEvald=
+    local -i __nixAttachLine=$1 __nixAttachStart=1 __nixAttachI __nixAttachEval=0
+    case $__nixAttachFunction in
+        runPhase | genericBuild)
+            if [[ $__nixAttachFunction == genericBuild && -n "${buildCommand-}" ]]; then
+                __nixAttachEvald=$buildCommand
+            elif [[ -n "${curPhase-}" ]]; then
+                __nixAttachEvald=${!curPhase:-$curPhase}
+            fi ;;
+        _callImplicitHook) [[ -z "${hookName-}" ]] || __nixAttachEvald=${!hookName-} ;;
+        _eval) __nixAttachEvald=$2 ;;
+    esac
+    local -a __nixAttachSource=() __nixAttachCode=()
+    [[ -f $__nixAttachFile && -r $__nixAttachFile ]] && mapfile -t __nixAttachSource < "$__nixAttachFile"
+    if [[ -n $__nixAttachEvald && -n $__nixAttachFunction ]]; then
+        # The eval is the last line with one, in the frame's function, at
+        # or before LINENO.
+        local __nixAttachWhere
+        shopt -s extdebug
+        __nixAttachWhere=$(declare -F "$__nixAttachFunction")
+        shopt -u extdebug
+        __nixAttachWhere=${__nixAttachWhere#* }
+        __nixAttachStart=${__nixAttachWhere%% *}
+        for ((__nixAttachI = __nixAttachStart; __nixAttachI <= __nixAttachLine && __nixAttachI <= ${#__nixAttachSource[@]}; __nixAttachI++)); do
+            [[ ! ${__nixAttachSource[__nixAttachI - 1]} =~ (^|[^[:alnum:]_])eval[[:space:]] ]] || __nixAttachEval=__nixAttachI
+        done
+        mapfile -t __nixAttachCode <<< "$__nixAttachEvald"
+    fi
+    local __nixAttachFound=
+    if ((__nixAttachEval > 0 && __nixAttachLine - __nixAttachEval < ${#__nixAttachCode[@]})); then
+        __nixAttachFound=${__nixAttachCode[__nixAttachLine - __nixAttachEval]}
+    elif ((__nixAttachLine > 0 && __nixAttachLine <= ${#__nixAttachSource[@]})); then
+        __nixAttachFound=${__nixAttachSource[__nixAttachLine - 1]}
+    fi
+    __nixAttachFound=${__nixAttachFound#"${__nixAttachFound%%[![:space:]]*}"}
+    printf %s "${__nixAttachFound%"${__nixAttachFound##*[![:space:]]}"}"
+}
+
+# The ERR trap's work once it knows the failure ends the build. Arguments:
+# STATUS COMMAND LINENO FRAME-ARG1.
 __nixAttachOnFatalError() {
     [[ -z "${__nixAttachKind-}" ]] || return 0
-    __nixAttachSnapshot err "$@" || __nixAttachKind=failed
+    local __nixAttachCall=$2
+    if [[ $2 == return || $2 == "return "* ]]; then
+        __nixAttachCall=$(__nixAttachFailedCall "$3" "${4-}") || __nixAttachCall=
+        [[ -n $__nixAttachCall ]] || __nixAttachCall=$2
+    fi
+    __nixAttachSnapshot err "$1" "$__nixAttachCall" "$3" || __nixAttachKind=failed
 }
 
 # Runs as a failure hook: snapshots if the ERR trap did not, then waits. A
@@ -121,7 +177,7 @@ fi
 # exits with the failing status itself, as errexit would: leaving the exit to
 # errexit makes bash print "pop_var_context: head of shell_variables not a
 # function context" when the failure is inside an eval inside a function.
-__nixAttachTrap='__nixAttachLast=$?; [[ $- != *e* || $BASHPID != "$$" ]] || { __nixAttachOnFatalError "$__nixAttachLast" "$BASH_COMMAND" "$LINENO"; '"$__nixAttachPrevious"'exit "$__nixAttachLast"; }; '"$__nixAttachPrevious"
+__nixAttachTrap='__nixAttachLast=$?; [[ $- != *e* || $BASHPID != "$$" ]] || { __nixAttachOnFatalError "$__nixAttachLast" "$BASH_COMMAND" "$LINENO" "${1-}"; '"$__nixAttachPrevious"'exit "$__nixAttachLast"; }; '"$__nixAttachPrevious"
 set -o errtrace
 trap "$__nixAttachTrap" ERR
 failureHooks+=(nixAttachFailureHook)

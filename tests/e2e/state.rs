@@ -171,3 +171,41 @@ fn an_err_trap_the_build_set_still_runs() {
     let finished = release(build, &paused);
     assert!(finished.log.contains("own-err-trap-ran"), "{}", finished.log);
 }
+
+/// The command `list` names for a build that fails in `drv`.
+fn failed_command(drv: Drv) -> String {
+    let (build, paused) = drv.pause();
+    let command = paused.entry["command"].as_str().unwrap().to_string();
+    release(build, &paused);
+    command
+}
+
+/// A function that fails through `return N`, as substituteInPlace and
+/// many hooks do, and a phase that calls it.
+const RETURNING: &str = "false_make() {\n  echo making\n  return 2\n}\necho before\nfalse_make --target all\necho not reached";
+
+#[test]
+fn a_function_failing_through_return_is_named_by_its_call_in_a_phase_run_by_run_phase() {
+    assert_eq!(failed_command(Drv::new("return-phase").phase("buildPhase", RETURNING)), "false_make --target all");
+}
+
+#[test]
+fn a_function_failing_through_return_is_named_by_its_call_in_a_phase_run_inline() {
+    // Older nixpkgs evals each phase in genericBuild itself.
+    let drv = Drv::new("return-inline").attr("fixtureInlinePhases", "1").phase("buildPhase", RETURNING);
+    assert_eq!(failed_command(drv), "false_make --target all");
+}
+
+#[test]
+fn a_function_failing_through_return_is_named_by_its_call_in_a_string_hook() {
+    // preBuild runs through runHook, _eval and _callImplicitHook.
+    let drv = Drv::new("return-hook").phase("preBuild", RETURNING);
+    assert_eq!(failed_command(drv), "false_make --target all");
+}
+
+#[test]
+fn a_function_failing_through_return_is_named_by_its_call_in_a_function_from_a_file() {
+    let hook = r#"(f.mkDerivation { name = "returning-hook"; phases = "installPhase"; installPhase = "mkdir -p $out/nix-support; printf '%s\n' 'substituteLike() { return 1; }' 'patchStep() {' '  echo patching' '  substituteLike Makefile --replace-fail a b' '}' > $out/nix-support/setup-hook"; })"#;
+    let drv = Drv::new("return-file").input(hook).phase("buildPhase", "patchStep");
+    assert_eq!(failed_command(drv), "substituteLike Makefile --replace-fail a b");
+}
