@@ -2,7 +2,7 @@
 //! terminal, and without one as in CI.
 
 use crate::support::pty::Terminal;
-use crate::support::{nix_attach, Drv};
+use crate::support::{list, nix_attach, nix_attach_cmd, Drv, PATIENCE};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -134,23 +134,96 @@ fn nix_build_runs_through_the_build_command() {
     let _ = std::fs::remove_file(file);
 }
 
+/// `nix-attach run FLAGS -- nix-build …` in CI (no terminal, `CI` and
+/// `GITHUB_ACTIONS` set), with its output in files; ends it if it runs
+/// longer than the test's patience.
+struct InCi {
+    child: std::process::Child,
+    stdout: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+}
+
+impl InCi {
+    fn start(flags: &[&str], drv: &Drv) -> InCi {
+        let dir = std::env::temp_dir();
+        let (stdout, stderr) = (dir.join(format!("{}.out", drv.name)), dir.join(format!("{}.err", drv.name)));
+        let child = Command::new(nix_attach())
+            .arg("run")
+            .args(flags)
+            .args(["--", "nix-build", "--no-out-link", "--expr", &drv.expression()])
+            .env("CI", "true")
+            .env("GITHUB_ACTIONS", "true")
+            .env("NIX_REMOTE", "daemon")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("run the wrapper");
+        InCi { child, stdout, stderr }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the wrapper: its status, stdout and stderr.
+    fn finish(mut self) -> (i32, String, String) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while self.running() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the wrapper still runs after {PATIENCE:?}: {}", std::fs::read_to_string(&self.stderr).unwrap_or_default());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+        let (stdout, stderr) = (read(&self.stdout), read(&self.stderr));
+        let _ = (std::fs::remove_file(&self.stdout), std::fs::remove_file(&self.stderr));
+        (code, stdout, stderr)
+    }
+}
+
 #[test]
-fn without_a_terminal_it_never_asks_and_summarises_each_paused_build() {
-    let drv = failing("wrap-ci").attr("NIX_ATTACH_TIMEOUT", "2");
-    let output = Command::new(nix_attach())
-        .args(["run", "--", "nix-build", "--no-out-link", "--expr", &drv.expression()])
-        .env("CI", "true")
-        .env("GITHUB_ACTIONS", "true")
-        .env("NIX_REMOTE", "daemon")
-        .output()
-        .expect("run the wrapper");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert_eq!(output.status.code(), Some(build_failed() as i32), "{stderr}");
+fn without_a_terminal_it_never_asks_releases_at_once_and_summarises_each_paused_build() {
+    // The build would wait 300 s; in CI nobody can answer, so it must not.
+    let drv = failing("wrap-ci");
+    let (code, stdout, stderr) = InCi::start(&[], &drv).finish();
+    assert_eq!(code, build_failed() as i32, "{stderr}");
     let summary = format!("{} failed in buildPhase (exit 3): sh -c 'exit 3'", drv.name);
     assert!(stdout.contains(&format!("::error title=nix-attach::{summary}")), "{stdout}");
-    assert!(stderr.contains(&format!("nix-attach: paused: {summary}")), "{stderr}");
+    assert!(stderr.contains(&format!("nix-attach: paused: {summary} — released at once")), "{stderr}");
+    assert!(stderr.contains(&format!("{} was released", drv.name)), "not released by the wrapper: {stderr}");
     assert!(stderr.contains("original output line") && stderr.contains("failed with exit code 3"), "{stderr}");
     assert!(!stderr.contains(PROMPT) && !stdout.contains(PROMPT));
+}
+
+#[test]
+fn in_ci_release_after_keeps_a_paused_build_that_long_then_releases_it() {
+    let drv = failing("wrap-ci-after").attr("NIX_ATTACH_TIMEOUT", "3600");
+    let (code, _, stderr) = InCi::start(&["--release-after", "2"], &drv).finish();
+    assert_eq!(code, build_failed() as i32, "{stderr}");
+    assert!(stderr.contains(&format!("{} was released", drv.name)), "{stderr}");
+    assert!(stderr.contains("it waited 2 s for `sudo nix-attach attach"), "{stderr}");
+}
+
+#[test]
+fn in_ci_no_enter_leaves_a_paused_build_waiting_for_its_own_timeout() {
+    let drv = failing("wrap-ci-no-enter");
+    let mut wrapper = InCi::start(&["--no-enter"], &drv);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let id = loop {
+        if let Some(entry) = list().into_iter().find(|entry| entry["drv"] == drv.name.as_str()) {
+            break entry["id"].as_str().unwrap().to_string();
+        }
+        assert!(wrapper.running(), "the wrapper ended without leaving the build waiting");
+        assert!(std::time::Instant::now() < deadline, "the build never paused");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(nix_attach_cmd(&["release", &id]).status.success(), "the build no longer waited when the test released it");
+    let (code, _, stderr) = wrapper.finish();
+    assert_eq!(code, build_failed() as i32, "{stderr}");
+    assert!(stderr.contains("until its own timeout"), "{stderr}");
 }
 
 #[test]
@@ -160,4 +233,49 @@ fn a_signal_while_the_prompt_waits_ends_the_wrapper_and_nix() {
     terminal.expect(PROMPT);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(terminal.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(terminal.wait(), 128 + 15);
+}
+
+/// The most memory a process has used (VmHWM), in KiB.
+fn peak_memory_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|kib| kib.split_whitespace().next()?.parse().ok()).unwrap()
+}
+
+#[test]
+fn output_held_during_a_long_session_costs_the_wrapper_no_memory_and_comes_back_whole() {
+    // nix goes on printing 24 MiB (as 32 MiB of base64) while a person is
+    // inside a build; the wrapper holds it and shows it after the session.
+    const FLOOD_BYTES: usize = 24 * 1024 * 1024;
+    let drv = failing("wrap-flood");
+    let dir = std::env::temp_dir().join(&drv.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = r#"
+        nix-build --no-out-link --expr "$1" &
+        until [ -e "$2/flood" ]; do sleep 0.05; done
+        echo START-OF-FLOOD; head -c 25165824 /dev/zero | base64 -w 1000; echo END-OF-FLOOD
+        touch "$2/flooded"
+        wait $!
+    "#;
+    let args = ["run", "--enter-on-failure", "--", "bash", "-c", script, "bash", &drv.expression(), dir.to_str().unwrap()];
+    let mut terminal = Terminal::spawn(nix_attach(), &args, 40, 160);
+    let inside = terminal.expect(&format!("inside the build of {}", drv.name));
+    terminal.expect_after(inside, " $ ");
+    std::fs::write(dir.join("flood"), "").unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !dir.join("flooded").exists() {
+        assert!(std::time::Instant::now() < deadline, "the flood was never read");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let peak = peak_memory_kib(terminal.pid());
+    terminal.send("exit\r");
+    let released = terminal.expect_after(inside, "released it, nix goes on");
+    let start = terminal.expect_after(released, "START-OF-FLOOD");
+    let end = terminal.expect_after(start, "END-OF-FLOOD");
+    terminal.expect_after(end, "failed with exit code 3");
+    assert_eq!(terminal.wait(), build_failed());
+    let screen = terminal.screen();
+    let shown = screen[start..end].bytes().filter(|b| *b == b'A').count();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(peak < 16 * 1024, "the wrapper used {peak} KiB while holding the output");
+    assert_eq!(shown, FLOOD_BYTES / 3 * 4, "held output was lost");
 }

@@ -1,9 +1,20 @@
 //! The wrapper without a terminal (pipes, or CI): nix's output passes
-//! through untouched and nothing ever waits for an answer. Each paused build
-//! gets one summary line at the end, and a `::error` workflow command on
-//! GitHub Actions as soon as it is seen.
+//! through untouched and nothing ever waits for an answer. Nobody can enter
+//! a paused build from here, so what happens to it is a flag's choice:
+//! - by default it is released at once, and the build fails as it would
+//!   have: a CI job never waits for nobody;
+//! - `--release-after SECS` keeps it waiting that long for someone to
+//!   attach from elsewhere (`sudo nix-attach attach ID` on the machine),
+//!   then releases it;
+//! - `--no-enter` leaves it waiting for its own timeout
+//!   (`NIX_ATTACH_TIMEOUT`).
+//!
+//! Each paused build gets one summary line at the end, and a `::error`
+//! workflow command on GitHub Actions as soon as it is seen.
 
 use super::markers::Markers;
+use super::privilege::Reach;
+use super::{Enter, Options};
 use crate::pointer::Pointer;
 use crate::pump::read_some;
 use anyhow::Context;
@@ -11,11 +22,22 @@ use bytes::BytesMut;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::task::JoinSet;
+
+/// How long a paused build is kept waiting: `None`, for its own timeout.
+fn hold(options: &Options) -> Option<Duration> {
+    match (options.release_after, options.enter) {
+        (Some(after), _) => Some(after),
+        (None, Enter::Never) => None,
+        (None, _) => Some(Duration::ZERO),
+    }
+}
 
 /// Runs `program args…`, passing its output through, and returns its status.
-pub async fn run(program: &OsStr, args: &[OsString]) -> anyhow::Result<i32> {
+pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<i32> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::inherit())
@@ -27,6 +49,9 @@ pub async fn run(program: &OsStr, args: &[OsString]) -> anyhow::Result<i32> {
     let (mut out_buffer, mut err_buffer) = (BytesMut::new(), BytesMut::new());
     let (mut out_markers, mut err_markers) = (Markers::default(), Markers::default());
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+    let hold = hold(options);
+    let mut reach = Reach::new(false)?;
+    let mut releases = JoinSet::new();
     let mut paused: Vec<Pointer> = Vec::new();
     while out.is_some() || err.is_some() {
         let found = tokio::select! {
@@ -37,15 +62,26 @@ pub async fn run(program: &OsStr, args: &[OsString]) -> anyhow::Result<i32> {
         for pointer in found {
             if !paused.iter().any(|known| known.id == pointer.id) {
                 annotate(&pointer).await?;
+                if let Some(after) = hold {
+                    releases.spawn(release_after(reach.command(&pointer.id, &["release", &pointer.id]), after));
+                }
                 paused.push(pointer);
             }
         }
     }
     let status = child.wait().await?;
+    releases.abort_all();
     for pointer in &paused {
-        eprintln!("{}", summary_line(pointer));
+        eprintln!("{}", summary_line(pointer, hold));
     }
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Runs `release` once `after` has passed. Its failure (the build already
+/// gone, sudo refusing) changes nothing: the build then fails by itself.
+async fn release_after(mut release: Command, after: Duration) {
+    tokio::time::sleep(after).await;
+    let _ = release.stdin(Stdio::null()).stdout(Stdio::null()).status().await;
 }
 
 async fn pass<W: AsyncWrite + Unpin>(to: &mut W, markers: &mut Markers, chunk: &[u8]) -> anyhow::Result<Vec<Pointer>> {
@@ -54,9 +90,17 @@ async fn pass<W: AsyncWrite + Unpin>(to: &mut W, markers: &mut Markers, chunk: &
     Ok(markers.feed(chunk))
 }
 
-/// The line printed at the end for each build that paused.
-pub fn summary_line(pointer: &Pointer) -> String {
-    format!("nix-attach: paused: {} — it waited for `sudo nix-attach attach {}`, then failed as usual", pointer.summary, pointer.id)
+/// The line printed at the end for each build that paused, saying how long
+/// it waited and how to make it wait.
+pub fn summary_line(pointer: &Pointer, hold: Option<Duration>) -> String {
+    let waited = match hold {
+        Some(Duration::ZERO) => "released at once, as nobody was at a terminal; to keep it waiting for \
+                                 `sudo nix-attach attach ID` next time, pass --release-after SECS or --no-enter"
+            .to_string(),
+        Some(after) => format!("it waited {} s for `sudo nix-attach attach {}`, then was released", after.as_secs(), pointer.id),
+        None => format!("it waited for `sudo nix-attach attach {}` until its own timeout, then failed as usual", pointer.id),
+    };
+    format!("nix-attach: paused: {} — {waited}", pointer.summary)
 }
 
 /// On GitHub Actions, a `::error` workflow command with the same pointer.
@@ -69,4 +113,26 @@ async fn annotate(pointer: &Pointer) -> anyhow::Result<()> {
         stdout.flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(enter: Enter, release_after: Option<u64>) -> Options {
+        Options { enter, release_after: release_after.map(Duration::from_secs) }
+    }
+
+    #[test]
+    fn without_a_flag_a_paused_build_is_released_at_once() {
+        assert_eq!(hold(&options(Enter::Ask, None)), Some(Duration::ZERO));
+        assert_eq!(hold(&options(Enter::Always, None)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn release_after_bounds_the_wait_and_no_enter_leaves_it_to_the_build() {
+        assert_eq!(hold(&options(Enter::Ask, Some(3))), Some(Duration::from_secs(3)));
+        assert_eq!(hold(&options(Enter::Never, Some(3))), Some(Duration::from_secs(3)));
+        assert_eq!(hold(&options(Enter::Never, None)), None);
+    }
 }

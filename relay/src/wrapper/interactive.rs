@@ -4,6 +4,7 @@
 //! held back, and the person is asked whether to enter; after the session
 //! the build is released, the held output is shown and nix goes on.
 
+use super::held::Held;
 use super::markers::Markers;
 use super::privilege::Reach;
 use super::{Enter, Options};
@@ -91,7 +92,7 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     let mut input = Input::start()?;
     let mut input_open = true;
     let mut raw = RawMode::enter();
-    let mut reach = Reach::new()?;
+    let mut reach = Reach::new(true)?;
     let mut resized = signal(SignalKind::window_change())?;
     let mut stop = Stop::new()?;
     let mut stdout = tokio::io::stdout();
@@ -104,10 +105,7 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
         }
         if let Some(pointer) = nix.waiting.pop_front() {
             match offer_while_holding(&mut nix, &pointer, options, &mut input, &mut raw, &mut reach, &mut stop).await? {
-                Offered::Held(held) => {
-                    stdout.write_all(&held).await?;
-                    stdout.flush().await?;
-                }
+                Offered::Held(held) => held.show(&mut stdout).await?,
                 Offered::Stopped(code) => {
                     let _ = killer.kill();
                     return Ok(code);
@@ -161,7 +159,7 @@ impl Stop {
 /// How an offer ended.
 enum Offered {
     /// Answered; nix's output from meanwhile.
-    Held(Vec<u8>),
+    Held(Held),
     /// A signal ends the wrapper with this status.
     Stopped(i32),
 }
@@ -176,7 +174,7 @@ async fn offer_while_holding(
     reach: &mut Reach,
     stop: &mut Stop,
 ) -> anyhow::Result<Offered> {
-    let mut held = Vec::new();
+    let mut held = Held::default();
     input.pause();
     let nix_input = nix.input.clone();
     let offered = offer(pointer, options, raw, reach, nix_input);
@@ -184,7 +182,7 @@ async fn offer_while_holding(
     let outcome = loop {
         tokio::select! {
             outcome = &mut offered => break outcome.map(|()| Offered::Held(std::mem::take(&mut held))),
-            chunk = nix.output.recv(), if nix.output_open => held.extend(nix.note(chunk)),
+            chunk = nix.output.recv(), if nix.output_open => held.push(&nix.note(chunk))?,
             status = &mut nix.exit, if nix.code.is_none() => nix.code = Some(status.unwrap_or(255)),
             code = stop.next() => break Ok(Offered::Stopped(code)),
         }

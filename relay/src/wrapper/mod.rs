@@ -2,12 +2,17 @@
 //! that pause in its output, and offers to enter them.
 //!
 //! With a person at a terminal ([`interactive`]) nix runs under a PTY and
-//! its display passes through unchanged; a paused build brings a prompt.
+//! its display passes through unchanged; a paused build brings a prompt,
+//! and nix's output meanwhile is held ([`held`]: in memory, then in a
+//! temporary file).
 //! Without one (pipes, or `CI` set: [`batch`]) nothing ever waits for an
-//! answer: the output passes through and each paused build gets a summary
-//! line at the end (and a `::error` annotation on GitHub Actions).
+//! answer: the output passes through, a paused build is released at once
+//! (or after `--release-after`, or left to its own timeout with
+//! `--no-enter`), and each gets a summary line at the end (and a `::error`
+//! annotation on GitHub Actions).
 
 mod batch;
+mod held;
 mod interactive;
 pub mod markers;
 mod privilege;
@@ -40,7 +45,7 @@ pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::
         if attended() {
             interactive::run(&program, &args, &options).await
         } else {
-            batch::run(&program, &args).await
+            batch::run(&program, &args, &options).await
         }
     })?
 }

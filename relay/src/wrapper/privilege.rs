@@ -10,11 +10,15 @@ use tokio::process::Command;
 pub struct Reach {
     exe: PathBuf,
     told_about_sudo: bool,
+    /// A person is at the terminal: sudo may ask for a password there.
+    attended: bool,
 }
 
 impl Reach {
-    pub fn new() -> std::io::Result<Reach> {
-        Ok(Reach { exe: std::env::current_exe()?, told_about_sudo: false })
+    /// `attended`: sudo may ask for a password; otherwise it must not
+    /// (`sudo -n`), as nobody could answer.
+    pub fn new(attended: bool) -> std::io::Result<Reach> {
+        Ok(Reach { exe: std::env::current_exe()?, told_about_sudo: false, attended })
     }
 
     /// `nix-attach ARGS…`, run so that it can reach build `id`.
@@ -25,9 +29,13 @@ impl Reach {
             return command;
         }
         if !std::mem::replace(&mut self.told_about_sudo, true) {
-            eprint!("nix-attach: daemon builds belong to the build users; entering through sudo\r\n");
+            let end = if self.attended { "\r\n" } else { "\n" };
+            eprint!("nix-attach: daemon builds belong to the build users; reaching them through sudo{end}");
         }
         let mut command = Command::new("sudo");
+        if !self.attended {
+            command.arg("-n");
+        }
         command.arg("--").arg(&self.exe).args(args);
         command
     }

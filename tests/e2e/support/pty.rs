@@ -63,10 +63,15 @@ impl Terminal {
         let deadline = Instant::now() + Duration::from_secs(60);
         let (text, changed) = &*self.screen;
         let mut guard = text.lock().unwrap();
+        // Where the search starts: what was searched before cannot hold
+        // the needle, so a long output is searched once, not once a chunk.
+        let mut start = from;
         loop {
-            if let Some(at) = guard.get(from..).and_then(|rest| rest.find(needle)) {
-                return from + at + needle.len();
+            if let Some(at) = guard.get(start..).and_then(|rest| rest.find(needle)) {
+                return start + at + needle.len();
             }
+            start =
+                (from..=guard.len().saturating_sub(needle.len())).rev().find(|at| guard.is_char_boundary(*at)).unwrap_or(from).max(start);
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "never saw {needle:?}; the screen was:\n{}", *guard);
             guard = changed.wait_timeout(guard, left).unwrap().0;
