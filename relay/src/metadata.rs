@@ -2,7 +2,10 @@
 //! socket, and the file names of the agent's state directory.
 //!
 //! The host reads this file from a directory the build controls, so parsing
-//! is strict: a bounded size, no unknown fields, and bounded strings.
+//! is strict: a bounded size, no unknown fields, and bounded strings. The
+//! protocol version is read first, alone, so that the metadata of another
+//! version (with fields this nix-attach does not know) is refused for its
+//! version, not as invalid.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +52,12 @@ fn cut(text: &mut String, max: usize) {
     }
 }
 
+/// The one field every version of the metadata has, read before the rest.
+#[derive(Deserialize)]
+struct Versioned {
+    version: u32,
+}
+
 /// What the agent says about the build it keeps waiting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,10 +91,11 @@ pub struct Metadata {
 impl Metadata {
     /// Parses and checks metadata read from an untrusted build.
     pub fn parse(bytes: &[u8]) -> Result<Metadata, MetadataError> {
-        let meta: Metadata = serde_json::from_slice(bytes)?;
-        if meta.version != crate::protocol::VERSION {
-            return Err(MetadataError::Version(meta.version));
+        let Versioned { version } = serde_json::from_slice(bytes)?;
+        if version != crate::protocol::VERSION {
+            return Err(MetadataError::Version(version));
         }
+        let meta: Metadata = serde_json::from_slice(bytes)?;
         if !is_id(&meta.id) {
             return Err(MetadataError::Id);
         }
@@ -153,10 +163,11 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_refused() {
+    fn unknown_fields_of_this_version_are_refused() {
         let mut value = serde_json::to_value(sample()).unwrap();
         value["pid"] = 1.into();
-        assert!(Metadata::parse(value.to_string().as_bytes()).is_err());
+        let refused = Metadata::parse(value.to_string().as_bytes());
+        assert!(matches!(refused, Err(MetadataError::Json(_))), "{refused:?}");
     }
 
     #[test]
@@ -165,6 +176,24 @@ pub(crate) mod tests {
         meta.version = 99;
         let json = serde_json::to_vec(&meta).unwrap();
         assert!(matches!(Metadata::parse(&json), Err(MetadataError::Version(99))));
+    }
+
+    #[test]
+    fn a_newer_version_with_fields_we_do_not_know_is_refused_for_its_version() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["version"] = (crate::protocol::VERSION + 1).into();
+        value["cgroup"] = "/build.slice".into();
+        value.as_object_mut().unwrap().remove("locals");
+        let refused = Metadata::parse(value.to_string().as_bytes());
+        assert!(matches!(refused, Err(MetadataError::Version(v)) if v == crate::protocol::VERSION + 1), "{refused:?}");
+    }
+
+    #[test]
+    fn metadata_without_a_version_is_not_valid() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value.as_object_mut().unwrap().remove("version");
+        let refused = Metadata::parse(value.to_string().as_bytes());
+        assert!(matches!(refused, Err(MetadataError::Json(_))), "{refused:?}");
     }
 
     #[test]

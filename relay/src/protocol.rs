@@ -3,7 +3,8 @@
 //! A connection is a stream of length-prefixed frames (tokio-util's
 //! `LengthDelimitedCodec`, bounded by [`MAX_FRAME`]). The first byte of a
 //! frame names its kind. The client opens with a [`Hello`] naming what it
-//! wants. An attach is answered with [`AgentFrame::Terminal`], which carries
+//! wants; its version is read first, alone, so that a client of another
+//! version is told so even when the rest of its hello is new to us. An attach is answered with [`AgentFrame::Terminal`], which carries
 //! the session's PTY master as `SCM_RIGHTS`: the client then reads and
 //! writes the build's terminal itself, and the agent only reports how the
 //! shell ended. An exec streams input to the agent and output and the exit
@@ -34,6 +35,8 @@ pub enum ProtocolError {
     Malformed { kind: &'static str },
     #[error("malformed hello")]
     Hello(#[source] serde_json::Error),
+    #[error("the client speaks protocol {0}, this agent {VERSION}")]
+    Version(u32),
 }
 
 /// What a client asks for when it connects.
@@ -54,6 +57,22 @@ pub enum Request {
 pub struct Hello {
     pub version: u32,
     pub request: Request,
+}
+
+/// The one field a hello of every version has, read before the rest.
+#[derive(Deserialize)]
+struct Versioned {
+    version: u32,
+}
+
+/// Reads a hello: its version first, then, for our version only, the
+/// whole hello, strictly.
+fn decode_hello(body: &[u8]) -> Result<Hello, ProtocolError> {
+    let Versioned { version } = serde_json::from_slice(body).map_err(ProtocolError::Hello)?;
+    if version != VERSION {
+        return Err(ProtocolError::Version(version));
+    }
+    serde_json::from_slice(body).map_err(ProtocolError::Hello)
 }
 
 /// Frames from the client to the agent.
@@ -127,7 +146,7 @@ impl Frame for ClientFrame {
     fn decode(src: Bytes) -> Result<Self, ProtocolError> {
         let (kind, body) = split_kind(src)?;
         match kind {
-            kind::HELLO => serde_json::from_slice(&body).map(ClientFrame::Hello).map_err(ProtocolError::Hello),
+            kind::HELLO => decode_hello(&body).map(ClientFrame::Hello),
             kind::INPUT => Ok(ClientFrame::Input(body)),
             kind::INPUT_EOF if body.is_empty() => Ok(ClientFrame::InputEof),
             kind::INPUT_EOF => Err(ProtocolError::Malformed { kind: "input-eof" }),
@@ -245,7 +264,11 @@ mod tests {
         assert!(matches!(ClientFrame::decode(Bytes::from_static(&[9])), Err(ProtocolError::UnknownKind(9))));
         assert!(matches!(ClientFrame::decode(Bytes::from_static(&[3, 0])), Err(ProtocolError::Malformed { .. })));
         assert!(matches!(AgentFrame::decode(Bytes::from_static(&[0x85, 0])), Err(ProtocolError::Malformed { .. })));
-        assert!(matches!(ClientFrame::decode(Bytes::from_static(b"\x01{\"version\":1}")), Err(ProtocolError::Hello(_))));
+        assert!(matches!(ClientFrame::decode(Bytes::from_static(b"\x01{\"version\":2}")), Err(ProtocolError::Hello(_))));
+        assert!(matches!(
+            ClientFrame::decode(Bytes::from_static(b"\x01{\"request\":{\"mode\":\"release\"}}")),
+            Err(ProtocolError::Hello(_))
+        ));
         assert!(matches!(AgentFrame::decode(Bytes::from_static(&[0x83, 1])), Err(ProtocolError::Malformed { .. })));
     }
 
@@ -258,9 +281,33 @@ mod tests {
         assert!(codec.decode(&mut buf).is_err());
     }
 
+    /// A hello as JSON text, in a frame body.
+    fn hello_frame(json: &str) -> Bytes {
+        Bytes::from([&[kind::HELLO][..], json.as_bytes()].concat())
+    }
+
     #[test]
-    fn unknown_hello_fields_are_refused() {
-        let raw = b"\x01{\"version\":1,\"request\":{\"mode\":\"release\"},\"extra\":1}";
-        assert!(ClientFrame::decode(Bytes::from_static(raw)).is_err());
+    fn unknown_hello_fields_of_this_version_are_refused() {
+        let extra_field = format!(r#"{{"version":{VERSION},"request":{{"mode":"release"}},"extra":1}}"#);
+        let extra_request_field =
+            format!(r#"{{"version":{VERSION},"request":{{"mode":"attach","rows":24,"cols":80,"term":null,"force":true}}}}"#);
+        for json in [extra_field, extra_request_field] {
+            assert!(matches!(ClientFrame::decode(hello_frame(&json)), Err(ProtocolError::Hello(_))), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_newer_client_with_fields_we_do_not_know_is_told_its_version() {
+        let newer = VERSION + 1;
+        let unknown_field = format!(r#"{{"version":{newer},"request":{{"mode":"release"}},"session":"abc"}}"#);
+        let unknown_mode = format!(r#"{{"version":{newer},"request":{{"mode":"resize","rows":1}}}}"#);
+        for json in [unknown_field, unknown_mode] {
+            match ClientFrame::decode(hello_frame(&json)) {
+                Err(err @ ProtocolError::Version(v)) if v == newer => {
+                    assert_eq!(err.to_string(), format!("the client speaks protocol {newer}, this agent {VERSION}"))
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
     }
 }

@@ -99,14 +99,50 @@ fn a_fifo_in_place_of_the_metadata_does_not_block() {
     attack.finish();
 }
 
+/// The id the decoy metadata claims: root lists it only by following a link.
+const DECOY_ID: &str = "decafbad0001";
+
+/// How many rounds (the file, then the link) the swapper has made so far.
+fn swaps(build_dir: &Path) -> u64 {
+    std::fs::read_to_string(build_dir.join("swaps")).ok().and_then(|count| count.trim().parse().ok()).unwrap_or(0)
+}
+
 #[test]
 fn swapping_the_metadata_between_check_and_use_never_leaks_the_target() {
-    let swap = "cp agent.json good; while :; do cp good a && mv -f a agent.json; ln -sf /etc/shadow b && mv -f b agent.json; done";
-    let attack = attacked("swap", swap, false);
-    std::thread::sleep(Duration::from_millis(300));
-    for _ in 0..30 {
-        let (stdout, stderr, _) = attack.list();
-        assert_never_read_shadow(&(stdout + &stderr));
+    // The build keeps replacing its metadata, by renames, with the real
+    // file or with a relative link to a decoy beside it: valid metadata of
+    // the build's owner under another id. Following the link even once
+    // would list the decoy.
+    let swap = format!(
+        "cp agent.json good; sed 's/\"id\":\"[0-9a-f]*\"/\"id\":\"{DECOY_ID}\"/' agent.json > decoy.json; n=0; \
+         while :; do cp good a && mv -f a agent.json; ln -sf decoy.json b && mv -f b agent.json; \
+         n=$((n+1)); echo $n > /build/swaps.new && mv -f /build/swaps.new /build/swaps; done"
+    );
+    let attack = attacked("swap", &swap, false);
+    let deadline = Instant::now() + PATIENCE;
+    while swaps(&attack.build_dir) == 0 {
+        assert!(Instant::now() < deadline, "the swapper never ran:\n{}", attack.build.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Root lists until it has met both states, and the swapper has gone on
+    // swapping meanwhile.
+    let swaps_before = swaps(&attack.build_dir);
+    let skipped_as = format!("skipped {}:", attack.build_dir.display());
+    let (mut lists, mut saw_link, mut saw_file) = (0, false, false);
+    while lists < 30 || !saw_link || !saw_file || swaps(&attack.build_dir) <= swaps_before {
+        assert!(
+            Instant::now() < deadline,
+            "after {lists} lists, root saw the link: {saw_link}, the file: {saw_file}; swaps: {swaps_before} before, {} now",
+            swaps(&attack.build_dir)
+        );
+        let (stdout, stderr, listed) = attack.list();
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+        assert!(!entries.iter().any(|entry| entry["id"] == DECOY_ID), "root followed the link to the decoy:\n{stdout}");
+        // Other builds on the machine may be skipped too: only this one's
+        // line counts.
+        saw_link |= stderr.lines().any(|line| line.contains(&skipped_as) && line.contains("cannot open the metadata file"));
+        saw_file |= listed;
+        lists += 1;
     }
     attack.finish();
 }

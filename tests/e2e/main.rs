@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod hook;
 mod hostile;
+mod msrv;
 mod overlay;
 mod state;
 mod untouched;

@@ -54,12 +54,12 @@ pub fn open_session(connection: &UnixStream, request: Request) -> Result<(OwnedF
     // An agent that refuses us may close before reading the hello; its
     // refusal waits in the answer either way.
     let _ = (&*connection).write_all(&hello);
-    connection.set_read_timeout(Some(ANSWER_PATIENCE))?;
+    connection.set_read_timeout(Some(ANSWER_PATIENCE)).map_err(RelayError::Connection)?;
     let answer = match handoff::receive_answer(connection) {
         Err(ProtocolError::Io(err)) if err.kind() == std::io::ErrorKind::WouldBlock => return Err(RelayError::NoAnswer),
         answer => answer?.ok_or(RelayError::Closed)?,
     };
-    connection.set_read_timeout(None)?;
+    connection.set_read_timeout(None).map_err(RelayError::Connection)?;
     match answer.frame {
         AgentFrame::Terminal => {
             let master = answer.descriptor.ok_or(RelayError::NoTerminal)?;
@@ -78,10 +78,10 @@ pub fn open_session(connection: &UnixStream, request: Request) -> Result<(OwnedF
 /// the terminal is then raw and its size followed) or a signal comes;
 /// returns the shell's status, [`ESCAPED`], or 128 plus the signal.
 pub fn relay(master: OwnedFd, connection: UnixStream, frames: BytesMut, interactive: bool) -> Result<i32, RelayError> {
-    let signals = watch_signals()?;
-    cut_blocked_calls_on_alarm()?;
-    set_nonblocking(master.as_fd())?;
-    connection.set_nonblocking(true)?;
+    let signals = watch_signals().map_err(|errno| RelayError::Signals(errno.into()))?;
+    cut_blocked_calls_on_alarm().map_err(|errno| RelayError::Signals(errno.into()))?;
+    set_nonblocking(master.as_fd()).map_err(RelayError::BuildTerminal)?;
+    connection.set_nonblocking(true).map_err(RelayError::Connection)?;
     let _raw = interactive.then(RawMode::enter).flatten();
     let mut session = Session {
         master,
@@ -89,7 +89,7 @@ pub fn relay(master: OwnedFd, connection: UnixStream, frames: BytesMut, interact
         frames,
         codec: ClientCodec::default(),
         stdin: std::io::stdin(),
-        output: open_output()?,
+        output: open_output().map_err(RelayError::OpenStdout)?,
         signals,
         escape: interactive.then(Escape::default),
         stdin_open: true,
@@ -242,7 +242,7 @@ impl Session {
         };
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(err) => return Err(std::io::Error::from(err).into()),
+            Err(err) => return Err(RelayError::Poll(err)),
         }
         let ready = fds.iter().map(|fd| fd.revents().unwrap_or(PollFlags::empty()));
         Ok(interests.iter().zip(ready).filter(|(_, events)| !events.is_empty()).map(|((end, ..), events)| (*end, events)).collect())
@@ -347,7 +347,7 @@ impl Session {
                 Ok(0) | Err(Errno::EAGAIN) => return Ok(()),
                 Ok(n) => drop(self.to_user.drain(..n)),
                 Err(Errno::EINTR) => {}
-                Err(err) => return Err(std::io::Error::from(err).into()),
+                Err(err) => return Err(RelayError::WriteStdout(err.into())),
             }
         }
         Ok(())
@@ -456,6 +456,35 @@ mod tests {
     #[test]
     fn a_terminal_frame_without_a_descriptor_is_refused() {
         assert!(matches!(answered_with(TERMINAL, &[]), Err(RelayError::NoTerminal)));
+    }
+
+    #[test]
+    fn output_that_stdout_does_not_take_is_reported_as_a_write_to_stdout() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let (connection, _agent) = UnixStream::pair().unwrap();
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let mut session = Session {
+            master: pty.master,
+            connection,
+            frames: BytesMut::new(),
+            codec: ClientCodec::default(),
+            stdin: std::io::stdin(),
+            output: writer,
+            signals: SignalFd::with_flags(&SigSet::empty(), SfdFlags::SFD_CLOEXEC).unwrap(),
+            escape: None,
+            stdin_open: false,
+            master_open: true,
+            to_shell: Vec::new(),
+            to_user: b"shown $ ".to_vec(),
+            ended: None,
+        };
+        match session.write_user() {
+            Err(err @ RelayError::WriteStdout(_)) => {
+                assert_eq!(format!("{:#}", anyhow::Error::from(err)), "cannot write to stdout: Broken pipe (os error 32)")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -36,17 +36,27 @@ pub enum RelayError {
     NoAnswer,
     #[error("the build's terminal stopped answering (it was made blocking)")]
     Stalled,
-    #[error("cannot set up the relay")]
-    Setup(#[from] nix::Error),
-    #[error("cannot write to the terminal")]
-    Io(#[from] std::io::Error),
+    #[error("cannot watch for signals")]
+    Signals(#[source] std::io::Error),
+    #[error("cannot set up the connection to the build")]
+    Connection(#[source] std::io::Error),
+    #[error("cannot set up the build's terminal")]
+    BuildTerminal(#[source] nix::Error),
+    #[error("cannot open stdout for the session")]
+    OpenStdout(#[source] nix::Error),
+    #[error("cannot wait for the terminal, the build's terminal and the connection")]
+    Poll(#[source] nix::Error),
+    #[error("cannot write to stdout")]
+    WriteStdout(#[source] std::io::Error),
+    #[error("cannot write to stderr")]
+    WriteStderr(#[source] std::io::Error),
 }
 
 /// Sends `request`, relays until the session ends and returns its status.
 /// `stdin`, when given, is sent to the session.
 pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Input>) -> Result<i32, RelayError> {
-    let mut terminated = signal(SignalKind::terminate())?;
-    let mut hung_up = signal(SignalKind::hangup())?;
+    let mut terminated = signal(SignalKind::terminate()).map_err(RelayError::Signals)?;
+    let mut hung_up = signal(SignalKind::hangup()).map_err(RelayError::Signals)?;
     let (mut sink, frames) = Framed::new(stream, ClientCodec::default()).split();
     if sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await.is_err() {
         // The agent may have refused us and closed before reading: its
@@ -68,12 +78,12 @@ async fn read_frames(mut frames: Frames) -> Result<i32, RelayError> {
     loop {
         match frames.next().await.ok_or(RelayError::Closed)?? {
             AgentFrame::Output(data) => {
-                stdout.write_all(&data).await?;
-                stdout.flush().await?;
+                stdout.write_all(&data).await.map_err(RelayError::WriteStdout)?;
+                stdout.flush().await.map_err(RelayError::WriteStdout)?;
             }
             AgentFrame::Stderr(data) => {
-                stderr.write_all(&data).await?;
-                stderr.flush().await?;
+                stderr.write_all(&data).await.map_err(RelayError::WriteStderr)?;
+                stderr.flush().await.map_err(RelayError::WriteStderr)?;
             }
             AgentFrame::Exit(code) => return Ok(code),
             AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
