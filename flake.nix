@@ -12,6 +12,12 @@
     {
       overlays.default = import ./nixpkgs-overlay;
 
+      # services.nix-attach.broker.enable, with the overlay for pkgs.nix-attach.
+      nixosModules.default = {
+        imports = [ ./nixpkgs-overlay/nixos-module.nix ];
+        nixpkgs.overlays = [ self.overlays.default ];
+      };
+
       packages = forAllSystems (pkgs: {
         inherit (pkgs) nix-attach attachHook;
         default = pkgs.nix-attach;

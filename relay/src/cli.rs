@@ -60,6 +60,13 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
+    /// Serve ordinary users their own builds, as root (see SECURITY.md).
+    Broker {
+        /// The socket to listen on (default: $NIX_ATTACH_BROKER, or
+        /// /run/nix-attach/broker.sock); a socket passed by systemd wins.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Print a completion script for a shell.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -119,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let program = command.remove(0);
             wrapper::run(program, command, wrap.into())
         }
+        Command::Broker { socket } => crate::broker::run(socket.as_deref()).map(|()| 0).map_err(Into::into),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "nix-attach", &mut std::io::stdout());
             Ok(0)
@@ -148,7 +156,7 @@ mod tests {
         let mut manual = Vec::new();
         clap_mangen::Man::new(Cli::command()).render(&mut manual).unwrap();
         let (completions, manual) = (String::from_utf8(completions).unwrap(), String::from_utf8(manual).unwrap());
-        for command in ["list", "attach", "exec", "release", "build", "run"] {
+        for command in ["list", "attach", "exec", "release", "build", "run", "broker"] {
             assert!(completions.contains(command), "{command} is not completed");
             assert!(manual.contains(command), "{command} is not in the manual");
         }

@@ -72,7 +72,7 @@ const MAX_HANDED: usize = 253;
 
 /// One read, keeping the first descriptor that came with it; any others
 /// are closed as they are dropped.
-fn receive(stream: &std::os::unix::net::UnixStream, chunk: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+pub(crate) fn receive(stream: &std::os::unix::net::UnixStream, chunk: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut space = nix::cmsg_space!([RawFd; MAX_HANDED]);
     let mut iov = [IoSliceMut::new(chunk)];
     let message = loop {

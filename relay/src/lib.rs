@@ -10,6 +10,8 @@
 //!
 //! - [`wrapper`] is `nix-attach build`/`run`: it runs nix and offers to enter
 //!   the builds that pause.
+//! - [`broker`] is a small root service that hands each ordinary user a
+//!   connection to the builds that user asked for, so nobody needs sudo.
 //!
 //! They speak the framed [`protocol`], and an attach's PTY master passes
 //! from agent to client beside it ([`handoff`]); [`metadata`] describes a waiting
@@ -18,6 +20,7 @@
 //! async part, and [`sanitize`] makes anything a build wrote safe to print.
 
 pub mod agent;
+pub mod broker;
 pub mod cli;
 pub mod handoff;
 pub mod host;

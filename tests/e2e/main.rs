@@ -5,6 +5,7 @@
 mod support;
 
 mod attach;
+mod broker;
 mod discovery;
 mod ending;
 mod errors;

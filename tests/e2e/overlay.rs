@@ -280,3 +280,26 @@ fn dont_attach_on_failure_opts_out_of_the_hook_itself() {
     );
     assert_fails_at_once(&name, Build::start(&name, &expression));
 }
+
+#[test]
+fn the_nixos_module_runs_the_broker_as_root_on_a_socket_anyone_may_use() {
+    // The module system is not at hand here, so the module is applied to
+    // the few `lib` functions it uses, as NixOS defines them.
+    let got = nix_eval(&format!(
+        "let \
+           lib = {{ mkEnableOption = _: {{ type = \"bool\"; }}; mkIf = cond: value: if cond then value else {{ }}; getExe = p: \"${{p}}/bin/nix-attach\"; }}; \
+           module = enable: import {module} {{ inherit lib; pkgs = {{ nix-attach = \"/nix/store/x-nix-attach\"; }}; \
+             config.services.nix-attach.broker.enable = enable; }}; \
+         in {{ on = (module true).config; off = (module false).config; }}",
+        module = repository().join("nixpkgs-overlay/nixos-module.nix").display(),
+    ));
+    let socket = &got["on"]["systemd"]["sockets"]["nix-attach-broker"];
+    assert_eq!(socket["socketConfig"]["ListenStream"], "/run/nix-attach/broker.sock");
+    assert_eq!(socket["socketConfig"]["SocketMode"], "0666");
+    assert_eq!(socket["wantedBy"], json!(["sockets.target"]));
+    assert_eq!(
+        got["on"]["systemd"]["services"]["nix-attach-broker"]["serviceConfig"]["ExecStart"],
+        "/nix/store/x-nix-attach/bin/nix-attach broker"
+    );
+    assert_eq!(got["off"], json!({}));
+}

@@ -3,6 +3,7 @@
 
 use crate::support::pty::Terminal;
 use crate::support::{list, nix_attach, nix_attach_cmd, Drv, PATIENCE};
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -157,6 +158,7 @@ impl InCi {
             .stdin(std::process::Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
+            .process_group(0)
             .spawn()
             .expect("run the wrapper");
         InCi { child, stdout, stderr }
@@ -171,7 +173,8 @@ impl InCi {
         let deadline = std::time::Instant::now() + PATIENCE;
         while self.running() {
             if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
+                // The wrapper and nix with it, so no build is left waiting.
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGKILL);
                 panic!("the wrapper still runs after {PATIENCE:?}: {}", std::fs::read_to_string(&self.stderr).unwrap_or_default());
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

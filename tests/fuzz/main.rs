@@ -1,6 +1,7 @@
 //! Bounded fuzzing of everything that parses what a build or a peer sent:
-//! the frame decoders of both sides, the metadata parser and the pointer
-//! finder. Each runs first over the checked-in corpus (tests/fuzz/corpus),
+//! the frame decoders of both sides, the metadata parser, the pointer
+//! finder, and the broker's request decoder (what any local user may send
+//! to a root service). Each runs first over the checked-in corpus (tests/fuzz/corpus),
 //! then over proptest's random inputs and mutations of the corpus. A run is
 //! bounded by its case count (`PROPTEST_CASES`, 512 by default).
 
@@ -52,6 +53,18 @@ fn check_metadata(bytes: &[u8]) {
     }
 }
 
+/// The broker reads one frame of at most MAX_REQUEST bytes and decodes it;
+/// whatever came, a request it accepts re-encodes to the same request.
+fn check_broker_request(bytes: &[u8]) {
+    use nix_attach::broker::wire;
+    let framed = [&(bytes.len() as u32).to_be_bytes()[..], bytes].concat();
+    let Ok(body) = wire::read_frame(&mut &framed[..], wire::MAX_REQUEST) else { return };
+    if let Ok(request) = wire::decode_request(&body) {
+        let again = wire::decode_request(&wire::encode_request(&request)[4..]).expect("accepted requests round-trip");
+        assert_eq!(again, request);
+    }
+}
+
 fn check_pointers(bytes: &[u8], step: usize) {
     let mut markers = Markers::default();
     for piece in bytes.chunks(step.max(1)) {
@@ -100,6 +113,10 @@ fn the_corpus_parses_without_panicking() {
     for bytes in corpus("pointer") {
         check_pointers(&bytes, 7);
     }
+    for bytes in corpus("broker") {
+        check_broker_request(&bytes);
+    }
+    assert!(nix_attach::broker::wire::decode_request(&corpus_entry("broker", "open-id")).is_ok());
 }
 
 fn corpus_entry(kind: &str, name: &str) -> Vec<u8> {
@@ -132,6 +149,16 @@ proptest! {
     #[test]
     fn the_metadata_parser_takes_mutated_metadata(bytes in mutated("metadata")) {
         check_metadata(&bytes);
+    }
+
+    #[test]
+    fn the_broker_takes_any_request(bytes in prop::collection::vec(any::<u8>(), 0..8192)) {
+        check_broker_request(&bytes);
+    }
+
+    #[test]
+    fn the_broker_takes_mutated_requests(bytes in mutated("broker")) {
+        check_broker_request(&bytes);
     }
 
     #[test]

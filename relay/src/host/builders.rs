@@ -23,9 +23,22 @@ const NIX_PROGRAMS: &[&str] = &["nix", "nix-daemon", "nix-build", "nix-store", "
 /// How far up the walk goes: a builder's own process tree is never deeper.
 const MAX_DEPTH: usize = 64;
 
-/// Whether `agent`, a process with `facts`, may be running a build.
-pub fn may_run_builds(agent: &Process, facts: &Facts) -> bool {
-    facts.euid == 0 || facts.euid == nix::unistd::geteuid().as_raw() || nix_ancestor(agent, facts).is_some()
+/// Why a process counts as a build's agent.
+#[derive(Debug)]
+pub enum Origin {
+    /// It runs as root or as the user asking: nobody else's process.
+    Trusted,
+    /// A Nix process of root's started its build (the daemon's worker).
+    Nix(Process),
+}
+
+/// Whether `agent`, a process with `facts`, may be running a build, and why.
+pub fn origin(agent: &Process, facts: &Facts) -> Option<Origin> {
+    match nix_ancestor(agent, facts) {
+        Some(nix) => Some(Origin::Nix(nix)),
+        None if facts.euid == 0 || facts.euid == nix::unistd::geteuid().as_raw() => Some(Origin::Trusted),
+        None => None,
+    }
 }
 
 /// The Nix process, run by root, that the build `process` belongs to was
@@ -49,7 +62,7 @@ pub fn nix_ancestor(process: &Process, facts: &Facts) -> Option<Process> {
 /// Whether a process of root's runs Nix: by its program, or, where only
 /// root may read that (an ordinary user asking), by its command name, which
 /// only root's own process can have set.
-fn is_nix_program(process: &Process) -> bool {
+pub fn is_nix_program(process: &Process) -> bool {
     let name = match process.program() {
         Ok(program) => program.file_name().map(|name| name.to_string_lossy().into_owned()),
         Err(_) => process.command_name().ok(),
@@ -70,8 +83,8 @@ mod tests {
     }
 
     #[test]
-    fn the_callers_own_processes_may_run_builds() {
+    fn the_callers_own_processes_are_trusted() {
         let me = Process::open(std::process::id() as i32).unwrap();
-        assert!(may_run_builds(&me, &me.facts().unwrap()));
+        assert!(matches!(origin(&me, &me.facts().unwrap()), Some(Origin::Trusted)));
     }
 }

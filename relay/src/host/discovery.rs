@@ -11,8 +11,9 @@
 //! no link is followed, only regular files are read, owners must agree and
 //! every read is bounded.
 
-use super::builders;
+use super::builders::{self, Origin};
 use super::process::Process;
+use super::requester::{self, Requester};
 use crate::metadata::{Metadata, MetadataError, MAX_METADATA, METADATA, STATE_DIR};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
@@ -58,6 +59,8 @@ pub struct WaitingBuild {
     pub build_dir: PathBuf,
     /// The uid that owns the build's files and runs its agent.
     pub owner: u32,
+    /// Who asked Nix for the build, where the kernel says (root asking).
+    pub requester: Option<Requester>,
     state_dir: OwnedFd,
 }
 
@@ -71,7 +74,7 @@ impl WaitingBuild {
     #[cfg(test)]
     pub(crate) fn stand_in(meta: Metadata) -> WaitingBuild {
         let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
-        WaitingBuild { meta, pid: 1, build_dir: PathBuf::from("/"), owner: 0, state_dir: root }
+        WaitingBuild { meta, pid: 1, build_dir: PathBuf::from("/"), owner: 0, requester: None, state_dir: root }
     }
 }
 
@@ -97,6 +100,7 @@ struct Agent {
     pid: i32,
     parent: i32,
     uid: u32,
+    requester: Option<Requester>,
     cwd: Option<Candidate>,
 }
 
@@ -138,7 +142,7 @@ fn waiting_builds(agents: Vec<Agent>, mut candidates: HashMap<Key, Candidate>, d
     for mut agent in agents {
         let Some(cwd) = agent.cwd.take() else { continue };
         let candidate = candidates.remove(&key(&cwd.stat)).unwrap_or(cwd);
-        match read_build(candidate, agent.pid, agent.uid) {
+        match read_build(candidate, &agent) {
             Ok(build) => discovery.builds.push(build),
             Err((path, err)) => discovery.skipped.push((path, err)),
         }
@@ -202,9 +206,14 @@ fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
         }
         let Ok(process) = Process::open(pid) else { continue };
         let Ok(facts) = process.facts() else { continue };
-        if !is_agent_command(process.dir()) || !builders::may_run_builds(&process, &facts) {
+        if !is_agent_command(process.dir()) {
             continue;
         }
+        let requester = match builders::origin(&process, &facts) {
+            None => continue,
+            Some(Origin::Trusted) => None,
+            Some(Origin::Nix(nix)) => requester::requester(&nix).ok(),
+        };
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let cwd = match openat(process.dir(), "cwd", flags, Mode::empty()) {
             Ok(dir) => fstat(&dir).ok().map(|stat| Candidate { build_dir: proc_dir.join("cwd/.."), dir, stat }),
@@ -214,7 +223,7 @@ fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
             }
             Err(_) => None,
         };
-        agents.push(Agent { pid, parent: facts.parent, uid: facts.euid, cwd });
+        agents.push(Agent { pid, parent: facts.parent, uid: facts.euid, requester, cwd });
     }
     without_forks(agents)
 }
@@ -255,11 +264,12 @@ fn is_agent_command(process: BorrowedFd) -> bool {
 }
 
 /// Reads and checks a candidate's metadata.
-fn read_build(candidate: Candidate, pid: i32, uid: u32) -> Result<WaitingBuild, (PathBuf, DiscoveryError)> {
+fn read_build(candidate: Candidate, agent: &Agent) -> Result<WaitingBuild, (PathBuf, DiscoveryError)> {
     let Candidate { build_dir, dir, stat } = candidate;
+    let uid = agent.uid;
     let checked = check_owner("the state directory", uid, stat.st_uid).and_then(|()| read_metadata(&dir, uid));
     match checked {
-        Ok(meta) => Ok(WaitingBuild { meta, pid, build_dir, owner: uid, state_dir: dir }),
+        Ok(meta) => Ok(WaitingBuild { meta, pid: agent.pid, build_dir, owner: uid, requester: agent.requester, state_dir: dir }),
         Err(err) => Err((build_dir, err)),
     }
 }

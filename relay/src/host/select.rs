@@ -18,7 +18,8 @@ fn denied_hint(denied: usize) -> String {
         String::new()
     } else {
         format!(
-            " that this user can reach; permission denied for {denied} build director{}: daemon builds need root (run it with sudo)",
+            " that this user can reach; permission denied for {denied} build director{}: daemon builds need root (run it with \
+             sudo, or have root start the broker, `nix-attach broker`, to enter your own builds without it)",
             if denied == 1 { "y" } else { "ies" }
         )
     }

@@ -1,7 +1,9 @@
 //! Runs nix-attach's own `attach` and `release` for the wrapper, as a child
 //! process on the user's terminal: directly when this user can reach the
-//! build (root, or a single-user store), through sudo otherwise.
+//! build (root, a single-user store, or a build of its own that the broker
+//! serves), through sudo otherwise.
 
+use crate::broker;
 use crate::host::discovery::discover_agents;
 use std::path::PathBuf;
 use tokio::process::Command;
@@ -40,7 +42,11 @@ impl Reach {
         command
     }
 
+    /// Whether this user reaches build `id` without sudo: as root, directly
+    /// (a single-user store), or through the broker (a build it asked for).
     fn reachable(&self, id: &str) -> bool {
-        nix::unistd::geteuid().is_root() || discover_agents().builds.iter().any(|build| build.meta.id == id)
+        nix::unistd::geteuid().is_root()
+            || discover_agents().builds.iter().any(|build| build.meta.id == id)
+            || broker::client::list(&broker::socket_path()).is_ok_and(|mine| mine.iter().any(|build| build.id == id))
     }
 }

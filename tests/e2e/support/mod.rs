@@ -104,6 +104,16 @@ impl Drv {
 
     /// The Nix expression for this derivation.
     pub fn expression(&self) -> String {
+        self.expression_over(&fixtures(), nix_attach())
+    }
+
+    /// The expression over the copy that every user may read.
+    pub fn readable_expression(&self) -> String {
+        let (fixtures, agent) = readable_copy();
+        self.expression_over(fixtures, agent.to_str().unwrap())
+    }
+
+    fn expression_over(&self, fixtures: &Path, agent: &str) -> String {
         let mut inputs = self.extra_inputs.join(" ");
         if self.hook {
             inputs += " f.attachHook";
@@ -111,8 +121,7 @@ impl Drv {
         let attrs: String = self.attrs.iter().map(|(name, value)| format!("{name} = {value}; ")).collect();
         format!(
             "let f = import {fixtures} {{ agent = {agent}; }}; in f.mkDerivation {{ name = {name}; nativeBuildInputs = [ {inputs} ]; {attrs}}}",
-            fixtures = fixtures().display(),
-            agent = nix_attach(),
+            fixtures = fixtures.display(),
             name = nix_string(&self.name),
         )
     }
@@ -120,6 +129,11 @@ impl Drv {
     /// Starts `nix-build` on this derivation through the daemon.
     pub fn start(&self) -> Build {
         Build::start(&self.name, &self.expression())
+    }
+
+    /// Starts `nix-build` on this derivation as `user`.
+    pub fn start_as(&self, user: &str) -> Build {
+        Build::start_as(user, &self.name, &self.readable_expression())
     }
 
     /// Starts the build and waits until it pauses.
@@ -167,9 +181,21 @@ impl Build {
     /// through the daemon. The nixpkgs stand-in finds the binary under
     /// test through $NIX_ATTACH_TEST_BINARY.
     pub fn start(name: &str, expression: &str) -> Build {
+        Build::start_with(name, expression, Command::new("nix-build"))
+    }
+
+    /// Starts `nix-build` as `user`, one of the test bed's ordinary users.
+    pub fn start_as(user: &str, name: &str, expression: &str) -> Build {
+        let mut command = as_user(user, "nix-build");
+        command.env("HOME", format!("/home/{user}"));
+        Build::start_with(name, expression, command)
+    }
+
+    /// Starts `command --no-out-link --expr EXPRESSION`, a build called `name`.
+    pub fn start_with(name: &str, expression: &str, mut command: Command) -> Build {
         let log = std::env::temp_dir().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("create the build log");
-        let child = Command::new("nix-build")
+        let child = command
             .args(["--no-out-link", "--expr", expression])
             .env("NIX_REMOTE", "daemon")
             .env("NIX_ATTACH_TEST_BINARY", nix_attach())
@@ -285,4 +311,53 @@ pub fn release(build: Build, paused: &Paused) -> Finished {
     let output = nix_attach_cmd(&["release", &paused.id]);
     assert!(output.status.success(), "release failed: {}\nthe build's log:\n{}", String::from_utf8_lossy(&output.stderr), build.log());
     build.finish()
+}
+
+/// The test bed's ordinary users (`tests/bed/setup` makes them, in
+/// `nix-users`): each may build through the daemon, neither has sudo.
+pub const ALICE: &str = "nix-attach-alice";
+pub const BOB: &str = "nix-attach-bob";
+
+/// `program`, to be run as `user` with that user's groups (setpriv execs,
+/// so the pid is the program's own).
+pub fn as_user(user: &str, program: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args([&format!("--reuid={user}"), &format!("--regid={user}"), "--init-groups", program]);
+    command
+}
+
+/// The uid of `user`.
+pub fn uid_of(user: &str) -> u32 {
+    nix::unistd::User::from_name(user).unwrap().unwrap_or_else(|| panic!("no user {user}: run tests/bed/setup")).uid.as_raw()
+}
+
+/// The fixtures (with the hook they package) and the binary under test,
+/// copied where every user may read them: the test bed's ordinary users
+/// cannot reach a checkout below a private directory (such as /root).
+/// Made once per binary; older copies are removed.
+pub fn readable_copy() -> &'static (PathBuf, PathBuf) {
+    static COPY: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let binary = std::fs::metadata(nix_attach()).unwrap();
+        let parent = Path::new("/tmp/nix-attach-tests-readable");
+        let dir = parent.join(format!("{}-{}", binary.ino(), binary.mtime()));
+        if !dir.join("done").exists() {
+            let _ = std::fs::remove_dir_all(parent);
+            let repository = fixtures().join("../..");
+            std::fs::create_dir_all(dir.join("tests")).unwrap();
+            for (from, to) in [(fixtures(), dir.join("tests/fixtures")), (repository.join("setup-hooks"), dir.join("setup-hooks"))] {
+                assert!(Command::new("cp").arg("-R").arg(&from).arg(&to).status().unwrap().success(), "copy {from:?}");
+            }
+            std::fs::copy(nix_attach(), dir.join("nix-attach")).unwrap();
+            assert!(Command::new("chmod").args(["-R", "a+rX"]).arg(parent).status().unwrap().success());
+            std::fs::write(dir.join("done"), "").unwrap();
+        }
+        (dir.join("tests/fixtures"), dir.join("nix-attach"))
+    })
+}
+
+/// The binary under test, at a path every user may run.
+pub fn readable_nix_attach() -> &'static str {
+    readable_copy().1.to_str().unwrap()
 }

@@ -1,0 +1,54 @@
+//! Asking the broker, as an ordinary user: for the builds this user asked
+//! for, and for a connection to one of them.
+
+use super::wire::{self, Reply, Request, WireError};
+use crate::host::listing::Listing;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no broker answers at {0}: daemon builds need root; ask root to start one (`nix-attach broker`, or enable \
+         nix-attach-broker.socket / services.nix-attach.broker.enable), or run it with sudo"
+    )]
+    Unavailable(PathBuf, #[source] std::io::Error),
+    #[error("the broker refused: {0}")]
+    Refused(String),
+    #[error("the broker at {0} did not answer as a broker")]
+    Wire(PathBuf, #[source] WireError),
+    #[error("the broker answered with no connection to the build")]
+    NoConnection,
+}
+
+impl ClientError {
+    /// Whether no broker runs there at all (rather than one that refused).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ClientError::Unavailable(..))
+    }
+}
+
+/// The waiting builds this user asked for.
+pub fn list(socket: &Path) -> Result<Vec<Listing>, ClientError> {
+    match ask(socket, &Request::List)? {
+        (Reply::Builds { builds }, _) => Ok(builds),
+        (Reply::Refused { reason }, _) => Err(ClientError::Refused(reason)),
+        (Reply::Opened { .. }, _) => Err(ClientError::NoConnection),
+    }
+}
+
+/// A connection to the agent of the build `query` names, among this user's.
+pub fn open(socket: &Path, query: Option<&str>) -> Result<UnixStream, ClientError> {
+    match ask(socket, &Request::Open { id: query.map(String::from) })? {
+        (Reply::Opened { .. }, Some(agent)) => Ok(UnixStream::from(agent)),
+        (Reply::Refused { reason }, _) => Err(ClientError::Refused(crate::sanitize::sanitize(&reason))),
+        _ => Err(ClientError::NoConnection),
+    }
+}
+
+fn ask(socket: &Path, request: &Request) -> Result<(Reply, Option<std::os::fd::OwnedFd>), ClientError> {
+    let stream = UnixStream::connect(socket).map_err(|err| ClientError::Unavailable(socket.into(), err))?;
+    let wire_error = |err| ClientError::Wire(socket.into(), err);
+    std::io::Write::write_all(&mut &stream, &wire::encode_request(request)).map_err(|err| wire_error(err.into()))?;
+    wire::receive_reply(&stream).map_err(wire_error)
+}

@@ -1,0 +1,120 @@
+//! Who asked for a build, as the kernel tells it.
+//!
+//! Nix runs every builder as a child of the process that runs the build
+//! (see [`builders`](super::builders)). For a daemon build that is the
+//! daemon's worker, which serves one client: a unix socket among its
+//! descriptors. Root can take a copy of that descriptor (`pidfd_getfd`,
+//! Linux 5.6) and ask the kernel who is at the other end (`SO_PEERCRED`):
+//! the uid and pid of the process that connected, recorded by the kernel
+//! when it connected. That is a user's `nix-build` or `nix build`, or, for
+//! a remote builder, `nix-daemon --stdio` run by the ssh user. Nothing the
+//! build wrote is read, and nothing the client says is believed.
+//!
+//! A Nix process of root's without a client (root's own `nix-build` on a
+//! local store) was asked by root. Only root may take descriptors from
+//! root's processes, so for anyone else the requester stays unknown.
+
+use super::process::Process;
+use rustix::net::sockopt;
+use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+use std::os::fd::{AsFd, OwnedFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequesterError {
+    #[error("cannot open a pidfd for the Nix process {pid}")]
+    Pidfd {
+        pid: i32,
+        #[source]
+        source: rustix::io::Errno,
+    },
+    #[error("the Nix process {pid} is gone")]
+    Gone { pid: i32 },
+    #[error("cannot list the descriptors of the Nix process {pid}")]
+    Descriptors {
+        pid: i32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("the Nix process {pid} serves {count} clients of different users")]
+    Ambiguous { pid: i32, count: usize },
+}
+
+/// The process that asked for a build, by the kernel's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requester {
+    pub uid: u32,
+    /// Its pid when it connected, as this pid namespace sees it.
+    pub pid: i32,
+}
+
+/// Who asked `nix`, the Nix process of root's that runs a build (a daemon
+/// worker, or root's own `nix-build`), for it.
+pub fn requester(nix: &Process) -> Result<Requester, RequesterError> {
+    let pid = nix.pid();
+    let pidfd = pidfd_open(Pid::from_raw(pid).ok_or(RequesterError::Gone { pid })?, PidfdFlags::empty())
+        .map_err(|source| RequesterError::Pidfd { pid, source })?;
+    // The handle still reads, so its process was alive when the pidfd was
+    // opened: the pid was not reused in between, and both name one process.
+    nix.facts().map_err(|_| RequesterError::Gone { pid })?;
+    let mut clients: Vec<Requester> = Vec::new();
+    for fd in socket_descriptors(nix)? {
+        let Ok(copy) = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()) else { continue };
+        if let Some(client) = unix_peer(&copy).filter(|client| client.pid != pid) {
+            if !clients.iter().any(|known| known.uid == client.uid) {
+                clients.push(client);
+            }
+        }
+    }
+    match clients[..] {
+        [] => Ok(Requester { uid: 0, pid }),
+        [client] => Ok(client),
+        _ => Err(RequesterError::Ambiguous { pid, count: clients.len() }),
+    }
+}
+
+/// The descriptors of `process` that are sockets (`socket:[INODE]`).
+fn socket_descriptors(process: &Process) -> Result<Vec<i32>, RequesterError> {
+    use nix::fcntl::{readlinkat, OFlag};
+    let pid = process.pid();
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = nix::dir::Dir::openat(process.dir(), "fd", flags, nix::sys::stat::Mode::empty())
+        .map_err(|source| RequesterError::Descriptors { pid, source })?;
+    let fds: Vec<i32> = dir.iter().flatten().filter_map(|entry| entry.file_name().to_str().ok()?.parse().ok()).collect();
+    let fd_dir = nix::fcntl::openat(process.dir(), "fd", flags, nix::sys::stat::Mode::empty())
+        .map_err(|source| RequesterError::Descriptors { pid, source })?;
+    Ok(fds
+        .into_iter()
+        .filter(|fd| readlinkat(&fd_dir, fd.to_string().as_str()).is_ok_and(|link| link.to_string_lossy().starts_with("socket:")))
+        .collect())
+}
+
+/// The credentials of the peer of a connected unix stream socket.
+fn unix_peer(socket: &OwnedFd) -> Option<Requester> {
+    let is_unix_stream = sockopt::socket_domain(socket.as_fd()).ok()? == rustix::net::AddressFamily::UNIX
+        && sockopt::socket_type(socket.as_fd()).ok()? == rustix::net::SocketType::STREAM;
+    if !is_unix_stream {
+        return None;
+    }
+    let peer = sockopt::socket_peercred(socket.as_fd()).ok()?;
+    let pid = peer.pid.as_raw_nonzero().get();
+    Some(Requester { uid: peer.uid.as_raw(), pid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn the_peer_of_a_socket_pair_is_this_process() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let peer = unix_peer(&OwnedFd::from(ours)).unwrap();
+        assert_eq!(peer, Requester { uid: nix::unistd::geteuid().as_raw(), pid: std::process::id() as i32 });
+    }
+
+    #[test]
+    fn a_socket_that_is_not_a_unix_stream_has_no_requester() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(unix_peer(&OwnedFd::from(udp)).is_none());
+    }
+}
