@@ -21,6 +21,12 @@ rustPlatform.buildRustPackage {
   # Never pause the build of the tool that does the pausing.
   dontAttachOnFailure = true;
 
+  # nix.conf's pre-build-hook names this link (Nix passes no arguments of
+  # ours, so the name says what to do).
+  postInstall = ''
+    ln -s nix-attach $out/bin/nix-attach-pre-build-hook
+  '';
+
   meta = {
     description = "Attach a shell to a failed Nix build, inside its sandbox, with the builder's shell state";
     license = lib.licenses.mit;

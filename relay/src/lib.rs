@@ -10,20 +10,24 @@
 //!
 //! - [`wrapper`] is `nix-attach build`/`run`: it runs nix and offers to enter
 //!   the builds that pause.
+//! - [`inject`] is the daemon's pre-build hook: it puts the hook into a
+//!   build at sandbox setup, where the daemon allows it.
 //! - [`broker`] is a small root service that hands each ordinary user a
 //!   connection to the builds that user asked for, so nobody needs sudo.
 //!
 //! They speak the framed [`protocol`], and an attach's PTY master passes
 //! from agent to client beside it ([`handoff`]); [`metadata`] describes a waiting
-//! build, [`pointer`] is the log line that says how to attach, [`pump`]
+//! build, [`derivation`] reads a `.drv` file, [`pointer`] is the log line that says how to attach, [`pump`]
 //! moves bytes between threads and tasks, [`runtime`] runs each command's
 //! async part, and [`sanitize`] makes anything a build wrote safe to print.
 
 pub mod agent;
 pub mod broker;
 pub mod cli;
+pub mod derivation;
 pub mod handoff;
 pub mod host;
+pub mod inject;
 pub mod metadata;
 pub mod pointer;
 pub mod protocol;

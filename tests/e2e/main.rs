@@ -12,6 +12,7 @@ mod errors;
 mod faults;
 mod hook;
 mod hostile;
+mod injection;
 mod msrv;
 mod overlay;
 mod state;

@@ -282,15 +282,16 @@ fn dont_attach_on_failure_opts_out_of_the_hook_itself() {
 }
 
 #[test]
-fn the_nixos_module_runs_the_broker_as_root_on_a_socket_anyone_may_use() {
+fn the_nixos_module_runs_the_broker_as_root_on_a_socket_anyone_may_use_and_names_the_pre_build_hook() {
     // The module system is not at hand here, so the module is applied to
     // the few `lib` functions it uses, as NixOS defines them.
     let got = nix_eval(&format!(
         "let \
-           lib = {{ mkEnableOption = _: {{ type = \"bool\"; }}; mkIf = cond: value: if cond then value else {{ }}; getExe = p: \"${{p}}/bin/nix-attach\"; }}; \
-           module = enable: import {module} {{ inherit lib; pkgs = {{ nix-attach = \"/nix/store/x-nix-attach\"; }}; \
-             config.services.nix-attach.broker.enable = enable; }}; \
-         in {{ on = (module true).config; off = (module false).config; }}",
+           lib = {{ mkEnableOption = _: {{ type = \"bool\"; }}; mkIf = cond: value: if cond then value else {{ }}; \
+             mkMerge = builtins.foldl' (a: b: a // b) {{ }}; getExe = p: \"${{p}}/bin/nix-attach\"; }}; \
+           module = broker: injection: import {module} {{ inherit lib; pkgs = {{ nix-attach = \"/nix/store/x-nix-attach\"; }}; \
+             config.services.nix-attach = {{ broker.enable = broker; injection.enable = injection; }}; }}; \
+         in {{ on = (module true false).config; off = (module false false).config; injection = (module false true).config; }}",
         module = repository().join("nixpkgs-overlay/nixos-module.nix").display(),
     ));
     let socket = &got["on"]["systemd"]["sockets"]["nix-attach-broker"];
@@ -302,4 +303,5 @@ fn the_nixos_module_runs_the_broker_as_root_on_a_socket_anyone_may_use() {
         "/nix/store/x-nix-attach/bin/nix-attach broker"
     );
     assert_eq!(got["off"], json!({}));
+    assert_eq!(got["injection"], json!({ "nix": { "settings": { "pre-build-hook": "/nix/store/x-nix-attach/bin/nix-attach-pre-build-hook" } } }));
 }

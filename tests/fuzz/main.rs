@@ -1,7 +1,8 @@
 //! Bounded fuzzing of everything that parses what a build or a peer sent:
 //! the frame decoders of both sides, the metadata parser, the pointer
-//! finder, and the broker's request decoder (what any local user may send
-//! to a root service). Each runs first over the checked-in corpus (tests/fuzz/corpus),
+//! finder, the broker's request decoder (what any local user may send to a
+//! root service), and the derivation reader (the daemon's pre-build hook
+//! reads, as root, derivations anyone may write). Each runs first over the checked-in corpus (tests/fuzz/corpus),
 //! then over proptest's random inputs and mutations of the corpus. A run is
 //! bounded by its case count (`PROPTEST_CASES`, 512 by default).
 
@@ -113,6 +114,10 @@ fn the_corpus_parses_without_panicking() {
     for bytes in corpus("pointer") {
         check_pointers(&bytes, 7);
     }
+    for bytes in corpus("derivation") {
+        let _ = nix_attach::derivation::Derivation::parse(&bytes);
+    }
+    assert!(nix_attach::derivation::Derivation::parse(&corpus_entry("derivation", "busybox")).is_ok());
     for bytes in corpus("broker") {
         check_broker_request(&bytes);
     }
@@ -149,6 +154,11 @@ proptest! {
     #[test]
     fn the_metadata_parser_takes_mutated_metadata(bytes in mutated("metadata")) {
         check_metadata(&bytes);
+    }
+
+    #[test]
+    fn the_derivation_reader_takes_mutated_derivations(bytes in mutated("derivation")) {
+        let _ = nix_attach::derivation::Derivation::parse(&bytes);
     }
 
     #[test]

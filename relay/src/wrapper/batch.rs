@@ -40,6 +40,7 @@ fn hold(options: &Options) -> Option<Duration> {
 pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<i32> {
     let mut child = Command::new(program)
         .args(args)
+        .env(crate::inject::policy::MARK, "1")
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -48,6 +48,8 @@ impl Nix {
             native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).context("cannot open a PTY for nix")?;
         let mut command = CommandBuilder::new(program);
         command.args(args);
+        // The daemon's pre-build hook makes builds asked for so pause.
+        command.env(crate::inject::policy::MARK, "1");
         command.cwd(std::env::current_dir()?);
         let child = pair.slave.spawn_command(command).with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
         drop(pair.slave);

@@ -1,5 +1,8 @@
 //! `nix-attach build` and `nix-attach run`: runs nix, notices the builds
-//! that pause in its output, and offers to enter them.
+//! that pause in its output, and offers to enter them. The nix it runs is
+//! marked (`NIX_ATTACH_REQUESTED=1`), so that where the daemon's pre-build
+//! hook injects the attach hook ([`crate::inject`]), the builds it asks
+//! for pause even without the hook in their inputs.
 //!
 //! With a person at a terminal ([`interactive`]) nix runs under a PTY and
 //! its display passes through unchanged; a paused build brings a prompt,

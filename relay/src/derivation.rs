@@ -1,0 +1,228 @@
+//! A derivation file (`/nix/store/…-NAME.drv`), read from its ATerm text:
+//!
+//! ```text
+//! Derive([("out","/nix/store/…","","")],[("/nix/store/…drv",["out"])],["/nix/store/…src"],
+//!        "x86_64-linux","/nix/store/…bash",["-e","…builder.sh"],[("name","hello"),…])
+//! ```
+//!
+//! Anyone may put a derivation in the store, and root reads this one (the
+//! daemon's pre-build hook), so the reader is strict and bounded: a file of
+//! at most [`MAX_SIZE`] bytes, only the escapes Nix writes, nothing after
+//! the closing parenthesis. It does not ask the daemon or any other program.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+/// The largest derivation file read (nixpkgs' largest are a few MiB).
+pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DerivationError {
+    #[error("cannot read the derivation {0}")]
+    Read(String, #[source] std::io::Error),
+    #[error("the derivation is larger than {MAX_SIZE} bytes")]
+    TooLarge,
+    #[error("the derivation is not valid ATerm at byte {at}: expected {expected}")]
+    Syntax { at: usize, expected: &'static str },
+}
+
+/// What a derivation says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Derivation {
+    /// Output name to store path (empty for a content-addressed output).
+    pub outputs: BTreeMap<String, String>,
+    /// Input derivations and the outputs of each that are used.
+    pub input_derivations: BTreeMap<String, Vec<String>>,
+    /// Input sources (store paths).
+    pub input_sources: Vec<String>,
+    pub system: String,
+    pub builder: String,
+    pub args: Vec<String>,
+    /// The environment the builder gets (the attributes).
+    pub env: BTreeMap<String, String>,
+}
+
+impl Derivation {
+    /// Reads the derivation file at `path`.
+    pub fn read(path: &Path) -> Result<Derivation, DerivationError> {
+        let file = std::fs::File::open(path).map_err(|err| DerivationError::Read(path.display().to_string(), err))?;
+        let mut text = Vec::new();
+        file.take(MAX_SIZE + 1).read_to_end(&mut text).map_err(|err| DerivationError::Read(path.display().to_string(), err))?;
+        if text.len() as u64 > MAX_SIZE {
+            return Err(DerivationError::TooLarge);
+        }
+        Derivation::parse(&text)
+    }
+
+    /// Parses ATerm text.
+    pub fn parse(text: &[u8]) -> Result<Derivation, DerivationError> {
+        let mut p = Parser { text, at: 0 };
+        p.literal("Derive(")?;
+        let outputs = p.list(|p| {
+            p.literal("(")?;
+            let name = p.string()?;
+            p.literal(",")?;
+            let path = p.string()?;
+            p.literal(",")?;
+            p.string()?;
+            p.literal(",")?;
+            p.string()?;
+            p.literal(")")?;
+            Ok((name, path))
+        })?;
+        p.literal(",")?;
+        let input_derivations = p.list(|p| {
+            p.literal("(")?;
+            let path = p.string()?;
+            p.literal(",")?;
+            let used = p.list(Parser::string)?;
+            p.literal(")")?;
+            Ok((path, used))
+        })?;
+        p.literal(",")?;
+        let input_sources = p.list(Parser::string)?;
+        p.literal(",")?;
+        let system = p.string()?;
+        p.literal(",")?;
+        let builder = p.string()?;
+        p.literal(",")?;
+        let args = p.list(Parser::string)?;
+        p.literal(",")?;
+        let env = p.list(|p| {
+            p.literal("(")?;
+            let name = p.string()?;
+            p.literal(",")?;
+            let value = p.string()?;
+            p.literal(")")?;
+            Ok((name, value))
+        })?;
+        p.literal(")")?;
+        if p.at != text.len() {
+            return Err(DerivationError::Syntax { at: p.at, expected: "the end" });
+        }
+        Ok(Derivation {
+            outputs: outputs.into_iter().collect(),
+            input_derivations: input_derivations.into_iter().collect(),
+            input_sources,
+            system,
+            builder,
+            args,
+            env: env.into_iter().collect(),
+        })
+    }
+
+    /// The derivation's name (`name` attribute), or empty.
+    pub fn name(&self) -> &str {
+        self.env.get("name").map_or("", String::as_str)
+    }
+}
+
+struct Parser<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn fail<T>(&self, expected: &'static str) -> Result<T, DerivationError> {
+        Err(DerivationError::Syntax { at: self.at, expected })
+    }
+
+    fn literal(&mut self, word: &'static str) -> Result<(), DerivationError> {
+        if self.text[self.at..].starts_with(word.as_bytes()) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            self.fail(word)
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    /// `[item,item,…]`
+    fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T, DerivationError>) -> Result<Vec<T>, DerivationError> {
+        self.literal("[")?;
+        let mut items = Vec::new();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Ok(items);
+        }
+        loop {
+            items.push(item(self)?);
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(items);
+                }
+                _ => return self.fail("`,` or `]`"),
+            }
+        }
+    }
+
+    /// `"…"`, with the escapes Nix writes: `\"`, `\\`, `\n`, `\r`, `\t`.
+    fn string(&mut self) -> Result<String, DerivationError> {
+        self.literal("\"")?;
+        let mut bytes = Vec::new();
+        loop {
+            match self.peek() {
+                None => return self.fail("`\"`"),
+                Some(b'"') => {
+                    self.at += 1;
+                    return String::from_utf8(bytes).or_else(|_| self.fail("UTF-8 text"));
+                }
+                Some(b'\\') => {
+                    let escaped = match self.text.get(self.at + 1) {
+                        Some(b'n') => b'\n',
+                        Some(b'r') => b'\r',
+                        Some(b't') => b'\t',
+                        Some(other @ (b'"' | b'\\')) => *other,
+                        _ => return self.fail("an escape Nix writes"),
+                    };
+                    bytes.push(escaped);
+                    self.at += 2;
+                }
+                Some(byte) => {
+                    bytes.push(byte);
+                    self.at += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUSYBOX: &str = r#"Derive([("out","/nix/store/xb0k-busybox","","")],[("/nix/store/aaaa-dep.drv",["dev","out"])],["/nix/store/lykl-busybox-static","/nix/store/v30y-make-busybox.sh"],"x86_64-linux","/nix/store/wjy2-bash-static",["-e","/nix/store/v30y-make-busybox.sh"],[("builder","/nix/store/wjy2-bash-static"),("buildPhase","echo \"hi\"\n\\tab\tend"),("name","busybox"),("out","/nix/store/xb0k-busybox"),("system","x86_64-linux")])"#;
+
+    #[test]
+    fn a_derivation_reads_as_what_nix_wrote() {
+        let drv = Derivation::parse(BUSYBOX.as_bytes()).unwrap();
+        assert_eq!(drv.outputs["out"], "/nix/store/xb0k-busybox");
+        assert_eq!(drv.input_derivations["/nix/store/aaaa-dep.drv"], ["dev", "out"]);
+        assert_eq!(drv.input_sources.len(), 2);
+        assert_eq!(drv.builder, "/nix/store/wjy2-bash-static");
+        assert_eq!(drv.args, ["-e", "/nix/store/v30y-make-busybox.sh"]);
+        assert_eq!(drv.env["buildPhase"], "echo \"hi\"\n\\tab\tend");
+        assert_eq!(drv.name(), "busybox");
+    }
+
+    #[test]
+    fn truncated_or_trailing_text_is_refused() {
+        for cut in [0, 7, 100, BUSYBOX.len() - 1] {
+            assert!(Derivation::parse(&BUSYBOX.as_bytes()[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(Derivation::parse(format!("{BUSYBOX}x").as_bytes()).is_err());
+        assert!(Derivation::parse(BUSYBOX.replace("\\n", "\\q").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(Derivation::parse(b"\x7fELF\x02\x01").is_err());
+        assert!(Derivation::parse(b"Derive([").is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! The files the injection puts into a build's sandbox, prepared once in a
+//! cache directory of root's and reused:
+//!
+//! - `hook-<binary>/`: the attach hook, its agent path pointing at this
+//!   directory's place in the sandbox, and the static agent (this very
+//!   binary, which is linked statically);
+//! - `shadow-<stdenv>/`: a copy of a stdenv's files, whose `setup` sources
+//!   the attach hook after its own code, as a setup hook from the inputs
+//!   would be. A build that reads any other file of `$stdenv` reads the
+//!   same bytes.
+//!
+//! Everything is made in a private directory and renamed into place, so a
+//! build never sees half of it; it is owned by root and read-only, so no
+//! build can change it. A stdenv is copied only within bounds (its files
+//! are small), links are copied as links and never followed.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where the files appear inside the sandbox.
+pub const SANDBOX_DIR: &str = "/nix-attach";
+/// The most a stdenv may hold to be copied.
+const MAX_STDENV_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_STDENV_ENTRIES: usize = 1000;
+/// The attach hook, as the repository ships it.
+const HOOK: &str = include_str!("../../../setup-hooks/attach-hook.sh");
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("cannot prepare {0}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("the stdenv {0} is too large to copy ({MAX_STDENV_ENTRIES} entries, {MAX_STDENV_BYTES} bytes at most)")]
+    TooLarge(PathBuf),
+    #[error("the stdenv {0} holds something other than files, directories and links")]
+    Special(PathBuf),
+    #[error("the stdenv {0} has no setup file")]
+    NoSetup(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
+    move |err| FilesError::Io(path.to_path_buf(), err)
+}
+
+/// Writes `bytes` to `path` through a private file renamed into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// The directory with the hook and the agent, for this binary.
+pub fn hook_dir(cache: &Path) -> Result<PathBuf, FilesError> {
+    use std::os::unix::fs::MetadataExt;
+    let binary = std::env::current_exe().map_err(io(cache))?;
+    let meta = std::fs::metadata(&binary).map_err(io(&binary))?;
+    let dir = cache.join(format!("hook-{}-{}-{}", meta.ino(), meta.size(), meta.mtime()));
+    prepared(&dir, |staging| {
+        std::fs::copy(&binary, staging.join("nix-attach")).map_err(io(staging))?;
+        let agent = format!("{SANDBOX_DIR}/nix-attach");
+        let hook = HOOK.replace("@nixAttach@", &agent).replace("@shell@", "");
+        std::fs::write(staging.join("attach-hook.sh"), hook).map_err(io(staging))?;
+        Ok(())
+    })
+}
+
+/// The shadow of the stdenv at `stdenv` (a store path).
+pub fn shadow_stdenv(cache: &Path, stdenv: &Path) -> Result<PathBuf, FilesError> {
+    let name = stdenv.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = cache.join(format!("shadow-{name}"));
+    prepared(&dir, |staging| {
+        let mut budget = (MAX_STDENV_ENTRIES, MAX_STDENV_BYTES);
+        copy_tree(stdenv, staging, &mut budget).map_err(|err| match err {
+            CopyError::Io(err) => FilesError::Io(stdenv.into(), err),
+            CopyError::TooLarge => FilesError::TooLarge(stdenv.into()),
+            CopyError::Special => FilesError::Special(stdenv.into()),
+        })?;
+        let setup = staging.join("setup");
+        let original = std::fs::read_to_string(&setup).map_err(|_| FilesError::NoSetup(stdenv.into()))?;
+        let hooked = format!(
+            "{original}\n# Added by nix-attach's pre-build hook: a failing build pauses, as with attachHook in nativeBuildInputs.\n\
+             source {SANDBOX_DIR}/attach-hook.sh\n"
+        );
+        std::fs::write(&setup, hooked).map_err(io(&setup))?;
+        Ok(())
+    })
+}
+
+/// `dir`, made by `fill` in a private staging directory and renamed into
+/// place, read-only; or as it is, when it exists already.
+fn prepared(dir: &Path, fill: impl FnOnce(&Path) -> Result<(), FilesError>) -> Result<PathBuf, FilesError> {
+    if dir.is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    let cache = dir.parent().expect("a directory in the cache");
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(cache).map_err(io(cache))?;
+    let staging = cache.join(format!(".staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new().mode(0o700).create(&staging).map_err(io(&staging))?;
+    let filled = fill(&staging).and_then(|()| read_only(&staging).map_err(io(&staging)));
+    if let Err(err) = filled {
+        let _ = make_writable(&staging);
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err);
+    }
+    if std::fs::rename(&staging, dir).is_err() {
+        // Another build prepared it meanwhile.
+        let _ = make_writable(&staging);
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(dir.to_path_buf())
+}
+
+enum CopyError {
+    Io(std::io::Error),
+    TooLarge,
+    Special,
+}
+
+/// Copies the tree at `from` into the existing directory `to`: files,
+/// directories and links (as links), within `budget` (entries, bytes).
+fn copy_tree(from: &Path, to: &Path, budget: &mut (usize, u64)) -> Result<(), CopyError> {
+    for entry in std::fs::read_dir(from).map_err(CopyError::Io)? {
+        let entry = entry.map_err(CopyError::Io)?;
+        let kind = entry.file_type().map_err(CopyError::Io)?;
+        let meta = entry.metadata().map_err(CopyError::Io)?;
+        budget.0 = budget.0.checked_sub(1).ok_or(CopyError::TooLarge)?;
+        budget.1 = budget.1.checked_sub(meta.len()).ok_or(CopyError::TooLarge)?;
+        let target = to.join(entry.file_name());
+        if kind.is_symlink() {
+            let link = std::fs::read_link(entry.path()).map_err(CopyError::Io)?;
+            std::os::unix::fs::symlink(link, &target).map_err(CopyError::Io)?;
+        } else if kind.is_dir() {
+            std::fs::create_dir(&target).map_err(CopyError::Io)?;
+            copy_tree(&entry.path(), &target, budget)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).map_err(CopyError::Io)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o555)).map_err(CopyError::Io)?;
+        } else {
+            return Err(CopyError::Special);
+        }
+    }
+    Ok(())
+}
+
+/// Makes directories 0555 and files read-only, all the way down.
+fn read_only(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            read_only(&entry.path())?;
+        } else if kind.is_file() {
+            let mode = entry.metadata()?.permissions().mode() & 0o555;
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode | 0o444))?;
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
+}
+
+fn make_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type()?.is_dir() {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("inject-{name}-{}", std::process::id()));
+        let _ = make_writable(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_shadow_stdenv_has_the_same_files_and_a_setup_that_sources_the_hook_last() {
+        let root = scratch("shadow");
+        let stdenv = root.join("abc-stdenv");
+        std::fs::create_dir_all(stdenv.join("nix-support")).unwrap();
+        std::fs::write(stdenv.join("setup"), "echo original setup\n").unwrap();
+        std::fs::write(stdenv.join("nix-support/propagated"), "x").unwrap();
+        std::os::unix::fs::symlink("/nowhere", stdenv.join("link")).unwrap();
+        let shadow = shadow_stdenv(&root.join("cache"), &stdenv).unwrap();
+        let setup = std::fs::read_to_string(shadow.join("setup")).unwrap();
+        assert!(setup.starts_with("echo original setup\n") && setup.ends_with("source /nix-attach/attach-hook.sh\n"), "{setup}");
+        assert_eq!(std::fs::read(shadow.join("nix-support/propagated")).unwrap(), b"x");
+        assert_eq!(std::fs::read_link(shadow.join("link")).unwrap(), Path::new("/nowhere"));
+        assert_eq!(std::fs::metadata(&shadow).unwrap().permissions().mode() & 0o777, 0o555);
+        assert_eq!(shadow_stdenv(&root.join("cache"), &stdenv).unwrap(), shadow, "made once, then reused");
+        let _ = make_writable(&root);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_stdenv_without_setup_or_too_large_is_not_copied() {
+        let root = scratch("bad");
+        let stdenv = root.join("def-stdenv");
+        std::fs::create_dir_all(&stdenv).unwrap();
+        assert!(matches!(shadow_stdenv(&root.join("cache"), &stdenv), Err(FilesError::NoSetup(_))));
+        let big = root.join("big-stdenv");
+        std::fs::create_dir_all(&big).unwrap();
+        std::fs::write(big.join("setup"), "").unwrap();
+        std::fs::File::create(big.join("huge")).unwrap().set_len(MAX_STDENV_BYTES + 1).unwrap();
+        assert!(matches!(shadow_stdenv(&root.join("cache"), &big), Err(FilesError::TooLarge(_))));
+        assert_eq!(std::fs::read_dir(root.join("cache")).unwrap().count(), 0, "nothing half-made is left");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

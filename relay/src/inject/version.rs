@@ -1,0 +1,96 @@
+//! Whether the daemon that runs the pre-build hook lets the hook's sandbox
+//! paths replace an input's.
+//!
+//! Nix 2.8 to 2.29 and Lix 2.90 to 2.92 put the inputs in the sandbox map
+//! first and the hook's entries after them, so the hook's entry for the
+//! stdenv wins. Nix 2.30 and later write the inputs after the hook (the
+//! input wins, silently); Lix 2.93 and later drop the hook's output. The
+//! version is asked of the daemon's own program (`--version`) once per
+//! program file, and remembered.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// A Nix implementation and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub lix: bool,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Release {
+    /// Reads `nix (Nix) 2.8.0` or `nix (Lix, like Nix) 2.91.1`.
+    pub fn parse(version: &str) -> Option<Release> {
+        let line = version.lines().next()?;
+        let lix = line.contains("(Lix");
+        let number = line.rsplit(' ').next()?;
+        let mut parts = number.split(['.', 'p', '-', '+']);
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(Release { lix, major, minor })
+    }
+
+    /// Whether a pre-build hook's entry replaces an input's in the sandbox.
+    pub fn honours_the_hook(&self) -> bool {
+        match (self.lix, self.major, self.minor) {
+            (false, 2, minor) => (8..=29).contains(&minor),
+            (true, 2, minor) => (90..=92).contains(&minor),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}.{}", if self.lix { "Lix" } else { "Nix" }, self.major, self.minor)
+    }
+}
+
+/// The release of the Nix program `program`, asked once and remembered in
+/// `cache` under the program's identity (device, inode, size, time).
+pub fn release_of(program: &Path, cache: &Path) -> Option<Release> {
+    let meta = std::fs::metadata(program).ok()?;
+    let key = cache.join(format!("version-{}-{}-{}-{}", meta.dev(), meta.ino(), meta.size(), meta.mtime()));
+    if let Some(known) = std::fs::read_to_string(&key).ok().and_then(|text| Release::parse(&text)) {
+        return Some(known);
+    }
+    let output = std::process::Command::new(program).arg("--version").env_clear().output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let release = Release::parse(&text)?;
+    let _ = super::files::write_atomically(&key, text.as_bytes());
+    Some(release)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn honours(version: &str) -> bool {
+        Release::parse(version).unwrap().honours_the_hook()
+    }
+
+    #[test]
+    fn nix_2_8_to_2_29_and_lix_2_90_to_2_92_honour_the_hook() {
+        assert!(honours("nix (Nix) 2.8.0"));
+        assert!(honours("nix (Nix) 2.29.1\n"));
+        assert!(honours("nix (Lix, like Nix) 2.91.1"));
+        assert!(honours("nix (Lix, like Nix) 2.92.0"));
+    }
+
+    #[test]
+    fn later_and_earlier_releases_do_not() {
+        assert!(!honours("nix (Nix) 2.30.0"));
+        assert!(!honours("nix (Nix) 2.31.2"));
+        assert!(!honours("nix (Nix) 2.7.0"));
+        assert!(!honours("nix (Lix, like Nix) 2.93.0"));
+        assert!(!honours("nix (Lix, like Nix) 2.94.1"));
+        assert!(!honours("nix (Nix) 3.0.0"));
+    }
+
+    #[test]
+    fn pre_releases_read_by_their_number() {
+        assert_eq!(Release::parse("nix (Nix) 2.25.0pre20241101_dirty"), Some(Release { lix: false, major: 2, minor: 25 }));
+        assert_eq!(Release::parse("not nix"), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! The daemon's pre-build hook puts the attach hook into builds that
+//! `nix-attach build` or `run` asked for, at sandbox setup: a failing build
+//! without the hook in its inputs pauses, with no edit and no rebuild. Each
+//! test runs a second nix-daemon beside the test bed's, on the same store,
+//! with its own nix.conf (naming the hook) and its own socket; the shared
+//! daemon is never touched.
+
+use crate::support::{eval, fixtures, nix_attach, nix_string, release, unique_name, Build, Drv, PATIENCE};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A nix-daemon whose nix.conf names nix-attach's pre-build hook.
+struct HookedDaemon {
+    dir: PathBuf,
+    process: Child,
+}
+
+impl HookedDaemon {
+    fn start() -> HookedDaemon {
+        let dir = std::env::temp_dir().join(unique_name("hooked-daemon"));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let hook = dir.join("bin/nix-attach-pre-build-hook");
+        std::os::unix::fs::symlink(nix_attach(), &hook).unwrap();
+        let conf = std::fs::read_to_string("/etc/nix/nix.conf").unwrap();
+        std::fs::write(dir.join("nix.conf"), format!("{conf}pre-build-hook = {}\n", hook.display())).unwrap();
+        let process = Command::new("nix-daemon")
+            .env_remove("NIX_REMOTE")
+            .env("NIX_CONF_DIR", &dir)
+            .env("NIX_DAEMON_SOCKET_PATH", dir.join("socket"))
+            .env("NIX_ATTACH_CACHE", dir.join("cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("start a second nix-daemon");
+        let deadline = Instant::now() + PATIENCE;
+        while std::os::unix::net::UnixStream::connect(dir.join("socket")).is_err() {
+            assert!(Instant::now() < deadline, "the second daemon never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        HookedDaemon { dir, process }
+    }
+
+    /// `PROGRAM ARGS… --no-out-link --expr EXPRESSION` through this daemon.
+    fn build(&self, name: &str, expression: &str, program: &str, args: &[&str]) -> Build {
+        let mut command = Command::new(program);
+        command.args(args).env("NIX_DAEMON_SOCKET_PATH", self.dir.join("socket")).env_remove("NIX_ATTACH_REQUESTED");
+        Build::start_with(name, expression, command)
+    }
+
+    /// `nix-attach run --no-enter -- nix-build …`: the wrapper asks for it,
+    /// and, without a terminal, leaves a paused build waiting.
+    fn wrapped(&self, drv: &Drv) -> Build {
+        self.build(&drv.name, &drv.expression(), nix_attach(), &["run", "--no-enter", "--", "nix-build"])
+    }
+
+    /// Plain `nix-build …`, as anyone would run it.
+    fn plain(&self, drv: &Drv) -> Build {
+        self.build(&drv.name, &drv.expression(), "nix-build", &[])
+    }
+}
+
+impl Drop for HookedDaemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.process.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A failing derivation without the hook among its inputs.
+fn hookless(prefix: &str, phase: &str) -> Drv {
+    Drv::new(prefix).without_hook().phase("buildPhase", phase)
+}
+
+const STATE: &str =
+    "myHelper() { echo helper; }\nlocal phaseLocal=kept\ndeclare -a arr=(a 'b c')\nmkdir -p src && cd src\numask 0027\nsh -c 'exit 3'";
+
+#[test]
+fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_state() {
+    let daemon = HookedDaemon::start();
+    let mut build = daemon.wrapped(&hookless("injected", STATE));
+    let paused = build.paused();
+    assert_eq!(paused.entry["phase"], "buildPhase");
+    assert_eq!(paused.entry["command"], "sh -c 'exit 3'");
+    assert_eq!(
+        eval(&paused.id, "myHelper; echo $phaseLocal; printf '%s|' \"${arr[@]}\"; echo; echo $PWD; umask"),
+        "helper\nkept\na|b c|\n/build/src\n0027\n"
+    );
+    let finished = release(build, &paused);
+    assert!(!finished.status.success());
+    assert!(finished.log.contains("failed with exit code 3") && finished.log.contains("Running phase: buildPhase"), "{}", finished.log);
+}
+
+#[test]
+fn a_plain_nix_build_through_the_same_daemon_fails_at_once_without_a_pointer() {
+    let daemon = HookedDaemon::start();
+    let finished = daemon.plain(&hookless("not-asked", "sh -c 'exit 3'")).finish();
+    assert!(!finished.status.success());
+    assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
+    assert!(!finished.log.contains("nix-attach"), "{}", finished.log);
+}
+
+#[test]
+fn a_failing_dependency_pauses_not_only_the_top_level() {
+    let daemon = HookedDaemon::start();
+    let dependency = unique_name("deep-dependency");
+    let top = Drv::new("top-level")
+        .without_hook()
+        .attr_expr(
+            "dependency",
+            &format!("f.mkDerivation {{ name = {}; buildPhase = \"local deep=yes; false\"; }}", nix_string(&dependency)),
+        )
+        .phase("buildPhase", "true");
+    let mut build = daemon.wrapped(&top);
+    build.name = dependency.clone();
+    let paused = build.paused();
+    assert_eq!(eval(&paused.id, "echo $deep"), "yes\n");
+    release(build, &paused);
+}
+
+#[test]
+fn structured_attributes_builds_pause_too() {
+    let daemon = HookedDaemon::start();
+    let drv = hookless("injected-structured", "sh -c 'exit 3'").structured().attr_expr("makeFlags", r#"[ "-j2" "A=b c" ]"#);
+    let mut build = daemon.wrapped(&drv);
+    let paused = build.paused();
+    assert_eq!(eval(&paused.id, r#"printf '%s|' "${makeFlags[@]}""#), "-j2|A=b c|");
+    release(build, &paused);
+}
+
+#[test]
+fn a_derivation_that_carries_the_hook_is_hooked_once() {
+    // Hooked twice, the build would pause again after its release.
+    let daemon = HookedDaemon::start();
+    let mut build = daemon.wrapped(&Drv::new("carries-hook").phase("buildPhase", "sh -c 'exit 3'"));
+    let paused = build.paused();
+    let finished = release(build, &paused);
+    let agents: std::collections::BTreeSet<&str> =
+        finished.log.split("nix-attach attach ").skip(1).filter_map(|rest| rest.get(..12)).collect();
+    assert_eq!(agents.len(), 1, "{}", finished.log);
+}
+
+#[test]
+fn a_builder_that_is_not_the_stdenv_is_left_alone() {
+    let daemon = HookedDaemon::start();
+    let name = unique_name("raw-builder");
+    let expression = format!(
+        "let f = import {} {{ }}; in derivation {{ name = {}; system = builtins.currentSystem; builder = f.bash; args = [ \"-c\" \"exit 3\" ]; }}",
+        fixtures().display(),
+        nix_string(&name)
+    );
+    let finished = daemon.build(&name, &expression, nix_attach(), &["run", "--no-enter", "--", "nix-build"]).finish();
+    assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
+    assert!(!finished.log.contains("attach with"), "{}", finished.log);
+}
+
+#[test]
+fn a_passing_build_under_the_injection_is_bit_identical() {
+    let daemon = HookedDaemon::start();
+    let drv = Drv::new("passing").without_hook().phase("installPhase", "mkdir -p $out && echo same > $out/file");
+    assert!(daemon.wrapped(&drv).finish().status.success());
+    let checked = daemon.build(&drv.name, &drv.expression(), nix_attach(), &["run", "--no-enter", "--", "nix-build", "--check"]).finish();
+    assert!(checked.status.success(), "{}", checked.log);
+}
+
+#[test]
+fn where_the_daemon_would_not_honour_the_hook_it_prints_nothing() {
+    // The daemon's Nix is asked its version once and the answer kept in
+    // the cache; here the cache says Nix 2.30, where the input wins.
+    let daemon = HookedDaemon::start();
+    let nix = std::fs::metadata("/usr/bin/nix").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let cache = daemon.dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join(format!("version-{}-{}-{}-{}", nix.dev(), nix.ino(), nix.size(), nix.mtime())), "nix (Nix) 2.30.0\n")
+        .unwrap();
+    let finished = daemon.wrapped(&hookless("not-honoured", "sh -c 'exit 3'")).finish();
+    assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
+    assert!(!finished.log.contains("attach with"), "{}", finished.log);
+}
+
+/// The hook run by hand on `drv`: status, stdout, stderr.
+fn run_hook(drv: &Path) -> (Option<i32>, String, String) {
+    let output = Command::new(nix_attach()).arg0("nix-attach-pre-build-hook").arg(drv).arg("/tmp/no-sandbox").output().unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_missing_truncated_or_garbage_derivation_is_left_unhooked_with_one_logged_line() {
+    let dir = std::env::temp_dir().join(unique_name("bad-drv"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let some_drv =
+        std::fs::read_dir("/nix/store").unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "drv")).unwrap();
+    let text = std::fs::read(&some_drv).unwrap();
+    std::fs::write(dir.join("truncated.drv"), &text[..text.len() / 2]).unwrap();
+    std::fs::write(dir.join("garbage.drv"), b"\x7fELF\x02\x01\x01garbage").unwrap();
+    for drv in [dir.join("missing.drv"), dir.join("truncated.drv"), dir.join("garbage.drv")] {
+        let (status, stdout, stderr) = run_hook(&drv);
+        assert_eq!(status, Some(0), "{drv:?}: Nix fails a build whose pre-build hook fails");
+        assert_eq!(stdout, "", "{drv:?}");
+        assert_eq!(stderr.lines().count(), 1, "{drv:?}: {stderr}");
+        assert!(stderr.contains("goes on without the attach hook"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
