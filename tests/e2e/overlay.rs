@@ -303,5 +303,8 @@ fn the_nixos_module_runs_the_broker_as_root_on_a_socket_anyone_may_use_and_names
         "/nix/store/x-nix-attach/bin/nix-attach broker"
     );
     assert_eq!(got["off"], json!({}));
-    assert_eq!(got["injection"], json!({ "nix": { "settings": { "pre-build-hook": "/nix/store/x-nix-attach/bin/nix-attach-pre-build-hook" } } }));
+    assert_eq!(
+        got["injection"],
+        json!({ "nix": { "settings": { "pre-build-hook": "/nix/store/x-nix-attach/bin/nix-attach-pre-build-hook" } } })
+    );
 }
