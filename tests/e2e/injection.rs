@@ -47,7 +47,11 @@ impl HookedDaemon {
     /// `PROGRAM ARGS… --no-out-link --expr EXPRESSION` through this daemon.
     fn build(&self, name: &str, expression: &str, program: &str, args: &[&str]) -> Build {
         let mut command = Command::new(program);
-        command.args(args).env("NIX_DAEMON_SOCKET_PATH", self.dir.join("socket")).env_remove("NIX_ATTACH_REQUESTED");
+        command
+            .args(args)
+            .env("NIX_DAEMON_SOCKET_PATH", self.dir.join("socket"))
+            .env("NIX_CONF_DIR", &self.dir)
+            .env_remove("NIX_ATTACH_REQUESTED");
         Build::start_with(name, expression, command)
     }
 
@@ -93,6 +97,11 @@ fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_
     let finished = release(build, &paused);
     assert!(!finished.status.success());
     assert!(finished.log.contains("failed with exit code 3") && finished.log.contains("Running phase: buildPhase"), "{}", finished.log);
+    assert!(
+        finished.log.contains("pause even without the attach hook: the daemon's pre-build hook puts it in (Nix 2.8)"),
+        "{}",
+        finished.log
+    );
 }
 
 #[test]

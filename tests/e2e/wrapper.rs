@@ -197,6 +197,7 @@ fn without_a_terminal_it_never_asks_releases_at_once_and_summarises_each_paused_
     assert!(stdout.contains(&format!("::error title=nix-attach::{summary}")), "{stdout}");
     assert!(stderr.contains(&format!("nix-attach: paused: {summary} — released at once")), "{stderr}");
     assert!(stderr.contains(&format!("{} was released", drv.name)), "not released by the wrapper: {stderr}");
+    assert!(stderr.contains("only builds with the attach hook pause: /etc/nix/nix.conf names no nix-attach-pre-build-hook"), "{stderr}");
     assert!(stderr.contains("original output line") && stderr.contains("failed with exit code 3"), "{stderr}");
     assert!(!stderr.contains(PROMPT) && !stdout.contains(PROMPT));
 }

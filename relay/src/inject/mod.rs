@@ -44,6 +44,37 @@ pub enum InjectError {
     StructuredAttrs(#[source] serde_json::Error),
 }
 
+/// Which of the two ways into a failed build applies here, in one line for
+/// the wrapper: as far as this machine's nix.conf (`NIX_CONF_DIR`) and its
+/// `nix --version` tell.
+pub fn notice() -> String {
+    let conf_dir = std::env::var_os("NIX_CONF_DIR").map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from);
+    let conf = std::fs::read_to_string(conf_dir.join("nix.conf")).unwrap_or_default();
+    let configured = conf
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .any(|(key, value)| key.trim() == "pre-build-hook" && Path::new(value.trim()).file_name().is_some_and(|name| name == PROGRAM));
+    if !configured {
+        return format!(
+            "only builds with the attach hook pause: {} names no {PROGRAM} (see the README, \"No edit at all\")",
+            conf_dir.join("nix.conf").display()
+        );
+    }
+    let release = std::process::Command::new("nix")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| version::Release::parse(&text));
+    match release {
+        Some(release) if release.honours_the_hook() => {
+            format!("failing builds pause even without the attach hook: the daemon's pre-build hook puts it in ({release})")
+        }
+        Some(release) => format!("only builds with the attach hook pause: {release} lets an input win over the pre-build hook's paths"),
+        None => "failing builds pause without the attach hook where the daemon's Nix honours its pre-build hook".to_string(),
+    }
+}
+
 /// Runs the hook for `DRV [SANDBOX]`; always returns 0.
 pub fn run(args: &[String]) -> i32 {
     let Some(drv) = args.first() else {

@@ -44,6 +44,7 @@ pub struct Options {
 
 /// Runs `program args…` and returns its exit status.
 pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::Result<i32> {
+    eprintln!("nix-attach: {}", crate::inject::notice());
     crate::runtime::run(async {
         if attended() {
             interactive::run(&program, &args, &options).await
