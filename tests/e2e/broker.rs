@@ -254,3 +254,15 @@ fn the_wrapper_enters_a_users_own_build_through_the_broker() {
     terminal.expect_after(released, "failed with exit code 3");
     assert!(!terminal.screen().contains("through sudo"), "{}", terminal.screen());
 }
+
+#[test]
+fn one_user_holding_every_connection_does_not_starve_another() {
+    // Root's test process stands for a greedy user here: it opens as many
+    // silent connections as the broker serves at once.
+    let broker = Broker::start();
+    let (build, paused) = alices_paused_build("beside-greedy");
+    let greedy: Vec<UnixStream> = (0..32).map(|_| UnixStream::connect(&broker.socket).unwrap()).collect();
+    assert!(broker.ids_seen_by(ALICE).contains(&paused.id), "alice was turned away");
+    drop(greedy);
+    release(build, &paused);
+}

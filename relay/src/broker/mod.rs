@@ -16,9 +16,11 @@
 //! session is then exactly root's, agent to client, and the broker never
 //! relays a byte nor starts a process for anyone.
 //!
-//! Each connection gets its own short-lived thread with socket timeouts,
-//! and at most [`MAX_CLIENTS`] are served at once, so a slow or silent
-//! client holds nothing but its own thread.
+//! Each connection gets its own short-lived thread, with a deadline for its
+//! whole request; at most [`MAX_CLIENTS`] are served at once, and at most
+//! [`MAX_PER_USER`] of one user, so a slow, silent or greedy client holds
+//! nothing but its own threads. Connecting to an agent is bounded in time
+//! too ([`connect`](crate::host::connect)).
 
 pub mod client;
 pub mod wire;
@@ -27,12 +29,11 @@ use crate::host::discovery::{discover_agents, Discovery};
 use crate::host::{connect, listing::Listing, select};
 use crate::sanitize::sanitize;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wire::{Reply, Request};
 
@@ -40,7 +41,10 @@ use wire::{Reply, Request};
 pub const DEFAULT_SOCKET: &str = "/run/nix-attach/broker.sock";
 /// Connections served at once; more are turned away with a clear answer.
 pub const MAX_CLIENTS: usize = 32;
-/// How long a client may take to send its request or read the reply.
+/// Connections of one user served at once, so that no user can take all.
+pub const MAX_PER_USER: usize = 8;
+/// How long a client may take to send its whole request, or to read the
+/// reply.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first descriptor systemd's socket activation passes.
 const SD_LISTEN_FDS_START: i32 = 3;
@@ -55,6 +59,8 @@ pub enum BrokerError {
     NotASocket(PathBuf),
     #[error("cannot listen on {0}")]
     Listen(PathBuf, #[source] std::io::Error),
+    #[error("{0} must be a directory of root's that nobody else may write; pass another --socket")]
+    UnsafeDirectory(PathBuf),
     #[error("cannot accept connections")]
     Accept(#[source] std::io::Error),
 }
@@ -77,56 +83,105 @@ pub fn run(socket: Option<&Path>) -> Result<(), BrokerError> {
         }
     };
     eprintln!("nix-attach broker: listening on {named}");
-    let active = Arc::new(AtomicUsize::new(0));
-    for connection in listener.incoming() {
-        let connection = match connection {
-            Ok(connection) => connection,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(BrokerError::Accept(err)),
+    let served = Arc::new(Served::default());
+    loop {
+        let connection = match listener.accept() {
+            Ok((connection, _)) => connection,
+            Err(err) => {
+                // Out of descriptors, a connection aborted: wait, go on.
+                eprintln!("nix-attach broker: {}", BrokerError::Accept(err));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
         };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-            active.fetch_sub(1, Ordering::SeqCst);
+        let Ok(caller) = getsockopt(&connection, PeerCredentials) else { continue };
+        let uid = caller.uid();
+        if !served.admit(uid) {
             turn_away(&connection);
             continue;
         }
-        let active = active.clone();
+        let served = served.clone();
         std::thread::spawn(move || {
-            serve(&connection);
-            active.fetch_sub(1, Ordering::SeqCst);
+            serve(&connection, uid, caller.pid());
+            served.leave(uid);
         });
     }
-    Ok(())
+}
+
+/// The connections being served, in all and per user.
+#[derive(Default)]
+struct Served(Mutex<(usize, HashMap<u32, usize>)>);
+
+impl Served {
+    fn admit(&self, uid: u32) -> bool {
+        let mut served = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (all, per_user) = &mut *served;
+        let mine = per_user.entry(uid).or_default();
+        if *all >= MAX_CLIENTS || *mine >= MAX_PER_USER {
+            return false;
+        }
+        *all += 1;
+        *mine += 1;
+        true
+    }
+
+    fn leave(&self, uid: u32) {
+        let mut served = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (all, per_user) = &mut *served;
+        *all -= 1;
+        if let Some(mine) = per_user.get_mut(&uid) {
+            *mine -= 1;
+            if *mine == 0 {
+                per_user.remove(&uid);
+            }
+        }
+    }
 }
 
 /// The listening socket systemd passed (`LISTEN_PID` is us, `LISTEN_FDS`
-/// at least 1), if any.
+/// at least 1, and descriptor 3 a listening unix socket), if any. The
+/// variables are not passed on.
 fn activated_listener() -> Option<UnixListener> {
     let for_us = std::env::var("LISTEN_PID").ok()?.parse::<u32>().ok()? == std::process::id();
     let count = std::env::var("LISTEN_FDS").ok()?.parse::<i32>().ok()?;
+    for variable in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(variable);
+    }
     if !for_us || count < 1 {
         return None;
     }
     // SAFETY: systemd passed descriptor 3 to this process for it to own.
-    Some(unsafe { UnixListener::from_raw_fd(SD_LISTEN_FDS_START) })
+    let listener = unsafe { UnixListener::from_raw_fd(SD_LISTEN_FDS_START) };
+    let listening = getsockopt(&listener, nix::sys::socket::sockopt::AcceptConn).unwrap_or(false);
+    let unix = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(listener.as_raw_fd()).is_ok();
+    (listening && unix).then_some(listener)
 }
 
-/// Binds `path`, mode 0666 in a directory of root's (0755), replacing a
-/// stale socket but nothing else.
+/// Binds `path`, mode 0666, in a directory of root's that nobody else may
+/// write (made 0755 if missing), replacing a stale socket but nothing else.
+/// The mode comes from the umask at bind time, never from a change through
+/// the path.
 fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.exists()) {
-        std::fs::DirBuilder::new().recursive(true).create(dir).map_err(|err| BrokerError::Directory(dir.into(), err))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|err| BrokerError::Directory(dir.into(), err))?;
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|err| BrokerError::Directory(dir.into(), err))?;
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|err| BrokerError::Directory(dir.into(), err))?;
+    let sticky_tmp = meta.mode() & 0o1000 != 0;
+    if !meta.is_dir() || meta.uid() != 0 || (meta.mode() & 0o022 != 0 && !sticky_tmp) {
+        return Err(BrokerError::UnsafeDirectory(dir.into()));
     }
     if let Ok(existing) = path.symlink_metadata() {
-        use std::os::unix::fs::FileTypeExt;
         if !existing.file_type().is_socket() {
             return Err(BrokerError::NotASocket(path.into()));
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path).map_err(|err| BrokerError::Listen(path.into(), err))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(|err| BrokerError::Listen(path.into(), err))?;
-    Ok(listener)
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o111));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(previous);
+    bound.map_err(|err| BrokerError::Listen(path.into(), err))
 }
 
 /// Tells a client past [`MAX_CLIENTS`] to come back, without waiting on it.
@@ -135,13 +190,11 @@ fn turn_away(connection: &UnixStream) {
     let _ = wire::send_reply(connection, &Reply::Refused { reason: "the broker is busy; try again".into() }, None);
 }
 
-/// Serves one connection: one request, one reply, one log line.
-fn serve(connection: &UnixStream) {
-    let _ = connection.set_read_timeout(Some(CLIENT_TIMEOUT));
+/// Serves one connection of `uid`: one request, one reply, one log line.
+fn serve(connection: &UnixStream, uid: u32, pid: i32) {
     let _ = connection.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let Ok(caller) = getsockopt(connection, PeerCredentials) else { return };
-    let (uid, pid) = (caller.uid(), caller.pid());
-    let request = wire::read_frame(&mut &*connection, wire::MAX_REQUEST).and_then(|body| wire::decode_request(&body));
+    let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+    let request = wire::read_frame_by(connection, wire::MAX_REQUEST, deadline).and_then(|body| wire::decode_request(&body));
     let said = match request {
         Err(err) => {
             let _ = wire::send_reply(connection, &Reply::Refused { reason: format!("{err}") }, None);

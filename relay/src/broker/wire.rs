@@ -94,6 +94,24 @@ fn frame(body: &[u8]) -> Vec<u8> {
     framed
 }
 
+/// Reads one frame's body of at most `max` bytes from `stream`, all of it
+/// by `deadline`: a client that trickles its request is cut off there.
+pub fn read_frame_by(stream: &UnixStream, max: usize, deadline: std::time::Instant) -> Result<Vec<u8>, WireError> {
+    struct ByDeadline<'a>(&'a UnixStream, std::time::Instant);
+    impl Read for ByDeadline<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            let left = self.1.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.0.set_read_timeout(Some(left))?;
+            let mut stream = self.0;
+            stream.read(buffer)
+        }
+    }
+    read_frame(&mut ByDeadline(stream, deadline), max)
+}
+
 /// Reads one frame's body of at most `max` bytes.
 pub fn read_frame(stream: &mut impl Read, max: usize) -> Result<Vec<u8>, WireError> {
     let mut length = [0u8; 4];

@@ -36,7 +36,7 @@ pub enum Origin {
 pub fn origin(agent: &Process, facts: &Facts) -> Option<Origin> {
     match nix_ancestor(agent, facts) {
         Some(nix) => Some(Origin::Nix(nix)),
-        None if facts.euid == 0 || facts.euid == nix::unistd::geteuid().as_raw() => Some(Origin::Trusted),
+        None if facts.uid == facts.euid && (facts.euid == 0 || facts.euid == nix::unistd::geteuid().as_raw()) => Some(Origin::Trusted),
         None => None,
     }
 }
@@ -60,11 +60,14 @@ pub fn nix_ancestor(process: &Process, facts: &Facts) -> Option<Process> {
 }
 
 /// Whether a process of root's runs Nix: by its program, or, where only
-/// root may read that (an ordinary user asking), by its command name, which
-/// only root's own process can have set.
+/// root may read that (an ordinary user asking, who can reach no build of
+/// others anyway), by its command name, which only root's own process can
+/// have set. Root itself goes by the program alone: one it cannot read (a
+/// process on its way out) is not taken for Nix.
 pub fn is_nix_program(process: &Process) -> bool {
     let name = match process.program() {
         Ok(program) => program.file_name().map(|name| name.to_string_lossy().into_owned()),
+        Err(_) if nix::unistd::geteuid().is_root() => None,
         Err(_) => process.command_name().ok(),
     };
     name.is_some_and(|name| NIX_PROGRAMS.contains(&name.as_str()))

@@ -13,6 +13,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{fstat, Mode, SFlag};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -32,6 +33,32 @@ pub enum ConnectError {
     WrongPeer { expected: i32, found: i32 },
 }
 
+/// How long a connection may wait for room in the agent's backlog: an
+/// agent that listens but never accepts must not hold its caller (root's
+/// client, or the broker) for ever.
+const CONNECT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Connects to the unix socket at `path`, waiting at most `limit` while its
+/// backlog is full (a non-blocking connect to a unix socket either
+/// succeeds at once or says EAGAIN).
+fn connect_within(path: &str, limit: Duration) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let socket = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    let address = UnixAddr::new(path)?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match connect(socket.as_raw_fd(), &address) {
+            Ok(()) => break,
+            Err(Errno::EAGAIN) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(Errno::EAGAIN) => return Err(std::io::ErrorKind::TimedOut.into()),
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    let stream = UnixStream::from(socket);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 /// Opens a connection to the build's agent.
 pub fn connect(build: &WaitingBuild) -> Result<UnixStream, ConnectError> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -47,7 +74,7 @@ pub fn connect(build: &WaitingBuild) -> Result<UnixStream, ConnectError> {
     if stat.st_uid != build.owner {
         return Err(ConnectError::WrongOwner { expected: build.owner, found: stat.st_uid });
     }
-    let stream = UnixStream::connect(format!("/proc/self/fd/{}", socket.as_raw_fd())).map_err(|err| match err.kind() {
+    let stream = connect_within(&format!("/proc/self/fd/{}", socket.as_raw_fd()), CONNECT_LIMIT).map_err(|err| match err.kind() {
         std::io::ErrorKind::PermissionDenied => ConnectError::PermissionDenied,
         std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => ConnectError::Gone,
         _ => ConnectError::Connect(err),

@@ -14,6 +14,13 @@
 //! build can change it. A stdenv is copied only within bounds (its files
 //! are small), links are copied as links and never followed.
 
+use nix::dir::Dir;
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -63,19 +70,26 @@ pub fn hook_dir(cache: &Path) -> Result<PathBuf, FilesError> {
     })
 }
 
-/// The shadow of the stdenv at `stdenv` (a store path).
+/// The shadow of the stdenv at `stdenv`, one of the build's inputs (a store
+/// path, immutable, whose name is unique).
 pub fn shadow_stdenv(cache: &Path, stdenv: &Path) -> Result<PathBuf, FilesError> {
     let name = stdenv.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let dir = cache.join(format!("shadow-{name}"));
     prepared(&dir, |staging| {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let top = nix::fcntl::open(stdenv, flags, Mode::empty()).map_err(|errno| FilesError::Io(stdenv.into(), errno.into()))?;
         let mut budget = (MAX_STDENV_ENTRIES, MAX_STDENV_BYTES);
-        copy_tree(stdenv, staging, &mut budget).map_err(|err| match err {
+        copy_tree(&top, staging, &mut budget).map_err(|err| match err {
             CopyError::Io(err) => FilesError::Io(stdenv.into(), err),
             CopyError::TooLarge => FilesError::TooLarge(stdenv.into()),
             CopyError::Special => FilesError::Special(stdenv.into()),
         })?;
+        // The copy is root's own, in a private directory; `setup` must be a
+        // regular file there (a link, copied as a link, is refused).
         let setup = staging.join("setup");
-        let original = std::fs::read_to_string(&setup).map_err(|_| FilesError::NoSetup(stdenv.into()))?;
+        let is_file = std::fs::symlink_metadata(&setup).is_ok_and(|meta| meta.file_type().is_file());
+        let original = if is_file { std::fs::read_to_string(&setup).ok() } else { None };
+        let original = original.ok_or_else(|| FilesError::NoSetup(stdenv.into()))?;
         let hooked = format!(
             "{original}\n# Added by nix-attach's pre-build hook: a failing build pauses, as with attachHook in nativeBuildInputs.\n\
              source {SANDBOX_DIR}/attach-hook.sh\n"
@@ -116,27 +130,50 @@ enum CopyError {
     Special,
 }
 
-/// Copies the tree at `from` into the existing directory `to`: files,
-/// directories and links (as links), within `budget` (entries, bytes).
-fn copy_tree(from: &Path, to: &Path, budget: &mut (usize, u64)) -> Result<(), CopyError> {
-    for entry in std::fs::read_dir(from).map_err(CopyError::Io)? {
-        let entry = entry.map_err(CopyError::Io)?;
-        let kind = entry.file_type().map_err(CopyError::Io)?;
-        let meta = entry.metadata().map_err(CopyError::Io)?;
+/// Copies the tree below the directory handle `from` into the existing
+/// directory `to`: files, directories and links (as links), within
+/// `budget` (entries, bytes). Every entry is looked at and opened from its
+/// directory's handle, without following links, and a file's size is taken
+/// from the opened file.
+fn copy_tree(from: &OwnedFd, to: &Path, budget: &mut (usize, u64)) -> Result<(), CopyError> {
+    let errno = |errno: nix::Error| CopyError::Io(errno.into());
+    let names: Vec<std::ffi::CString> = {
+        let mut dir = Dir::openat(from, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno)?;
+        dir.iter()
+            .flatten()
+            .map(|entry| entry.file_name().to_owned())
+            .filter(|name| name.as_bytes() != b"." && name.as_bytes() != b"..")
+            .collect()
+    };
+    for name in names {
         budget.0 = budget.0.checked_sub(1).ok_or(CopyError::TooLarge)?;
-        budget.1 = budget.1.checked_sub(meta.len()).ok_or(CopyError::TooLarge)?;
-        let target = to.join(entry.file_name());
-        if kind.is_symlink() {
-            let link = std::fs::read_link(entry.path()).map_err(CopyError::Io)?;
-            std::os::unix::fs::symlink(link, &target).map_err(CopyError::Io)?;
-        } else if kind.is_dir() {
-            std::fs::create_dir(&target).map_err(CopyError::Io)?;
-            copy_tree(&entry.path(), &target, budget)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target).map_err(CopyError::Io)?;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o555)).map_err(CopyError::Io)?;
-        } else {
-            return Err(CopyError::Special);
+        let stat = fstatat(from, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
+        let target = to.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        match SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFLNK => {
+                let link = readlinkat(from, name.as_c_str()).map_err(errno)?;
+                std::os::unix::fs::symlink(link, &target).map_err(CopyError::Io)?;
+            }
+            SFlag::S_IFDIR => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                let inner = openat(from, name.as_c_str(), flags, Mode::empty()).map_err(errno)?;
+                std::fs::create_dir(&target).map_err(CopyError::Io)?;
+                copy_tree(&inner, &target, budget)?;
+            }
+            SFlag::S_IFREG => {
+                let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+                let file = File::from(openat(from, name.as_c_str(), flags, Mode::empty()).map_err(errno)?);
+                let meta = file.metadata().map_err(CopyError::Io)?;
+                if !meta.is_file() {
+                    return Err(CopyError::Special);
+                }
+                budget.1 = budget.1.checked_sub(meta.len()).ok_or(CopyError::TooLarge)?;
+                let mut copy = std::fs::OpenOptions::new().write(true).create_new(true).open(&target).map_err(CopyError::Io)?;
+                std::io::copy(&mut file.take(meta.len()), &mut copy).map_err(CopyError::Io)?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o555))
+                    .map_err(CopyError::Io)?;
+            }
+            _ => return Err(CopyError::Special),
         }
     }
     Ok(())
@@ -194,6 +231,23 @@ mod tests {
         assert_eq!(std::fs::read_link(shadow.join("link")).unwrap(), Path::new("/nowhere"));
         assert_eq!(std::fs::metadata(&shadow).unwrap().permissions().mode() & 0o777, 0o555);
         assert_eq!(shadow_stdenv(&root.join("cache"), &stdenv).unwrap(), shadow, "made once, then reused");
+        let _ = make_writable(&root);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_setup_or_a_stdenv_that_is_a_link_is_never_followed() {
+        let root = scratch("links");
+        let secret = root.join("secret");
+        std::fs::write(&secret, "root's only\n").unwrap();
+        let linked_setup = root.join("abc-stdenv");
+        std::fs::create_dir_all(&linked_setup).unwrap();
+        std::os::unix::fs::symlink(&secret, linked_setup.join("setup")).unwrap();
+        assert!(matches!(shadow_stdenv(&root.join("cache"), &linked_setup), Err(FilesError::NoSetup(_))));
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root's only\n", "the link's target was written");
+        let linked_stdenv = root.join("def-stdenv");
+        std::os::unix::fs::symlink(&linked_setup, &linked_stdenv).unwrap();
+        assert!(matches!(shadow_stdenv(&root.join("cache"), &linked_stdenv), Err(FilesError::Io(..))));
         let _ = make_writable(&root);
         let _ = std::fs::remove_dir_all(&root);
     }

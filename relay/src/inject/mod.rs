@@ -36,8 +36,12 @@ pub const DEFAULT_CACHE: &str = "/nix/var/nix-attach";
 pub enum InjectError {
     #[error(transparent)]
     Derivation(#[from] DerivationError),
-    #[error("the build's `stdenv` {0} is not a directory in the store")]
+    #[error("the build's `stdenv` {0} is not one of its inputs, a directory directly in the store")]
     Stdenv(String),
+    #[error("the path {0:?} cannot be written on a line of `TARGET=SOURCE` (it holds `=` or a line break)")]
+    Unprintable(PathBuf),
+    #[error("the cache {0} must be a directory of root's that nobody else may write")]
+    Cache(PathBuf),
     #[error(transparent)]
     Files(#[from] files::FilesError),
     #[error("cannot read the structured attributes")]
@@ -85,19 +89,32 @@ pub fn run(args: &[String]) -> i32 {
     if args.get(1).is_none() {
         return 0;
     }
-    match paths_for(Path::new(drv)) {
-        Ok(paths) if !paths.is_empty() => {
-            let mut out = String::from("extra-sandbox-paths\n");
-            for (target, source) in paths {
-                out.push_str(&format!("{}={}\n", target.display(), source.display()));
-            }
-            out.push('\n');
-            print!("{out}");
-        }
-        Ok(_) => {}
+    match paths_for(Path::new(drv)).and_then(|paths| section(&paths)) {
+        Ok(section) => print!("{section}"),
         Err(err) => eprintln!("{PROGRAM}: {}: {:#}; the build goes on without the attach hook", drv, anyhow::Error::from(err)),
     }
     0
+}
+
+/// The `extra-sandbox-paths` section for `paths` (empty for none). Nix
+/// splits each line at its first `=` and the output at line breaks, so a
+/// path holding either is refused rather than printed.
+fn section(paths: &[(PathBuf, PathBuf)]) -> Result<String, InjectError> {
+    if paths.is_empty() {
+        return Ok(String::new());
+    }
+    let mut out = String::from("extra-sandbox-paths\n");
+    for (target, source) in paths {
+        for path in [target, source] {
+            let text = path.to_str().ok_or_else(|| InjectError::Unprintable(path.clone()))?;
+            if text.contains(['=', '\n', '\r']) {
+                return Err(InjectError::Unprintable(path.clone()));
+            }
+        }
+        out.push_str(&format!("{}={}\n", target.display(), source.display()));
+    }
+    out.push('\n');
+    Ok(out)
 }
 
 /// The sandbox paths that hook the build at `drv`, or none.
@@ -108,14 +125,56 @@ fn paths_for(drv_path: &Path) -> Result<Vec<(PathBuf, PathBuf)>, InjectError> {
     if !policy::Pause::from_env().wants(&worker) || !honoured(&worker) {
         return Ok(Vec::new());
     }
-    let stdenv = PathBuf::from(stdenv);
-    if !stdenv.starts_with("/nix/store") || !stdenv.is_dir() {
-        return Err(InjectError::Stdenv(stdenv.display().to_string()));
-    }
-    let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
+    let stdenv = input_stdenv(&drv, &stdenv)?;
+    let cache = cache_dir()?;
     let hook = files::hook_dir(&cache)?;
     let shadow = files::shadow_stdenv(&cache, &stdenv)?;
     Ok(vec![(stdenv, shadow), (PathBuf::from(files::SANDBOX_DIR), hook)])
+}
+
+/// `stdenv`, checked to be one of the build's own inputs: a store path
+/// directly below /nix/store (no `..`, no deeper path), and an output of
+/// one of its input derivations or one of its input sources. Store paths
+/// are immutable and their names unique, so the shadow made for one can
+/// serve every build that uses it. A derivation may not name any other
+/// path as its stdenv.
+fn input_stdenv(drv: &Derivation, stdenv: &str) -> Result<PathBuf, InjectError> {
+    let refused = || InjectError::Stdenv(stdenv.to_string());
+    let name = stdenv.strip_prefix("/nix/store/").filter(|name| is_store_name(name)).ok_or_else(refused)?;
+    let is_source = drv.input_sources.iter().any(|source| source == stdenv);
+    // The derivation that makes `HASH-NAME` is `HASH2-NAME.drv`: only the
+    // inputs with that name are read.
+    let suffix = name.split_once('-').map(|(_, rest)| format!("-{rest}.drv")).ok_or_else(refused)?;
+    let is_output = || {
+        drv.input_derivations.iter().filter(|(path, _)| path.ends_with(&suffix)).any(|(path, used)| {
+            Derivation::read(Path::new(path))
+                .is_ok_and(|input| used.iter().any(|output| input.outputs.get(output).is_some_and(|out| out == stdenv)))
+        })
+    };
+    if !(is_source || is_output()) {
+        return Err(refused());
+    }
+    Ok(PathBuf::from(stdenv))
+}
+
+/// A store path's name: `HASH-NAME`, of the characters Nix allows, and not
+/// `.` or `..`.
+fn is_store_name(name: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "+-._?=".contains(c);
+    !name.is_empty() && !name.starts_with('.') && name.chars().all(allowed)
+}
+
+/// The cache directory (`NIX_ATTACH_CACHE` in the daemon's environment, or
+/// the default), made if missing; refused unless root owns it and nobody
+/// else may write to it, since builds read what is kept there.
+fn cache_dir() -> Result<PathBuf, InjectError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
+    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&cache);
+    match std::fs::symlink_metadata(&cache) {
+        Ok(meta) if meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o022 == 0 => Ok(cache),
+        _ => Err(InjectError::Cache(cache)),
+    }
 }
 
 /// The `stdenv` of a stdenv build run by bash: from its environment, or
@@ -143,7 +202,48 @@ fn daemon_worker() -> Option<Process> {
 
 /// Whether the worker's Nix lets the hook's entries replace inputs.
 fn honoured(worker: &Process) -> bool {
-    let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
-    let _ = std::fs::create_dir_all(&cache);
+    let Ok(cache) = cache_dir() else { return false };
     worker.program().ok().and_then(|program| version::release_of(&program, &cache)).is_some_and(|release| release.honours_the_hook())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_stdenv(stdenv: &str, sources: &[&str]) -> Derivation {
+        Derivation {
+            input_sources: sources.iter().map(|source| source.to_string()).collect(),
+            env: [("stdenv".to_string(), stdenv.to_string())].into(),
+            ..Derivation::default()
+        }
+    }
+
+    #[test]
+    fn only_a_stdenv_that_is_an_input_directly_in_the_store_is_taken() {
+        let ok = "/nix/store/0123-stdenv-linux";
+        assert!(input_stdenv(&with_stdenv(ok, &[ok]), ok).is_ok());
+        assert!(input_stdenv(&with_stdenv(ok, &[]), ok).is_err(), "not an input");
+        for bad in [
+            "/nix/store/0123-x/deeper-stdenv-linux",
+            "/nix/store/../../tmp/x",
+            "/tmp/0123-stdenv",
+            "/nix/store/0123-a\n/host=/",
+            "/nix/store/..",
+        ] {
+            assert!(input_stdenv(&with_stdenv(bad, &[bad]), bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_path_with_a_line_break_or_an_equals_sign_is_never_printed() {
+        for bad in ["/nix/store/0123-a=b", "/nix/store/0123-a\n/host", "/x\r"] {
+            let paths = [(PathBuf::from(bad), PathBuf::from("/nix/var/nix-attach/shadow"))];
+            assert!(matches!(section(&paths), Err(InjectError::Unprintable(_))), "{bad:?}");
+            let reversed = [(PathBuf::from("/nix-attach"), PathBuf::from(bad))];
+            assert!(matches!(section(&reversed), Err(InjectError::Unprintable(_))), "{bad:?}");
+        }
+        let good = [(PathBuf::from("/nix/store/0123-stdenv"), PathBuf::from("/nix/var/nix-attach/shadow-0123-stdenv"))];
+        assert_eq!(section(&good).unwrap(), "extra-sandbox-paths\n/nix/store/0123-stdenv=/nix/var/nix-attach/shadow-0123-stdenv\n\n");
+        assert_eq!(section(&[]).unwrap(), "");
+    }
 }

@@ -55,11 +55,35 @@ pub fn release_of(program: &Path, cache: &Path) -> Option<Release> {
     if let Some(known) = std::fs::read_to_string(&key).ok().and_then(|text| Release::parse(&text)) {
         return Some(known);
     }
-    let output = std::process::Command::new(program).arg("--version").env_clear().output().ok()?;
-    let text = String::from_utf8(output.stdout).ok()?;
+    let text = version_output(program)?;
     let release = Release::parse(&text)?;
     let _ = super::files::write_atomically(&key, text.as_bytes());
     Some(release)
+}
+
+/// What `program --version` prints, if it answers within a few seconds.
+fn version_output(program: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(program)
+        .arg("--version")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while child.try_wait().ok()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let mut text = String::new();
+    child.stdout.take()?.take(4096).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 #[cfg(test)]
