@@ -3,11 +3,13 @@
 //! Its wording is settled, so that people and scripts can rely on it:
 //!
 //! ```text
-//! nix-attach: DRV failed in PHASE (exit CODE): COMMAND — on host HOST, attach with `sudo nix-attach attach ID`; it waits until DEADLINE (TIMEOUT s without a session), then fails as usual
+//! nix-attach: DRV failed in PHASE (exit CODE): COMMAND — on host HOST, attach with `nix-attach attach ID` (sudo if no broker serves you); it waits until DEADLINE (TIMEOUT s without a session), then fails as usual
 //! ```
 //!
 //! The agent writes it into the build log; `nix-attach build` finds it in
-//! nix's output. Everything the build chose is sanitised, so it has no
+//! nix's output. The build cannot see from its sandbox whether the host
+//! runs the broker, so the line says when sudo is needed. Lines of older
+//! releases (``attach with `sudo nix-attach attach ID` ``) still read. Everything the build chose is sanitised, so it has no
 //! control characters and is always one line.
 
 use crate::metadata::{is_id, Metadata, ID_LENGTH};
@@ -16,12 +18,15 @@ use std::time::{Duration, SystemTime};
 
 const PREFIX: &str = "nix-attach: ";
 const SUMMARY_END: &str = " — on host ";
-const ATTACH: &str = "attach with `sudo nix-attach attach ";
+const ATTACH: &str = "attach with `nix-attach attach ";
+/// How lines written before the broker said it.
+const ATTACH_WITH_SUDO: &str = "attach with `sudo nix-attach attach ";
+const SUDO_HINT: &str = " (sudo if no broker serves you)";
 
 /// Writes the line for a waiting build.
 pub fn line(meta: &Metadata) -> String {
     format!(
-        "{PREFIX}{summary}{SUMMARY_END}{host}, {ATTACH}{id}`; it waits until {deadline} ({timeout} s without a session), then fails as usual",
+        "{PREFIX}{summary}{SUMMARY_END}{host}, {ATTACH}{id}`{SUDO_HINT}; it waits until {deadline} ({timeout} s without a session), then fails as usual",
         summary = summary(meta),
         host = sanitize(&meta.hostname),
         id = meta.id,
@@ -64,7 +69,7 @@ impl Pointer {
         let start = text.find(PREFIX)? + PREFIX.len();
         let rest = &text[start..];
         let summary = &rest[..rest.find(SUMMARY_END)?];
-        let after = &rest[rest.find(ATTACH)? + ATTACH.len()..];
+        let after = [ATTACH, ATTACH_WITH_SUDO].iter().find_map(|attach| Some(&rest[rest.find(attach)? + attach.len()..]))?;
         let id = after.get(..ID_LENGTH)?;
         let well_formed = is_id(id) && after[ID_LENGTH..].starts_with('`');
         well_formed.then(|| Pointer { id: id.to_string(), summary: sanitize(summary) })
@@ -85,8 +90,8 @@ mod tests {
         assert_eq!(
             line(&meta()),
             "nix-attach: hello-2.12 failed in buildPhase (exit 2): make -j2 — on host localhost, attach with \
-             `sudo nix-attach attach 4f2a9c0e11d3`; it waits until 2025-11-25T22:30:00Z (1800 s without a session), \
-             then fails as usual"
+             `nix-attach attach 4f2a9c0e11d3` (sudo if no broker serves you); it waits until 2025-11-25T22:30:00Z (1800 s \
+             without a session), then fails as usual"
         );
     }
 
@@ -103,6 +108,14 @@ mod tests {
         let text = line(&hostile);
         assert!(!text.contains('\n') && !text.contains('\x1b'));
         assert_eq!(Pointer::parse(&text).unwrap().id, "4f2a9c0e11d3");
+    }
+
+    #[test]
+    fn a_line_of_an_older_release_with_sudo_still_reads() {
+        let old = "nix-attach: hello-2.12 failed in buildPhase (exit 2): make -j2 — on host localhost, attach with \
+                   `sudo nix-attach attach 4f2a9c0e11d3`; it waits until 2025-11-25T22:30:00Z (1800 s without a session), \
+                   then fails as usual";
+        assert_eq!(Pointer::parse(old).unwrap().id, "4f2a9c0e11d3");
     }
 
     #[test]

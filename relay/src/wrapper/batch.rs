@@ -4,7 +4,7 @@
 //! - by default it is released at once, and the build fails as it would
 //!   have: a CI job never waits for nobody;
 //! - `--release-after SECS` keeps it waiting that long for someone to
-//!   attach from elsewhere (`sudo nix-attach attach ID` on the machine),
+//!   attach from elsewhere (`nix-attach attach ID` on the machine),
 //!   then releases it;
 //! - `--no-enter` leaves it waiting for its own timeout
 //!   (`NIX_ATTACH_TIMEOUT`).
@@ -53,7 +53,7 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     let hold = hold(options);
     let mut reach = Reach::new(false)?;
     let mut releases = JoinSet::new();
-    let mut paused: Vec<Pointer> = Vec::new();
+    let mut paused: Vec<(Pointer, String)> = Vec::new();
     while out.is_some() || err.is_some() {
         let found = tokio::select! {
             Some(chunk) = read_some(&mut out, &mut out_buffer) => pass(&mut stdout, &mut out_markers, &chunk).await?,
@@ -61,19 +61,20 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
             else => Vec::new(),
         };
         for pointer in found {
-            if !paused.iter().any(|known| known.id == pointer.id) {
-                annotate(&pointer).await?;
+            if !paused.iter().any(|(known, _)| known.id == pointer.id) {
+                let attach = reach.attach_command(&pointer.id);
+                annotate(&pointer, &attach).await?;
                 if let Some(after) = hold {
                     releases.spawn(release_after(reach.command(&pointer.id, &["release", &pointer.id]), after));
                 }
-                paused.push(pointer);
+                paused.push((pointer, attach));
             }
         }
     }
     let status = child.wait().await?;
     releases.abort_all();
-    for pointer in &paused {
-        eprintln!("{}", summary_line(pointer, hold));
+    for (pointer, attach) in &paused {
+        eprintln!("{}", summary_line(pointer, attach, hold));
     }
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
@@ -92,23 +93,23 @@ async fn pass<W: AsyncWrite + Unpin>(to: &mut W, markers: &mut Markers, chunk: &
 }
 
 /// The line printed at the end for each build that paused, saying how long
-/// it waited and how to make it wait.
-pub fn summary_line(pointer: &Pointer, hold: Option<Duration>) -> String {
+/// it waited for `attach` (the command that enters it) and how to make it
+/// wait.
+pub fn summary_line(pointer: &Pointer, attach: &str, hold: Option<Duration>) -> String {
     let waited = match hold {
         Some(Duration::ZERO) => "released at once, as nobody was at a terminal; to keep it waiting for \
-                                 `sudo nix-attach attach ID` next time, pass --release-after SECS or --no-enter"
+                                 `nix-attach attach` next time, pass --release-after SECS or --no-enter"
             .to_string(),
-        Some(after) => format!("it waited {} s for `sudo nix-attach attach {}`, then was released", after.as_secs(), pointer.id),
-        None => format!("it waited for `sudo nix-attach attach {}` until its own timeout, then failed as usual", pointer.id),
+        Some(after) => format!("it waited {} s for `{attach}`, then was released", after.as_secs()),
+        None => format!("it waited for `{attach}` until its own timeout, then failed as usual"),
     };
     format!("nix-attach: paused: {} — {waited}", pointer.summary)
 }
 
 /// On GitHub Actions, a `::error` workflow command with the same pointer.
-async fn annotate(pointer: &Pointer) -> anyhow::Result<()> {
+async fn annotate(pointer: &Pointer, attach: &str) -> anyhow::Result<()> {
     if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
-        let line =
-            format!("::error title=nix-attach::{} — attach with `sudo nix-attach attach {}` while it waits\n", pointer.summary, pointer.id);
+        let line = format!("::error title=nix-attach::{} — attach with `{attach}` while it waits\n", pointer.summary);
         let mut stdout = tokio::io::stdout();
         stdout.write_all(line.as_bytes()).await?;
         stdout.flush().await?;

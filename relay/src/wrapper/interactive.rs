@@ -209,7 +209,7 @@ async fn offer(
 ) -> anyhow::Result<()> {
     let answer = match options.enter {
         Enter::Never => {
-            say(&format!("{} — enter it with `sudo nix-attach attach {}`", pointer.summary, pointer.id));
+            say(&format!("{} — enter it with `{}`", pointer.summary, reach.attach_command(&pointer.id)));
             return Ok(());
         }
         Enter::Always => Answer::Enter,

@@ -42,6 +42,15 @@ impl Reach {
         command
     }
 
+    /// The command that enters build `id`, as this user would type it.
+    pub fn attach_command(&self, id: &str) -> String {
+        if self.reachable(id) {
+            format!("nix-attach attach {id}")
+        } else {
+            format!("sudo nix-attach attach {id}")
+        }
+    }
+
     /// Whether this user reaches build `id` without sudo: as root, directly
     /// (a single-user store), or through the broker (a build it asked for).
     fn reachable(&self, id: &str) -> bool {
