@@ -40,8 +40,10 @@ pub fn to_writer(mut writer: Box<dyn Write + Send>, in_flight: usize) -> mpsc::S
 }
 
 /// Reads the next chunk of an async pipe; the pipe is dropped at its end,
-/// and a dropped pipe never yields again, so two pipes can be read in one
-/// `select!` until both are gone.
+/// and a dropped pipe never yields again. To read two pipes in one
+/// `select!` until both are gone, give each branch the precondition
+/// `if pipe.is_some()`: without it, the branch of a pipe that ended stays
+/// pending, and `select!`'s `else` never comes.
 pub async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buffer: &mut BytesMut) -> Option<Bytes> {
     let Some(reader) = pipe.as_mut() else { return std::future::pending().await };
     buffer.reserve(CHUNK);

@@ -283,3 +283,35 @@ fn output_held_during_a_long_session_costs_the_wrapper_no_memory_and_comes_back_
     assert!(peak < 16 * 1024, "the wrapper used {peak} KiB while holding the output");
     assert_eq!(shown, FLOOD_BYTES / 3 * 4, "held output was lost");
 }
+
+#[test]
+fn without_a_terminal_the_wrapper_ends_when_stdout_closes_before_stderr() {
+    // nix writes to both; here stdout closes first, then stderr carries the
+    // last words. Each round must end, whichever pipe the wrapper sees end
+    // first.
+    for round in 0..20 {
+        let mut wrapper = Command::new(nix_attach())
+            .args(["run", "--", "sh", "-c", "exec >&-; echo last words >&2"])
+            .env("CI", "true")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = wrapper.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = wrapper.kill();
+                panic!("round {round}: the wrapper never ended");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert!(status.success(), "round {round}");
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut wrapper.stderr.take().unwrap(), &mut said).unwrap();
+        assert!(said.contains("last words"), "round {round}: {said}");
+    }
+}

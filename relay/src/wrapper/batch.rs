@@ -55,9 +55,11 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     let mut releases = JoinSet::new();
     let mut paused: Vec<(Pointer, String)> = Vec::new();
     while out.is_some() || err.is_some() {
+        // A pipe that ended is left out with its precondition: a branch
+        // that only never completes would keep `else` from ever coming.
         let found = tokio::select! {
-            Some(chunk) = read_some(&mut out, &mut out_buffer) => pass(&mut stdout, &mut out_markers, &chunk).await?,
-            Some(chunk) = read_some(&mut err, &mut err_buffer) => pass(&mut stderr, &mut err_markers, &chunk).await?,
+            Some(chunk) = read_some(&mut out, &mut out_buffer), if out.is_some() => pass(&mut stdout, &mut out_markers, &chunk).await?,
+            Some(chunk) = read_some(&mut err, &mut err_buffer), if err.is_some() => pass(&mut stderr, &mut err_markers, &chunk).await?,
             else => Vec::new(),
         };
         for pointer in found {
