@@ -1,6 +1,7 @@
 //! The benchmark figures (run with `benches/run`): nix-attach against the
 //! tools people use today, each figure a ratio against a baseline measured
-//! in the same run, on the real daemon. Writes target/bench/results.md and
+//! in the same run, on the real daemon. `BENCH_ONLY=injection` runs the
+//! daemon's pre-build hook figures alone. Writes target/bench/results.md and
 //! target/bench/results.json.
 
 #[path = "../tests/e2e/support/mod.rs"]
@@ -12,6 +13,7 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::daemon::SecondDaemon;
 use support::{nix_attach, release, Drv, Paused};
 
 /// One measured figure: ours, and each baseline with its goal.
@@ -312,10 +314,58 @@ fn rss_kib(pid: i32) -> f64 {
     status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// The daemon's pre-build hook: what each call costs (as the hook itself
+/// measures it, `NIX_ATTACH_HOOK_TIMES`, over `calls` trivial builds asked
+/// for as the wrapper asks), and a trivial passing build's wall time
+/// (`nix-build` carrying the wrapper's mark) through a daemon with the hook
+/// against one without it, taken in turns.
+fn injection_figures(calls: usize, pairs: usize) -> (Figure, Vec<f64>) {
+    let times = std::env::temp_dir().join(support::unique_name("hook-times"));
+    let hooked = SecondDaemon::start(true, &[("NIX_ATTACH_HOOK_TIMES", times.to_str().unwrap())]);
+    let plain = SecondDaemon::start(false, &[]);
+    let trivial = |prefix: &str| Drv::new(prefix).without_hook().phase("installPhase", "mkdir -p $out");
+    let timed = |daemon: &SecondDaemon, prefix: &str| {
+        let started = Instant::now();
+        let finished = daemon.requested(&trivial(prefix)).finish();
+        assert!(finished.status.success(), "{}", finished.log);
+        started.elapsed().as_secs_f64()
+    };
+    // The first calls prepare the shadow stdenv and learn the daemon's version.
+    timed(&hooked, "warm-hooked");
+    timed(&plain, "warm-plain");
+    let (mut with_hook, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..pairs {
+        with_hook.push(timed(&hooked, "trivial-hooked"));
+        without.push(timed(&plain, "trivial-plain"));
+    }
+    let _ = std::fs::remove_file(&times);
+    for _ in 0..calls {
+        timed(&hooked, "hook-call");
+    }
+    let per_call: Vec<f64> =
+        std::fs::read_to_string(&times).unwrap().lines().filter_map(|us| us.parse::<f64>().ok()).map(|us| us / 1000.0).collect();
+    let figure = Figure {
+        name: "trivial passing build, wall time (s)",
+        unit: "s",
+        ours: with_hook,
+        baselines: vec![Baseline::with_goal("the same through a daemon without the hook", without, "≤ 1.02×", |ours, base| {
+            ours <= 1.02 * base
+        })],
+    };
+    (figure, per_call)
+}
+
 fn main() {
     let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
     let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS").ok().and_then(|r| r.parse().ok()).unwrap_or(60);
     let mut figures = Vec::new();
+    eprintln!("bench: the daemon's pre-build hook");
+    let (injection, hook_calls) = injection_figures(200, (reps * 3).max(20));
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("injection") {
+        write_results(&[injection], None, &hook_calls);
+        return;
+    }
+    figures.push(injection);
 
     let sizes: [(&str, &str, &str, fn(f64, f64) -> bool); 2] = [
         ("failure to ready, small state (s)", "", "none (fixed costs)", |_, _| true),
@@ -424,10 +474,19 @@ fn main() {
     } else {
         f64::NAN
     };
-    write_results(&figures, idle_secs, idle_ticks, session_ticks, rss, size_mib);
+    write_results(&figures, Some(AgentCosts { idle_secs, idle_ticks, session_ticks, rss, size_mib }), &hook_calls);
 }
 
-fn write_results(figures: &[Figure], idle_secs: u64, idle_ticks: f64, session_ticks: f64, rss: f64, size_mib: f64) {
+/// What the agent costs while it waits, and the binary's size.
+struct AgentCosts {
+    idle_secs: u64,
+    idle_ticks: f64,
+    session_ticks: f64,
+    rss: f64,
+    size_mib: f64,
+}
+
+fn write_results(figures: &[Figure], agent: Option<AgentCosts>, hook_calls: &[f64]) {
     let date = humantime::format_rfc3339_seconds(SystemTime::now());
     let mut md = format!("Measured {date} on this machine (2 cores), `benches/run`.\n\n| figure | nix-attach median | p90 | baseline | baseline median | ratio | goal (ratio) | met |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let mut json = Vec::new();
@@ -450,17 +509,26 @@ fn write_results(figures: &[Figure], idle_secs: u64, idle_ticks: f64, session_ti
                 "ratio": ours / base, "goal": baseline.goal, "met": met }));
         }
     }
+    let (median_call, p99_call) = (median(hook_calls), percentile(hook_calls, 0.99));
     md += &format!(
-        "| agent CPU ticks over {idle_secs} s idle | {idle_ticks} | | | | | 0 | {} |\n",
-        if idle_ticks == 0.0 { "yes" } else { "no" }
+        "| pre-build hook per call over {} builds (ms), median / p99 | {median_call:.3} / {p99_call:.3} | | | | | ≤ 3 | {} |\n",
+        hook_calls.len(),
+        if p99_call <= 3.0 { "yes" } else { "no" }
     );
-    md += &format!(
-        "| agent CPU ticks over 10 s with an idle session | {session_ticks} | | | | | 0 | {} |\n",
-        if session_ticks == 0.0 { "yes" } else { "no" }
-    );
-    md += &format!("| agent RSS while waiting (MiB) | {rss:.1} | | | | | ≤ 8 | {} |\n", if rss <= 8.0 { "yes" } else { "no" });
-    md += &format!("| static binary, release, stripped (MiB) | {size_mib:.1} | | | | | | |\n");
-    json.push(json!({ "idle_ticks": idle_ticks, "idle_secs": idle_secs, "session_idle_ticks": session_ticks, "rss_mib": rss, "binary_mib": size_mib }));
+    json.push(json!({ "hook_call_ms": hook_calls, "hook_call_median_ms": median_call, "hook_call_p99_ms": p99_call }));
+    if let Some(AgentCosts { idle_secs, idle_ticks, session_ticks, rss, size_mib }) = agent {
+        md += &format!(
+            "| agent CPU ticks over {idle_secs} s idle | {idle_ticks} | | | | | 0 | {} |\n",
+            if idle_ticks == 0.0 { "yes" } else { "no" }
+        );
+        md += &format!(
+            "| agent CPU ticks over 10 s with an idle session | {session_ticks} | | | | | 0 | {} |\n",
+            if session_ticks == 0.0 { "yes" } else { "no" }
+        );
+        md += &format!("| agent RSS while waiting (MiB) | {rss:.1} | | | | | ≤ 8 | {} |\n", if rss <= 8.0 { "yes" } else { "no" });
+        md += &format!("| static binary, release, stripped (MiB) | {size_mib:.1} | | | | | | |\n");
+        json.push(json!({ "idle_ticks": idle_ticks, "idle_secs": idle_secs, "session_idle_ticks": session_ticks, "rss_mib": rss, "binary_mib": size_mib }));
+    }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("results.md"), &md).unwrap();

@@ -5,75 +5,11 @@
 //! with its own nix.conf (naming the hook) and its own socket; the shared
 //! daemon is never touched.
 
-use crate::support::{eval, fixtures, nix_attach, nix_string, release, unique_name, Build, Drv, PATIENCE};
+use crate::support::daemon::SecondDaemon;
+use crate::support::{eval, fixtures, nix_attach, nix_string, release, unique_name, Drv};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A nix-daemon whose nix.conf names nix-attach's pre-build hook.
-struct HookedDaemon {
-    dir: PathBuf,
-    process: Child,
-}
-
-impl HookedDaemon {
-    fn start() -> HookedDaemon {
-        let dir = std::env::temp_dir().join(unique_name("hooked-daemon"));
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        let hook = dir.join("bin/nix-attach-pre-build-hook");
-        std::os::unix::fs::symlink(nix_attach(), &hook).unwrap();
-        let conf = std::fs::read_to_string("/etc/nix/nix.conf").unwrap();
-        std::fs::write(dir.join("nix.conf"), format!("{conf}pre-build-hook = {}\n", hook.display())).unwrap();
-        let process = Command::new("nix-daemon")
-            .env_remove("NIX_REMOTE")
-            .env("NIX_CONF_DIR", &dir)
-            .env("NIX_DAEMON_SOCKET_PATH", dir.join("socket"))
-            .env("NIX_ATTACH_CACHE", dir.join("cache"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
-            .process_group(0)
-            .spawn()
-            .expect("start a second nix-daemon");
-        let deadline = Instant::now() + PATIENCE;
-        while std::os::unix::net::UnixStream::connect(dir.join("socket")).is_err() {
-            assert!(Instant::now() < deadline, "the second daemon never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        HookedDaemon { dir, process }
-    }
-
-    /// `PROGRAM ARGS… --no-out-link --expr EXPRESSION` through this daemon.
-    fn build(&self, name: &str, expression: &str, program: &str, args: &[&str]) -> Build {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .env("NIX_DAEMON_SOCKET_PATH", self.dir.join("socket"))
-            .env("NIX_CONF_DIR", &self.dir)
-            .env_remove("NIX_ATTACH_REQUESTED");
-        Build::start_with(name, expression, command)
-    }
-
-    /// `nix-attach run --no-enter -- nix-build …`: the wrapper asks for it,
-    /// and, without a terminal, leaves a paused build waiting.
-    fn wrapped(&self, drv: &Drv) -> Build {
-        self.build(&drv.name, &drv.expression(), nix_attach(), &["run", "--no-enter", "--", "nix-build"])
-    }
-
-    /// Plain `nix-build …`, as anyone would run it.
-    fn plain(&self, drv: &Drv) -> Build {
-        self.build(&drv.name, &drv.expression(), "nix-build", &[])
-    }
-}
-
-impl Drop for HookedDaemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.process.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.process.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use std::path::Path;
+use std::process::Command;
 
 /// A failing derivation without the hook among its inputs.
 fn hookless(prefix: &str, phase: &str) -> Drv {
@@ -85,7 +21,7 @@ const STATE: &str =
 
 #[test]
 fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_state() {
-    let daemon = HookedDaemon::start();
+    let daemon = SecondDaemon::hooked();
     let mut build = daemon.wrapped(&hookless("injected", STATE));
     let paused = build.paused();
     assert_eq!(paused.entry["phase"], "buildPhase");
@@ -97,16 +33,12 @@ fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_
     let finished = release(build, &paused);
     assert!(!finished.status.success());
     assert!(finished.log.contains("failed with exit code 3") && finished.log.contains("Running phase: buildPhase"), "{}", finished.log);
-    assert!(
-        finished.log.contains("pause even without the attach hook: the daemon's pre-build hook puts it in (Nix 2.8)"),
-        "{}",
-        finished.log
-    );
+    assert!(finished.log.contains("nix-attach: failing builds pause even without the attach hook"), "{}", finished.log);
 }
 
 #[test]
 fn a_plain_nix_build_through_the_same_daemon_fails_at_once_without_a_pointer() {
-    let daemon = HookedDaemon::start();
+    let daemon = SecondDaemon::hooked();
     let finished = daemon.plain(&hookless("not-asked", "sh -c 'exit 3'")).finish();
     assert!(!finished.status.success());
     assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
@@ -115,7 +47,7 @@ fn a_plain_nix_build_through_the_same_daemon_fails_at_once_without_a_pointer() {
 
 #[test]
 fn a_failing_dependency_pauses_not_only_the_top_level() {
-    let daemon = HookedDaemon::start();
+    let daemon = SecondDaemon::hooked();
     let dependency = unique_name("deep-dependency");
     let top = Drv::new("top-level")
         .without_hook()
@@ -133,7 +65,7 @@ fn a_failing_dependency_pauses_not_only_the_top_level() {
 
 #[test]
 fn structured_attributes_builds_pause_too() {
-    let daemon = HookedDaemon::start();
+    let daemon = SecondDaemon::hooked();
     let drv = hookless("injected-structured", "sh -c 'exit 3'").structured().attr_expr("makeFlags", r#"[ "-j2" "A=b c" ]"#);
     let mut build = daemon.wrapped(&drv);
     let paused = build.paused();
@@ -144,7 +76,7 @@ fn structured_attributes_builds_pause_too() {
 #[test]
 fn a_derivation_that_carries_the_hook_is_hooked_once() {
     // Hooked twice, the build would pause again after its release.
-    let daemon = HookedDaemon::start();
+    let daemon = SecondDaemon::hooked();
     let mut build = daemon.wrapped(&Drv::new("carries-hook").phase("buildPhase", "sh -c 'exit 3'"));
     let paused = build.paused();
     let finished = release(build, &paused);
@@ -155,7 +87,7 @@ fn a_derivation_that_carries_the_hook_is_hooked_once() {
 
 #[test]
 fn a_builder_that_is_not_the_stdenv_is_left_alone() {
-    let daemon = HookedDaemon::start();
+    let daemon = SecondDaemon::hooked();
     let name = unique_name("raw-builder");
     let expression = format!(
         "let f = import {} {{ }}; in derivation {{ name = {}; system = builtins.currentSystem; builder = f.bash; args = [ \"-c\" \"exit 3\" ]; }}",
@@ -169,7 +101,7 @@ fn a_builder_that_is_not_the_stdenv_is_left_alone() {
 
 #[test]
 fn a_passing_build_under_the_injection_is_bit_identical() {
-    let daemon = HookedDaemon::start();
+    let daemon = SecondDaemon::hooked();
     let drv = Drv::new("passing").without_hook().phase("installPhase", "mkdir -p $out && echo same > $out/file");
     assert!(daemon.wrapped(&drv).finish().status.success());
     let checked = daemon.build(&drv.name, &drv.expression(), nix_attach(), &["run", "--no-enter", "--", "nix-build", "--check"]).finish();
@@ -180,7 +112,7 @@ fn a_passing_build_under_the_injection_is_bit_identical() {
 fn where_the_daemon_would_not_honour_the_hook_it_prints_nothing() {
     // The daemon's Nix is asked its version once and the answer kept in
     // the cache; here the cache says Nix 2.30, where the input wins.
-    let daemon = HookedDaemon::start();
+    let daemon = SecondDaemon::hooked();
     let nix = std::fs::metadata("/usr/bin/nix").unwrap();
     use std::os::unix::fs::MetadataExt;
     let cache = daemon.dir.join("cache");

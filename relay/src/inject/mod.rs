@@ -49,8 +49,9 @@ pub enum InjectError {
 }
 
 /// Which of the two ways into a failed build applies here, in one line for
-/// the wrapper: as far as this machine's nix.conf (`NIX_CONF_DIR`) and its
-/// `nix --version` tell.
+/// the wrapper: as far as this machine's nix.conf (`NIX_CONF_DIR`) tells,
+/// and the version of `nix` that the hook found and kept in its cache (the
+/// wrapper runs no program to ask).
 pub fn notice() -> String {
     let conf_dir = std::env::var_os("NIX_CONF_DIR").map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from);
     let conf = std::fs::read_to_string(conf_dir.join("nix.conf")).unwrap_or_default();
@@ -64,23 +65,35 @@ pub fn notice() -> String {
             conf_dir.join("nix.conf").display()
         );
     }
-    let release = std::process::Command::new("nix")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| version::Release::parse(&text));
+    let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
+    let nix = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("nix")).find(|nix| nix.is_file()));
+    let release = nix.and_then(|nix| version::known_release_of(&std::fs::canonicalize(nix).ok()?, &cache));
     match release {
         Some(release) if release.honours_the_hook() => {
             format!("failing builds pause even without the attach hook: the daemon's pre-build hook puts it in ({release})")
         }
         Some(release) => format!("only builds with the attach hook pause: {release} lets an input win over the pre-build hook's paths"),
-        None => "failing builds pause without the attach hook where the daemon's Nix honours its pre-build hook".to_string(),
+        None => "failing builds pause even without the attach hook where the daemon's Nix honours its pre-build hook \
+                 (Nix 2.8-2.29, Lix 2.90-2.92)"
+            .to_string(),
     }
 }
 
-/// Runs the hook for `DRV [SANDBOX]`; always returns 0.
+/// Runs the hook for `DRV [SANDBOX]`; always returns 0. With
+/// `NIX_ATTACH_HOOK_TIMES=FILE` in the daemon's environment, it appends the
+/// microseconds each call took to FILE (what `benches/run` measures).
 pub fn run(args: &[String]) -> i32 {
+    let started = std::time::Instant::now();
+    let code = hook(args);
+    if let Some(times) = std::env::var_os("NIX_ATTACH_HOOK_TIMES") {
+        use std::io::Write;
+        let line = format!("{}\n", started.elapsed().as_micros());
+        let _ = std::fs::OpenOptions::new().create(true).append(true).open(times).and_then(|mut file| file.write_all(line.as_bytes()));
+    }
+    code
+}
+
+fn hook(args: &[String]) -> i32 {
     let Some(drv) = args.first() else {
         eprintln!("{PROGRAM}: usage: {PROGRAM} DRV [SANDBOX] (run by nix-daemon, from nix.conf's pre-build-hook)");
         return 0;

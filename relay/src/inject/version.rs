@@ -47,14 +47,25 @@ impl std::fmt::Display for Release {
     }
 }
 
-/// The release of the Nix program `program`, asked once and remembered in
-/// `cache` under the program's identity (device, inode, size, time).
-pub fn release_of(program: &Path, cache: &Path) -> Option<Release> {
+/// Where the release of `program` is kept in `cache`: under the program's
+/// identity (device, inode, size, time).
+fn cache_key(program: &Path, cache: &Path) -> Option<std::path::PathBuf> {
     let meta = std::fs::metadata(program).ok()?;
-    let key = cache.join(format!("version-{}-{}-{}-{}", meta.dev(), meta.ino(), meta.size(), meta.mtime()));
-    if let Some(known) = std::fs::read_to_string(&key).ok().and_then(|text| Release::parse(&text)) {
+    Some(cache.join(format!("version-{}-{}-{}-{}", meta.dev(), meta.ino(), meta.size(), meta.mtime())))
+}
+
+/// The release of `program` as the cache has it, without asking it.
+pub fn known_release_of(program: &Path, cache: &Path) -> Option<Release> {
+    std::fs::read_to_string(cache_key(program, cache)?).ok().and_then(|text| Release::parse(&text))
+}
+
+/// The release of the Nix program `program`, asked once and remembered in
+/// `cache`.
+pub fn release_of(program: &Path, cache: &Path) -> Option<Release> {
+    if let Some(known) = known_release_of(program, cache) {
         return Some(known);
     }
+    let key = cache_key(program, cache)?;
     let text = version_output(program)?;
     let release = Release::parse(&text)?;
     let _ = super::files::write_atomically(&key, text.as_bytes());
