@@ -3,7 +3,7 @@
 //! agent's `/proc` entry when the layout is unknown. Only Nix 2.8 runs here,
 //! so the other layouts are laid out by hand and served by a real agent.
 
-use crate::support::{exec, list, nix_attach, nix_attach_cmd, unique_name};
+use crate::support::{exec, list, nix_attach, nix_attach_cmd, readable_nix_attach, unique_name};
 use serde_json::Value;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -152,7 +152,7 @@ fn a_process_of_an_ordinary_user_named_like_an_agent_is_no_build() {
     let name = unique_name("impostor-user");
     let top = impostor_build_dir(&name);
     let mut agent = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", nix_attach()])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", readable_nix_attach()])
         .args(agent_args(&top, &name))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -187,9 +187,9 @@ fn alone_with_an_impostor() -> AloneWithImpostor {
     let name = unique_name("impostor-userns");
     let top = impostor_build_dir(&name);
     let script = r#"
-        nix_attach=$1 top=$2; shift 2
-        setpriv --reuid=65534 --regid=65534 --clear-groups unshare -Urpf --mount-proc "$nix_attach" "$@" > /dev/null 2>&1 &
-        until [ -s "$top/.nix-attach/agent.json" ]; do sleep 0.05; done
+        nix_attach=$1 impostor=$2 top=$3; shift 3
+        setpriv --reuid=65534 --regid=65534 --clear-groups unshare -Urpf --mount-proc "$impostor" "$@" > /dev/null 2>&1 &
+        for _ in $(seq 600); do [ -s "$top/.nix-attach/agent.json" ] && break; sleep 0.05; done
         id=$(sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p' "$top/.nix-attach/agent.json")
         echo "$id"
         echo '--- list'; "$nix_attach" list --json 2>&1
@@ -198,7 +198,7 @@ fn alone_with_an_impostor() -> AloneWithImpostor {
         # Leaving ends this pid namespace, and the kernel kills the impostor.
     "#;
     let output = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "bash", "-c", script, "bash", nix_attach()])
+        .args(["--pid", "--fork", "--mount-proc", "bash", "-c", script, "bash", nix_attach(), readable_nix_attach()])
         .arg(&top)
         .args(agent_args(&top, &name))
         .stdin(Stdio::null())

@@ -1,6 +1,6 @@
 //! Bad requests get one clear line on stderr and status 125, never a panic.
 
-use crate::support::{list, nix_attach, nix_attach_cmd, release, Drv, PATIENCE};
+use crate::support::{list, nix_attach, nix_attach_cmd, readable_nix_attach, release, Drv, PATIENCE};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,7 @@ fn a_released_build_is_gone() {
 fn an_ordinary_user_is_told_that_root_is_needed() {
     let (build, paused) = Drv::new("denied").phase("buildPhase", "false").pause();
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", nix_attach(), "attach", &paused.id])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", readable_nix_attach(), "attach", &paused.id])
         .output()
         .expect("run setpriv");
     assert_one_line_error(&output, "permission denied");
