@@ -1,6 +1,6 @@
 //! Bad requests get one clear line on stderr and status 125, never a panic.
 
-use crate::support::{list, nix_attach, nix_attach_cmd, readable_nix_attach, release, Drv, PATIENCE};
+use crate::support::{list, nix_attach_cmd, readable_nix_attach, release, Drv, PATIENCE};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
