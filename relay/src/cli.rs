@@ -74,13 +74,6 @@ pub enum Command {
     },
     /// Print the manual page (roff).
     Man,
-    /// The daemon's pre-build hook (nix.conf: `pre-build-hook =
-    /// …/nix-attach-pre-build-hook`, a link to this binary).
-    #[command(hide = true)]
-    PreBuildHook {
-        /// The derivation, then the sandbox's root, as Nix passes them.
-        args: Vec<String>,
-    },
     /// Keep a failed build waiting for sessions (run by the setup hook).
     #[command(hide = true)]
     Agent(AgentConfig),
@@ -142,7 +135,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(0)
         }
-        Command::PreBuildHook { args } => Ok(crate::inject::run(&args)),
         Command::Agent(config) => agent::run(config).map(|()| 0),
     }
 }

@@ -111,11 +111,6 @@ impl Derivation {
             env: env.into_iter().collect(),
         })
     }
-
-    /// The derivation's name (`name` attribute), or empty.
-    pub fn name(&self) -> &str {
-        self.env.get("name").map_or("", String::as_str)
-    }
 }
 
 struct Parser<'a> {
@@ -208,7 +203,7 @@ mod tests {
         assert_eq!(drv.builder, "/nix/store/wjy2-bash-static");
         assert_eq!(drv.args, ["-e", "/nix/store/v30y-make-busybox.sh"]);
         assert_eq!(drv.env["buildPhase"], "echo \"hi\"\n\\tab\tend");
-        assert_eq!(drv.name(), "busybox");
+        assert_eq!(drv.env["name"], "busybox");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub enum BrokerError {
     NotASocket(PathBuf),
     #[error("cannot listen on {0}")]
     Listen(PathBuf, #[source] std::io::Error),
-    #[error("{0} must be a directory of root's that nobody else may write; pass another --socket")]
+    #[error("{0} must be a directory of root's that nobody else may write (or sticky, as /tmp); pass another --socket")]
     UnsafeDirectory(PathBuf),
     #[error("cannot accept connections")]
     Accept(#[source] std::io::Error),
@@ -232,7 +232,7 @@ fn open(connection: &UnixStream, uid: u32, query: Option<&str>) -> String {
 /// The waiting builds `uid` may enter: those it asked for (all, for root).
 /// A build whose requester is unknown belongs to root alone.
 fn builds_of(uid: u32) -> Discovery {
-    let mut found = discover_agents();
+    let mut found = discover_agents(true);
     if uid != 0 {
         found.builds.retain(|build| build.requester.is_some_and(|requester| requester.uid == uid));
     }

@@ -34,18 +34,19 @@ pub enum Origin {
 
 /// Whether `agent`, a process with `facts`, may be running a build, and why.
 pub fn origin(agent: &Process, facts: &Facts) -> Option<Origin> {
-    match nix_ancestor(agent, facts) {
-        Some(nix) => Some(Origin::Nix(nix)),
-        None if facts.uid == facts.euid && (facts.euid == 0 || facts.euid == nix::unistd::geteuid().as_raw()) => Some(Origin::Trusted),
-        None => None,
+    // Root's own agents, and the caller's, need no walk: for root's the walk
+    // could find nothing (the first process of another uid is never root).
+    if facts.uid == facts.euid && (facts.euid == 0 || facts.euid == nix::unistd::geteuid().as_raw()) {
+        return Some(Origin::Trusted);
     }
+    nix_ancestor(agent, facts).map(Origin::Nix)
 }
 
 /// The Nix process, run by root, that the build `process` belongs to was
 /// started by: the first process of another uid going up from it. `None`
 /// when that process is not a Nix program of root's, or when the chain
 /// breaks (a parent gone, or a pid reused).
-pub fn nix_ancestor(process: &Process, facts: &Facts) -> Option<Process> {
+fn nix_ancestor(process: &Process, facts: &Facts) -> Option<Process> {
     let build_uid = facts.euid;
     let (mut child, mut child_facts) = (None::<Process>, *facts);
     for _ in 0..MAX_DEPTH {

@@ -1,4 +1,5 @@
-//! Finds the builds that wait for a session.
+//! Finds the builds that wait for a session, and, for `list` and the
+//! broker, who asked for each ([`requester`](super::requester)).
 //!
 //! A build waits while its agent runs, so the search starts from running
 //! agents in `/proc` (only processes that may run builds: see
@@ -118,7 +119,7 @@ pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
     // Agents first: an agent enters its state directory before it writes
     // anything, so every agent seen here has a state directory by the time
     // the layouts are scanned.
-    let agents = running_agents(&mut denied);
+    let agents = running_agents(&mut denied, true);
     let mut candidates: HashMap<Key, Candidate> = HashMap::new();
     for (root, only_nix_builds) in roots(extra_dirs) {
         scan_root(&root, only_nix_builds, &mut candidates);
@@ -130,10 +131,11 @@ pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
 }
 
 /// Finds every waiting build this user can reach, without naming build
-/// directories: what a session needs, and quicker.
-pub fn discover_agents() -> Discovery {
+/// directories: what a session needs, and quicker. `requesters`: also ask
+/// who asked for each build (root only; what the broker needs).
+pub fn discover_agents(requesters: bool) -> Discovery {
     let mut denied = Vec::new();
-    let agents = running_agents(&mut denied);
+    let agents = running_agents(&mut denied, requesters);
     waiting_builds(agents, HashMap::new(), denied)
 }
 
@@ -192,11 +194,15 @@ fn open_beneath(top: &OwnedFd, components: &[&str]) -> Result<OwnedFd, Errno> {
     Ok(dir)
 }
 
-/// Lists the agents running on this host, with their working directories.
-/// Each process is looked at through one handle on its `/proc` entry, so a
-/// pid reused in between cannot mix two processes' facts.
-fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
+/// Lists the agents running on this host, with their working directories,
+/// and, with `requesters` and as root, who asked for each build (looked up
+/// once per Nix process: one worker may run several builds). Each process
+/// is looked at through one handle on its `/proc` entry, so a pid reused in
+/// between cannot mix two processes' facts.
+fn running_agents(denied: &mut Vec<PathBuf>, requesters: bool) -> Vec<Agent> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let requesters = requesters && nix::unistd::geteuid().is_root();
+    let mut asked: HashMap<i32, Option<Requester>> = HashMap::new();
     let mut agents = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
@@ -205,15 +211,11 @@ fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
             continue;
         }
         let Ok(process) = Process::open(pid) else { continue };
-        let Ok(facts) = process.facts() else { continue };
         if !is_agent_command(process.dir()) {
             continue;
         }
-        let requester = match builders::origin(&process, &facts) {
-            None => continue,
-            Some(Origin::Trusted) => None,
-            Some(Origin::Nix(nix)) => requester::requester(&nix).ok(),
-        };
+        let Ok(facts) = process.facts() else { continue };
+        let Some(origin) = builders::origin(&process, &facts) else { continue };
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let cwd = match openat(process.dir(), "cwd", flags, Mode::empty()) {
             Ok(dir) => fstat(&dir).ok().map(|stat| Candidate { build_dir: proc_dir.join("cwd/.."), dir, stat }),
@@ -222,6 +224,10 @@ fn running_agents(denied: &mut Vec<PathBuf>) -> Vec<Agent> {
                 None
             }
             Err(_) => None,
+        };
+        let requester = match origin {
+            Origin::Nix(nix) if requesters && cwd.is_some() => *asked.entry(nix.pid()).or_insert_with(|| requester::requester(&nix).ok()),
+            _ => None,
         };
         agents.push(Agent { pid, parent: facts.parent, uid: facts.euid, requester, cwd });
     }

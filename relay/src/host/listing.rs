@@ -26,7 +26,8 @@ pub struct Listing {
     pub owner_uid: u32,
     pub hostname: String,
     /// Who asked Nix for the build (the client of the daemon's worker), by
-    /// the kernel's account; null where unknown (for anyone but root).
+    /// the kernel's account, as root or the broker found it; null where
+    /// unknown.
     pub requested_by_uid: Option<u32>,
     pub requested_by_pid: Option<i32>,
 }

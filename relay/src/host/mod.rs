@@ -2,10 +2,12 @@
 //!
 //! Each command discovers the waiting builds ([`discovery`], trusting only
 //! agents that run as builds: [`builders`], each seen through
-//! [`process`]), picks one ([`select`]),
-//! connects to its agent without trusting the build directory
-//! ([`connect`]) and gives up root ([`privileges`]). An attach then relays
-//! the user's terminal to the build's PTY, handed over by the agent
+//! [`process`]; `list` also shows who asked for each, [`requester`], as
+//! [`listing`]s), picks one ([`select`]), connects to its agent without
+//! trusting the build directory ([`connect`]) and gives up root
+//! ([`privileges`]). An ordinary user who may not enter a build directory
+//! asks the [`broker`](crate::broker) instead. An attach then relays the
+//! user's terminal to the build's PTY, handed over by the agent
 //! ([`pty_relay`], [`terminal`]); an exec relays pipes through the agent
 //! ([`relay`], [`input`]).
 
@@ -92,7 +94,7 @@ pub fn release(query: Option<&str>) -> anyhow::Result<i32> {
 /// An ordinary user who may not enter the build directories asks the
 /// broker for a build of its own; where none runs, the error says so.
 fn reach(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> {
-    let found = discovery::discover_agents();
+    let found = discovery::discover_agents(false);
     let denied = found.denied.len();
     let build = match select::select(found, query) {
         Ok(build) => build,

@@ -35,6 +35,12 @@ pub enum RequesterError {
         #[source]
         source: nix::Error,
     },
+    #[error("cannot copy a socket of the Nix process {pid}")]
+    Copy {
+        pid: i32,
+        #[source]
+        source: rustix::io::Errno,
+    },
     #[error("the Nix process {pid} serves {count} clients of different users")]
     Ambiguous { pid: i32, count: usize },
 }
@@ -58,7 +64,13 @@ pub fn requester(nix: &Process) -> Result<Requester, RequesterError> {
     nix.facts().map_err(|_| RequesterError::Gone { pid })?;
     let mut clients: Vec<Requester> = Vec::new();
     for fd in socket_descriptors(nix)? {
-        let Ok(copy) = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()) else { continue };
+        // A socket that cannot be copied might be the client's: no answer
+        // then, rather than a wrong one. One closed meanwhile is gone.
+        let copy = match pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()) {
+            Ok(copy) => copy,
+            Err(rustix::io::Errno::BADF) => continue,
+            Err(source) => return Err(RequesterError::Copy { pid, source }),
+        };
         if let Some(client) = unix_peer(&copy).filter(|client| client.pid != pid) {
             if !clients.iter().any(|known| known.uid == client.uid) {
                 clients.push(client);

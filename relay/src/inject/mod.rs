@@ -135,11 +135,12 @@ fn paths_for(drv_path: &Path) -> Result<Vec<(PathBuf, PathBuf)>, InjectError> {
     let drv = Derivation::read(drv_path)?;
     let Some(stdenv) = stdenv_of(&drv)? else { return Ok(Vec::new()) };
     let Some(worker) = daemon_worker() else { return Ok(Vec::new()) };
-    if !policy::Pause::from_env().wants(&worker) || !honoured(&worker) {
+    let cache = cache_dir()?;
+    // The version is a cached file read; who asked takes a socket copy.
+    if !honoured(&worker, &cache) || !policy::Pause::from_env().wants(&worker) {
         return Ok(Vec::new());
     }
     let stdenv = input_stdenv(&drv, &stdenv)?;
-    let cache = cache_dir()?;
     let hook = files::hook_dir(&cache)?;
     let shadow = files::shadow_stdenv(&cache, &stdenv)?;
     Ok(vec![(stdenv, shadow), (PathBuf::from(files::SANDBOX_DIR), hook)])
@@ -214,9 +215,8 @@ fn daemon_worker() -> Option<Process> {
 }
 
 /// Whether the worker's Nix lets the hook's entries replace inputs.
-fn honoured(worker: &Process) -> bool {
-    let Ok(cache) = cache_dir() else { return false };
-    worker.program().ok().and_then(|program| version::release_of(&program, &cache)).is_some_and(|release| release.honours_the_hook())
+fn honoured(worker: &Process, cache: &Path) -> bool {
+    worker.program().ok().and_then(|program| version::release_of(&program, cache)).is_some_and(|release| release.honours_the_hook())
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
                 let attach = reach.attach_command(&pointer.id);
                 annotate(&pointer, &attach).await?;
                 if let Some(after) = hold {
-                    releases.spawn(release_after(reach.command(&pointer.id, &["release", &pointer.id]), after));
+                    releases.spawn(release_after(reach.command(&pointer.id, &["release", &pointer.id]), pointer.id.clone(), after));
                 }
                 paused.push((pointer, attach));
             }
@@ -81,11 +81,15 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-/// Runs `release` once `after` has passed. Its failure (the build already
-/// gone, sudo refusing) changes nothing: the build then fails by itself.
-async fn release_after(mut release: Command, after: Duration) {
+/// Runs `release` for build `id` once `after` has passed. If it fails (sudo
+/// refusing, no broker), that is said at once: the build then waits for its
+/// own timeout, and fails by itself after it.
+async fn release_after(mut release: Command, id: String, after: Duration) {
     tokio::time::sleep(after).await;
-    let _ = release.stdin(Stdio::null()).stdout(Stdio::null()).status().await;
+    let released = release.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().await;
+    if !released.is_ok_and(|status| status.success()) {
+        eprintln!("nix-attach: could not release build {id} (as root, through `sudo -n`, or the broker); it waits for its own timeout");
+    }
 }
 
 async fn pass<W: AsyncWrite + Unpin>(to: &mut W, markers: &mut Markers, chunk: &[u8]) -> anyhow::Result<Vec<Pointer>> {
