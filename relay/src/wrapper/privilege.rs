@@ -5,6 +5,7 @@
 
 use crate::broker;
 use crate::host::discovery::discover_agents;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use tokio::process::Command;
 
@@ -14,13 +15,15 @@ pub struct Reach {
     told_about_sudo: bool,
     /// A person is at the terminal: sudo may ask for a password there.
     attended: bool,
+    /// Whether each build asked about is reachable without sudo, found once.
+    known: HashMap<String, bool>,
 }
 
 impl Reach {
     /// `attended`: sudo may ask for a password; otherwise it must not
     /// (`sudo -n`), as nobody could answer.
     pub fn new(attended: bool) -> std::io::Result<Reach> {
-        Ok(Reach { exe: std::env::current_exe()?, told_about_sudo: false, attended })
+        Ok(Reach { exe: std::env::current_exe()?, told_about_sudo: false, attended, known: HashMap::new() })
     }
 
     /// `nix-attach ARGS…`, run so that it can reach build `id`.
@@ -43,7 +46,7 @@ impl Reach {
     }
 
     /// The command that enters build `id`, as this user would type it.
-    pub fn attach_command(&self, id: &str) -> String {
+    pub fn attach_command(&mut self, id: &str) -> String {
         if self.reachable(id) {
             format!("nix-attach attach {id}")
         } else {
@@ -53,9 +56,15 @@ impl Reach {
 
     /// Whether this user reaches build `id` without sudo: as root, directly
     /// (a single-user store), or through the broker (a build it asked for).
-    fn reachable(&self, id: &str) -> bool {
-        nix::unistd::geteuid().is_root()
+    /// Found once for each build.
+    fn reachable(&mut self, id: &str) -> bool {
+        if let Some(known) = self.known.get(id) {
+            return *known;
+        }
+        let reachable = nix::unistd::geteuid().is_root()
             || discover_agents(false).builds.iter().any(|build| build.meta.id == id)
-            || broker::client::list(&broker::socket_path()).is_ok_and(|mine| mine.iter().any(|build| build.id == id))
+            || broker::client::list(&broker::socket_path()).is_ok_and(|mine| mine.iter().any(|build| build.id == id));
+        self.known.insert(id.to_string(), reachable);
+        reachable
     }
 }
