@@ -52,12 +52,6 @@ fn cut(text: &mut String, max: usize) {
     }
 }
 
-/// The one field every version of the metadata has, read before the rest.
-#[derive(Deserialize)]
-struct Versioned {
-    version: u32,
-}
-
 /// What the agent says about the build it keeps waiting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,11 +85,7 @@ pub struct Metadata {
 impl Metadata {
     /// Parses and checks metadata read from an untrusted build.
     pub fn parse(bytes: &[u8]) -> Result<Metadata, MetadataError> {
-        let Versioned { version } = serde_json::from_slice(bytes)?;
-        if version != crate::protocol::VERSION {
-            return Err(MetadataError::Version(version));
-        }
-        let meta: Metadata = serde_json::from_slice(bytes)?;
+        let meta: Metadata = crate::protocol::decode_versioned(bytes, crate::protocol::VERSION)?.map_err(MetadataError::Version)?;
         if !is_id(&meta.id) {
             return Err(MetadataError::Id);
         }

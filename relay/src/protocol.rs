@@ -59,20 +59,28 @@ pub struct Hello {
     pub request: Request,
 }
 
-/// The one field a hello of every version has, read before the rest.
+/// The one field every version of a versioned document has.
 #[derive(Deserialize)]
 struct Versioned {
     version: u32,
 }
 
-/// Reads a hello: its version first, then, for our version only, the
-/// whole hello, strictly.
-fn decode_hello(body: &[u8]) -> Result<Hello, ProtocolError> {
-    let Versioned { version } = serde_json::from_slice(body).map_err(ProtocolError::Hello)?;
-    if version != VERSION {
-        return Err(ProtocolError::Version(version));
+/// Reads a JSON document that names its `version` (a hello, the metadata,
+/// a broker request): the version first, alone, so that a peer of another
+/// version is told so even when the rest of its document is new to us;
+/// then, for `expected` only, the whole document, strictly. `Err(version)`
+/// inside for another version.
+pub fn decode_versioned<T: serde::de::DeserializeOwned>(body: &[u8], expected: u32) -> serde_json::Result<Result<T, u32>> {
+    let Versioned { version } = serde_json::from_slice(body)?;
+    if version != expected {
+        return Ok(Err(version));
     }
-    serde_json::from_slice(body).map_err(ProtocolError::Hello)
+    serde_json::from_slice(body).map(Ok)
+}
+
+/// Reads a hello of our version.
+fn decode_hello(body: &[u8]) -> Result<Hello, ProtocolError> {
+    decode_versioned(body, VERSION).map_err(ProtocolError::Hello)?.map_err(ProtocolError::Version)
 }
 
 /// Frames from the client to the agent.

@@ -50,12 +50,6 @@ struct Envelope {
     request: Request,
 }
 
-/// The one field every version's request has.
-#[derive(Deserialize)]
-struct Versioned {
-    version: u32,
-}
-
 /// The broker's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
@@ -80,11 +74,7 @@ pub fn encode_request(request: &Request) -> Vec<u8> {
 /// Decodes a request's JSON: its version first, then, for this version
 /// only, the whole request, strictly.
 pub fn decode_request(body: &[u8]) -> Result<Request, WireError> {
-    let Versioned { version } = serde_json::from_slice(body).map_err(WireError::Malformed)?;
-    if version != VERSION {
-        return Err(WireError::Version(version));
-    }
-    let envelope: Envelope = serde_json::from_slice(body).map_err(WireError::Malformed)?;
+    let envelope: Envelope = crate::protocol::decode_versioned(body, VERSION).map_err(WireError::Malformed)?.map_err(WireError::Version)?;
     Ok(envelope.request)
 }
 
