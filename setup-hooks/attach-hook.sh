@@ -50,10 +50,11 @@ __nixAttachSnapshot() {
     __nixAttachPwd=$PWD
     __nixAttachFrames=()
     # The failing frames start above this function and its caller; at exit,
-    # above the EXIT trap's handler.
+    # above the EXIT trap's handler (the stdenv's, or retry's).
     local -i __nixAttachI=2 __nixAttachFirst=2
     for ((; __nixAttachI < ${#FUNCNAME[@]}; __nixAttachI++)); do
-        [[ $1 == err || ${FUNCNAME[__nixAttachI]} != exitHandler ]] || __nixAttachFirst=__nixAttachI+1
+        [[ $1 == err || ( ${FUNCNAME[__nixAttachI]} != exitHandler && ${FUNCNAME[__nixAttachI]} != __nixAttachExitHandler ) ]] ||
+            __nixAttachFirst=__nixAttachI+1
     done
     for ((__nixAttachI = __nixAttachFirst; __nixAttachI < ${#FUNCNAME[@]} && __nixAttachI < __nixAttachFirst + 64; __nixAttachI++)); do
         __nixAttachFrames+=("${FUNCNAME[__nixAttachI]} (${BASH_SOURCE[__nixAttachI]-?}:${BASH_LINENO[__nixAttachI - 1]})")

@@ -1,5 +1,6 @@
-//! The command line: `list`, `attach`, `exec` and `release` on the host, and
-//! `agent`, which the setup hook runs inside the sandbox.
+//! The command line: `list`, `attach`, `exec` and `release` on the host,
+//! `build`, `run` and `retry` around nix, `broker`, and `agent`, which the
+//! setup hook runs inside the sandbox.
 
 use crate::agent::{self, AgentConfig};
 use crate::{host, wrapper};
@@ -60,6 +61,20 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
+    /// Build a failed derivation again so that it pauses when it fails,
+    /// then act as `build` does. No edit to its expression; only the
+    /// derivation itself is built (its inputs are still in the store).
+    Retry {
+        #[command(flatten)]
+        wrap: Wrap,
+        /// A .drv path in the store, a Nix file or directory (with -A ATTR
+        /// after --), or an installable (`.#hello`).
+        target: String,
+        /// Arguments for `nix-instantiate` (a file) or `nix path-info
+        /// --derivation` (an installable).
+        #[arg(last = true)]
+        nix_args: Vec<OsString>,
+    },
     /// Serve ordinary users their own builds, as root (see SECURITY.md).
     Broker {
         /// The socket to listen on (default: $NIX_ATTACH_BROKER, or
@@ -108,7 +123,7 @@ impl From<Wrap> for wrapper::Options {
             (_, true) => wrapper::Enter::Never,
             _ => wrapper::Enter::Ask,
         };
-        wrapper::Options { enter, release_after: wrap.release_after.map(Duration::from_secs) }
+        wrapper::Options { enter, release_after: wrap.release_after.map(Duration::from_secs), offer_retries: true }
     }
 }
 
@@ -126,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let program = command.remove(0);
             wrapper::run(program, command, wrap.into())
         }
+        Command::Retry { wrap, target, nix_args } => crate::retry::run(&target, &nix_args, wrap.into()),
         Command::Broker { socket } => crate::broker::run(socket.as_deref()).map(|()| 0).map_err(Into::into),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "nix-attach", &mut std::io::stdout());
@@ -156,7 +172,7 @@ mod tests {
         let mut manual = Vec::new();
         clap_mangen::Man::new(Cli::command()).render(&mut manual).unwrap();
         let (completions, manual) = (String::from_utf8(completions).unwrap(), String::from_utf8(manual).unwrap());
-        for command in ["list", "attach", "exec", "release", "build", "run", "broker"] {
+        for command in ["list", "attach", "exec", "release", "build", "run", "retry", "broker"] {
             assert!(completions.contains(command), "{command} is not completed");
             assert!(manual.contains(command), "{command} is not in the manual");
         }

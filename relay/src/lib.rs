@@ -12,6 +12,8 @@
 //!   the builds that pause.
 //! - [`inject`] is the daemon's pre-build hook: it puts the hook into a
 //!   build at sandbox setup, where the daemon allows it.
+//! - [`retry`] builds a failed derivation again so that it pauses, with no
+//!   edit to its expression.
 //! - [`broker`] is a small root service that hands each ordinary user a
 //!   connection to the builds that user asked for, so nobody needs sudo.
 //!
@@ -32,6 +34,7 @@ pub mod metadata;
 pub mod pointer;
 pub mod protocol;
 pub mod pump;
+pub mod retry;
 pub mod runtime;
 pub mod sanitize;
 pub mod wrapper;

@@ -63,6 +63,11 @@ pub struct Pointer {
 }
 
 impl Pointer {
+    /// The name of the derivation that paused, as the line has it.
+    pub fn drv_name(&self) -> &str {
+        self.summary.split_once(" failed in ").map_or(&self.summary, |(name, _)| name)
+    }
+
     /// Reads a pointer from a line of text (after any prefix nix adds,
     /// such as `drv> ` with `-L`), or `None` if it holds none.
     pub fn parse(text: &str) -> Option<Pointer> {

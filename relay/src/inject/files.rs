@@ -30,7 +30,7 @@ pub const SANDBOX_DIR: &str = "/nix-attach";
 const MAX_STDENV_BYTES: u64 = 8 * 1024 * 1024;
 const MAX_STDENV_ENTRIES: usize = 1000;
 /// The attach hook, as the repository ships it.
-const HOOK: &str = include_str!("../../../setup-hooks/attach-hook.sh");
+pub const HOOK: &str = include_str!("../../../setup-hooks/attach-hook.sh");
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {

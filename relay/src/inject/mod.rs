@@ -48,11 +48,23 @@ pub enum InjectError {
     StructuredAttrs(#[source] serde_json::Error),
 }
 
-/// Which of the two ways into a failed build applies here, in one line for
-/// the wrapper: as far as this machine's nix.conf (`NIX_CONF_DIR`) tells,
-/// and the version of `nix` that the hook found and kept in its cache (the
-/// wrapper runs no program to ask).
-pub fn notice() -> String {
+/// Whether the daemon's pre-build hook puts the attach hook into builds
+/// here, as far as the machine tells without running a program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injection {
+    /// nix.conf (the file named) names no pre-build hook of ours.
+    NotConfigured(PathBuf),
+    /// Configured, and the Nix the hook found honours it.
+    Honoured(version::Release),
+    /// Configured, but the Nix the hook found lets inputs win.
+    Ignored(version::Release),
+    /// Configured; the hook has not yet run to find the Nix.
+    Unknown,
+}
+
+/// What this machine's nix.conf (`NIX_CONF_DIR`) says, and the version of
+/// `nix` that the hook found and kept in its cache.
+pub fn injection() -> Injection {
     let conf_dir = std::env::var_os("NIX_CONF_DIR").map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from);
     let conf = std::fs::read_to_string(conf_dir.join("nix.conf")).unwrap_or_default();
     let configured = conf
@@ -60,21 +72,32 @@ pub fn notice() -> String {
         .filter_map(|line| line.split_once('='))
         .any(|(key, value)| key.trim() == "pre-build-hook" && Path::new(value.trim()).file_name().is_some_and(|name| name == PROGRAM));
     if !configured {
-        return format!(
-            "only builds with the attach hook pause: {} names no {PROGRAM} (see the README, \"No edit at all\")",
-            conf_dir.join("nix.conf").display()
-        );
+        return Injection::NotConfigured(conf_dir.join("nix.conf"));
     }
     let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
     let nix = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("nix")).find(|nix| nix.is_file()));
-    let release = nix.and_then(|nix| version::known_release_of(&std::fs::canonicalize(nix).ok()?, &cache));
-    match release {
-        Some(release) if release.honours_the_hook() => {
+    match nix.and_then(|nix| version::known_release_of(&std::fs::canonicalize(nix).ok()?, &cache)) {
+        Some(release) if release.honours_the_hook() => Injection::Honoured(release),
+        Some(release) => Injection::Ignored(release),
+        None => Injection::Unknown,
+    }
+}
+
+/// Which of the two ways into a failed build applies here, in one line for
+/// the wrapper.
+pub fn notice() -> String {
+    match injection() {
+        Injection::NotConfigured(conf) => {
+            format!("only builds with the attach hook pause: {} names no {PROGRAM} (see the README, \"No edit at all\")", conf.display())
+        }
+        Injection::Honoured(release) => {
             format!("failing builds pause even without the attach hook: the daemon's pre-build hook puts it in ({release})")
         }
-        Some(release) => format!("only builds with the attach hook pause: {release} lets an input win over the pre-build hook's paths"),
-        None => "failing builds pause even without the attach hook where the daemon's Nix honours its pre-build hook \
-                 (Nix 2.8-2.29, Lix 2.90-2.92)"
+        Injection::Ignored(release) => {
+            format!("only builds with the attach hook pause: {release} lets an input win over the pre-build hook's paths")
+        }
+        Injection::Unknown => "failing builds pause even without the attach hook where the daemon's Nix honours its pre-build hook \
+                               (Nix 2.8-2.29, Lix 2.90-2.92)"
             .to_string(),
     }
 }
@@ -193,7 +216,7 @@ fn cache_dir() -> Result<PathBuf, InjectError> {
 
 /// The `stdenv` of a stdenv build run by bash: from its environment, or
 /// from its structured attributes. `None` for any other build.
-fn stdenv_of(drv: &Derivation) -> Result<Option<String>, InjectError> {
+pub fn stdenv_of(drv: &Derivation) -> Result<Option<String>, InjectError> {
     let bash = Path::new(&drv.builder).file_name().is_some_and(|name| name.to_string_lossy().contains("bash"));
     if !bash {
         return Ok(None);

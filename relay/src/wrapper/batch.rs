@@ -10,17 +10,21 @@
 //!   (`NIX_ATTACH_TIMEOUT`).
 //!
 //! Each paused build gets one summary line at the end, and a `::error`
-//! workflow command on GitHub Actions as soon as it is seen.
+//! workflow command on GitHub Actions as soon as it is seen. A derivation
+//! that failed without pausing is never built again from here: it gets
+//! the `nix-attach retry` line that would, and a `::notice` on GitHub
+//! Actions.
 
 use super::markers::Markers;
 use super::privilege::Reach;
-use super::{Enter, Options};
+use super::{Enter, Options, Outcome};
 use crate::pointer::Pointer;
 use crate::pump::read_some;
 use anyhow::Context;
 use bytes::BytesMut;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -36,8 +40,9 @@ fn hold(options: &Options) -> Option<Duration> {
     }
 }
 
-/// Runs `program args…`, passing its output through, and returns its status.
-pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<i32> {
+/// Runs `program args…`, passing its output through, and returns its
+/// status (and nothing to build again).
+pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<Outcome> {
     let mut child = Command::new(program)
         .args(args)
         .env(crate::inject::policy::MARK, "1")
@@ -78,7 +83,26 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     for (pointer, attach) in &paused {
         eprintln!("{}", summary_line(pointer, attach, hold));
     }
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    if options.offer_retries {
+        let names = paused.iter().map(|(pointer, _)| pointer.drv_name().to_string()).collect();
+        let failed: Vec<PathBuf> = out_markers.failed().iter().chain(err_markers.failed()).cloned().collect();
+        for drv in super::unpaused(&failed, &names) {
+            let line = super::retry_line(&drv);
+            eprintln!("nix-attach: {line}");
+            notice(&line).await?;
+        }
+    }
+    Ok(Outcome::ended(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))))
+}
+
+/// On GitHub Actions, a `::notice` workflow command with `line`.
+async fn notice(line: &str) -> anyhow::Result<()> {
+    if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
+        let mut stdout = tokio::io::stdout();
+        stdout.write_all(format!("::notice title=nix-attach::{line}\n").as_bytes()).await?;
+        stdout.flush().await?;
+    }
+    Ok(())
 }
 
 /// Runs `release` for build `id` once `after` has passed. If it fails (sudo
@@ -128,7 +152,7 @@ mod tests {
     use super::*;
 
     fn options(enter: Enter, release_after: Option<u64>) -> Options {
-        Options { enter, release_after: release_after.map(Duration::from_secs) }
+        Options { enter, release_after: release_after.map(Duration::from_secs), offer_retries: true }
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! unchanged. When a build pauses, the passthrough stops, nix's output is
 //! held back, and the person is asked whether to enter; after the session
 //! the build is released, the held output is shown and nix goes on.
+//! Once nix is done, each derivation that failed without pausing is
+//! offered for `retry`: the person's answers go back to the caller, which
+//! builds them again.
 
 use super::held::Held;
 use super::markers::Markers;
 use super::privilege::Reach;
-use super::{Enter, Options};
+use super::{Enter, Options, Outcome};
 use crate::host::input::{read_key, Input};
 use crate::host::terminal::{self, RawMode};
 use crate::pointer::Pointer;
@@ -15,9 +18,10 @@ use crate::pump;
 use anyhow::Context;
 use bytes::Bytes;
 use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -39,6 +43,8 @@ struct Nix {
     code: Option<i32>,
     markers: Markers,
     waiting: VecDeque<Pointer>,
+    /// The names of the derivations that paused.
+    paused: HashSet<String>,
 }
 
 impl Nix {
@@ -64,6 +70,7 @@ impl Nix {
             code: None,
             markers: Markers::default(),
             waiting: VecDeque::new(),
+            paused: HashSet::new(),
         };
         Ok((nix, killer))
     }
@@ -77,7 +84,9 @@ impl Nix {
     fn note(&mut self, chunk: Option<Bytes>) -> Bytes {
         match chunk {
             Some(chunk) => {
-                self.waiting.extend(self.markers.feed(&chunk));
+                let found = self.markers.feed(&chunk);
+                self.paused.extend(found.iter().map(|pointer| pointer.drv_name().to_string()));
+                self.waiting.extend(found);
                 chunk
             }
             None => {
@@ -88,8 +97,9 @@ impl Nix {
     }
 }
 
-/// Runs `program args…` on the user's terminal; returns its status.
-pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<i32> {
+/// Runs `program args…` on the user's terminal; returns its status and
+/// the derivations to build again.
+pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<Outcome> {
     let (mut nix, mut killer) = Nix::start(program, args)?;
     let mut input = Input::start()?;
     let mut input_open = true;
@@ -110,7 +120,7 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
                 Offered::Held(held) => held.show(&mut stdout).await?,
                 Offered::Stopped(code) => {
                     let _ = killer.kill();
-                    return Ok(code);
+                    return Ok(Outcome::ended(code));
                 }
             }
             continue;
@@ -131,11 +141,43 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
                 let (rows, cols) = terminal::size();
                 let _ = nix.master.resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 });
             }
-            code = stop.next() => { let _ = killer.kill(); return Ok(code); }
+            code = stop.next() => { let _ = killer.kill(); return Ok(Outcome::ended(code)); }
         }
     }
+    // The reader stays parked: the answers below, and the builds after,
+    // read the terminal themselves.
+    input.pause();
+    let unpaused = super::unpaused(nix.markers.failed(), &nix.paused);
+    let retries = if options.offer_retries { choose_retries(unpaused, options).await? } else { Vec::new() };
     drop(raw);
-    Ok(nix.code.unwrap_or(255))
+    Ok(Outcome { code: nix.code.unwrap_or(255), retries })
+}
+
+/// Offers each derivation that failed without pausing for `retry`; returns
+/// the ones to build again.
+async fn choose_retries(unpaused: Vec<PathBuf>, options: &Options) -> anyhow::Result<Vec<PathBuf>> {
+    let mut chosen = Vec::new();
+    for drv in unpaused {
+        let name = crate::retry::name_of(&drv);
+        let yes = match options.enter {
+            Enter::Never => {
+                say(&super::retry_line(&drv));
+                false
+            }
+            Enter::Always => {
+                say(&format!("{name} failed without pausing; building it again so that it pauses"));
+                true
+            }
+            Enter::Ask => {
+                let question = format!("{name} failed without pausing; build it again so that it pauses?");
+                matches!(ask(&question, options.release_after).await?, Answer::Enter)
+            }
+        };
+        if yes {
+            chosen.push(drv);
+        }
+    }
+    Ok(chosen)
 }
 
 /// The signals that end the wrapper (and nix), at any point.
@@ -213,7 +255,7 @@ async fn offer(
             return Ok(());
         }
         Enter::Always => Answer::Enter,
-        Enter::Ask => ask(pointer, options.release_after).await?,
+        Enter::Ask => ask(&format!("{} — enter the build?", pointer.summary), options.release_after).await?,
     };
     match answer {
         Answer::Enter => {
@@ -234,9 +276,9 @@ async fn offer(
     Ok(())
 }
 
-/// Asks `[Y/n]`, waiting at most `limit` for the answer.
-async fn ask(pointer: &Pointer, limit: Option<Duration>) -> anyhow::Result<Answer> {
-    print_raw(&format!("\r\n{} — enter the build? [Y/n] ", pointer.summary));
+/// Asks `QUESTION [Y/n]`, waiting at most `limit` for the answer.
+async fn ask(question: &str, limit: Option<Duration>) -> anyhow::Result<Answer> {
+    print_raw(&format!("\r\n{question} [Y/n] "));
     let deadline = limit.map(|limit| Instant::now() + limit);
     loop {
         let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));

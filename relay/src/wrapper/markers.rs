@@ -1,12 +1,15 @@
-//! Finds pointer lines in nix's output as a terminal would show it.
+//! Finds pointer lines, and the derivations whose builder failed
+//! ([`Failures`]), in nix's output as a terminal would show it.
 //!
 //! The stream is parsed with `vte`, so escape sequences (colours, the
 //! progress bar's redraws) are not text, a marker split across reads is
 //! still whole, and a carriage return starts the line over. Only printed
 //! characters make up a line, so no escape sequence can hide or fake one.
 
+use super::failures::Failures;
 use crate::pointer::Pointer;
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 /// Longer lines are cut; a pointer is far shorter.
 const MAX_LINE: usize = 16 * 1024;
@@ -25,6 +28,7 @@ struct Lines {
     /// A carriage return came: the next character starts the line over.
     returned: bool,
     found: Vec<Pointer>,
+    failures: Failures,
 }
 
 impl vte::Perform for Lines {
@@ -41,6 +45,7 @@ impl vte::Perform for Lines {
         match byte {
             b'\n' => {
                 self.found.extend(Pointer::parse(&self.current));
+                self.failures.line(&self.current);
                 self.current.clear();
                 self.returned = false;
             }
@@ -56,6 +61,11 @@ impl Markers {
         self.parser.advance(&mut self.lines, bytes);
         let found = std::mem::take(&mut self.lines.found);
         found.into_iter().filter(|pointer| self.seen.insert(pointer.id.clone())).collect()
+    }
+
+    /// The derivations whose builder failed, so far.
+    pub fn failed(&self) -> &[PathBuf] {
+        &self.lines.failures.failed
     }
 }
 

@@ -13,15 +13,23 @@
 //! (or after `--release-after`, or left to its own timeout with
 //! `--no-enter`), and each gets a summary line at the end (and a `::error`
 //! annotation on GitHub Actions).
+//!
+//! A derivation whose builder failed without pausing (no hook, nothing
+//! injected one) can be built again so that it pauses ([`crate::retry`]):
+//! at a terminal the wrapper offers that once nix is done (or does it,
+//! with `--enter-on-failure`); without one it prints the `retry` line.
 
 mod batch;
+pub mod failures;
 mod held;
 mod interactive;
 pub mod markers;
 mod privilege;
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What to do when a build pauses.
@@ -40,22 +48,67 @@ pub struct Options {
     pub enter: Enter,
     /// How long the prompt waits for an answer before it releases the build.
     pub release_after: Option<Duration>,
+    /// Whether a derivation that failed without pausing is offered for
+    /// `retry` (not when the build is already a retry).
+    pub offer_retries: bool,
 }
 
-/// Runs `program args…` and returns its exit status.
+/// How the wrapped command ended.
+pub struct Outcome {
+    /// Its exit status.
+    pub code: i32,
+    /// The derivations the person chose to build again so they pause.
+    pub retries: Vec<PathBuf>,
+}
+
+impl Outcome {
+    fn ended(code: i32) -> Outcome {
+        Outcome { code, retries: Vec::new() }
+    }
+}
+
+/// Runs `program args…`, after a line on whether builds without the hook
+/// pause here; returns its exit status.
 pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::Result<i32> {
     eprintln!("nix-attach: {}", crate::inject::notice());
-    crate::runtime::run(async {
+    watch(program, args, options)
+}
+
+/// Runs `program args…` and offers to enter the builds that pause, then
+/// builds again those the person chose; returns the command's status,
+/// whatever the builds again did.
+pub fn watch(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::Result<i32> {
+    let outcome = crate::runtime::run(async {
         if attended() {
             interactive::run(&program, &args, &options).await
         } else {
             batch::run(&program, &args, &options).await
         }
-    })?
+    })??;
+    for drv in &outcome.retries {
+        if let Err(err) = crate::retry::rebuild(drv, Options { offer_retries: false, ..options.clone() }) {
+            eprintln!("nix-attach: cannot build {} again: {err:#}", drv.display());
+        }
+    }
+    Ok(outcome.code)
 }
 
 /// Someone is at a terminal: stdin and stdout are terminals and `CI` is unset.
 fn attended() -> bool {
     let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal() && !ci
+}
+
+/// The failed derivations whose names did not pause.
+fn unpaused(failed: &[PathBuf], paused: &HashSet<String>) -> Vec<PathBuf> {
+    failed.iter().filter(|drv| !paused.contains(&crate::retry::name_of(drv))).cloned().collect()
+}
+
+/// What to run to enter `drv`, which failed without pausing.
+fn retry_line(drv: &Path) -> String {
+    format!(
+        "{} failed without pausing; to enter it, build it again so that it pauses: nix-attach retry {}",
+        crate::retry::name_of(drv),
+        drv.display()
+    )
 }

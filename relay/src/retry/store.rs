@@ -1,0 +1,67 @@
+//! What retry asks of the Nix store, through Nix's own commands (so it
+//! works with a daemon, a single-user store and any Nix or Lix):
+//! which paths are valid, adding the hook's files, and instantiating an
+//! expression.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot run {0} (is Nix on PATH?)")]
+    Run(String, #[source] std::io::Error),
+    #[error("`{command}` failed: {message}")]
+    Failed { command: String, message: String },
+}
+
+/// Runs `program args…` and returns its standard output, trimmed. Its
+/// standard error is kept for the error; on success it is dropped.
+fn output(program: &str, args: &[OsString]) -> Result<String, StoreError> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|err| StoreError::Run(program.to_string(), err))?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("(no message)").trim().to_string();
+    let words: Vec<String> =
+        std::iter::once(program.to_string()).chain(args.iter().map(|arg| arg.to_string_lossy().into_owned())).collect();
+    Err(StoreError::Failed { command: words.join(" "), message })
+}
+
+/// The paths among `paths` that are not valid in the store.
+pub fn invalid(paths: &[String]) -> Result<Vec<String>, StoreError> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<OsString> = vec!["--check-validity".into(), "--print-invalid".into()];
+    args.extend(paths.iter().map(OsString::from));
+    Ok(output("nix-store", &args)?.lines().map(String::from).collect())
+}
+
+/// Adds the file or directory `path` to the store (content-addressed, by
+/// its name); returns its store path.
+pub fn add(path: &Path) -> Result<String, StoreError> {
+    output("nix-store", &["--add".into(), path.into()])
+}
+
+/// Instantiates the expression in `file`; returns the derivation's path.
+pub fn instantiate(file: &Path) -> Result<String, StoreError> {
+    output("nix-instantiate", &[file.into()])
+}
+
+/// The derivation that `nix-instantiate ARGS…` (a file and its `-A`,
+/// `--arg`…) or `nix path-info --derivation ARGS…` (an installable) names.
+pub fn derivation_of(program: &str, args: &[OsString]) -> Result<String, StoreError> {
+    let mut all: Vec<OsString> = Vec::new();
+    if program == "nix" {
+        all.extend(["path-info".into(), "--derivation".into()]);
+    }
+    all.extend(args.iter().cloned());
+    output(program, &all)
+}
