@@ -127,6 +127,11 @@ impl Drv {
         )
     }
 
+    /// Instantiates it through the daemon; returns the `.drv` path.
+    pub fn instantiate(&self) -> String {
+        instantiate(&self.expression())
+    }
+
     /// Starts `nix-build` on this derivation through the daemon.
     pub fn start(&self) -> Build {
         Build::start(&self.name, &self.expression())
@@ -194,10 +199,16 @@ impl Build {
 
     /// Starts `command --no-out-link --expr EXPRESSION`, a build called `name`.
     pub fn start_with(name: &str, expression: &str, mut command: Command) -> Build {
+        command.args(["--no-out-link", "--expr", expression]);
+        Build::spawn(name, command)
+    }
+
+    /// Starts `command`, which builds a derivation called `name` through
+    /// the daemon, with its output in a log.
+    pub fn spawn(name: &str, mut command: Command) -> Build {
         let log = std::env::temp_dir().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("create the build log");
         let child = command
-            .args(["--no-out-link", "--expr", expression])
             .env("NIX_REMOTE", "daemon")
             .env("NIX_ATTACH_TEST_BINARY", nix_attach())
             .stdin(Stdio::null())
@@ -260,6 +271,15 @@ impl Drop for Build {
         }
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// `nix-instantiate --expr EXPRESSION` through the daemon; returns the
+/// `.drv` path.
+pub fn instantiate(expression: &str) -> String {
+    let output =
+        Command::new("nix-instantiate").args(["--expr", expression]).env("NIX_REMOTE", "daemon").output().expect("run nix-instantiate");
+    assert!(output.status.success(), "nix-instantiate failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
 /// `nix-attach list --json`, parsed.
