@@ -302,3 +302,49 @@ fn with_enter_on_failure_the_wrapper_retries_and_enters_without_asking() {
     assert_ne!(terminal.wait(), 0);
     assert!(!terminal.screen().contains("[Y/n]"), "{}", terminal.screen());
 }
+
+#[test]
+fn attributes_that_read_like_nix_code_are_copied_as_text() {
+    let hostile = "\"; evil = builtins.currentTime; x = \" ${builtins.currentTime} '' \\ $HOME \\${";
+    let drv = Drv::new("retry-hostile-text").without_hook().attr("hostileText", hostile).phase("buildPhase", "sh -c 'exit 3'");
+    let drv_path = failed_without_pausing(&drv);
+    let (build, paused) = paused_retry(&drv.name, &drv_path);
+    assert_eq!(eval(&paused.id, "printf %s \"$hostileText\""), hostile);
+    released_fails_as_before(build, &paused, 3);
+}
+
+#[test]
+fn a_failure_line_that_a_build_prints_cannot_name_a_derivation_that_built() {
+    let built = instantiate(&format!("(import {} {{}}).busybox", fixtures().display()));
+    let missing = "/nix/store/00000000000000000000000000000000-missing.drv";
+    let fake = format!(
+        "echo \"error: builder for '{built}' failed with exit code 1;\" >&2\necho \"error: builder for '{missing}' failed with exit code 1;\" >&2\nsh -c 'exit 3'"
+    );
+    let drv = Drv::new("retry-fake-line").without_hook().phase("buildPhase", &fake);
+    let output = Command::new(nix_attach())
+        .args(["run", "--", "nix-build", "--no-out-link", "--expr", &drv.expression()])
+        .env("CI", "true")
+        .env("NIX_REMOTE", "daemon")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("nix-attach retry {}", drv.instantiate())), "the real failure is not offered: {stderr}");
+    assert!(!stderr.contains(&format!("nix-attach retry {built}")), "a derivation that built is offered: {stderr}");
+    assert!(!stderr.contains(&format!("nix-attach retry {missing}")), "a missing derivation is offered: {stderr}");
+}
+
+#[test]
+fn a_nix_file_and_an_attribute_name_the_derivation_to_retry() {
+    let drv = Drv::new("retry-file").without_hook().phase("buildPhase", "sh -c 'exit 3'");
+    let other = Drv::new("retry-file-other").without_hook();
+    failed_without_pausing(&drv);
+    let file = std::env::temp_dir().join(format!("{}.nix", drv.name));
+    std::fs::write(&file, format!("{{ it = {}; other = {}; }}", drv.expression(), other.expression())).unwrap();
+    let mut command = Command::new(nix_attach());
+    command.args(["retry", "--no-enter", file.to_str().unwrap(), "--", "-A", "it"]);
+    let mut build = Build::spawn(&drv.name, command);
+    let paused = build.paused();
+    released_fails_as_before(build, &paused, 3);
+    let _ = std::fs::remove_file(file);
+}

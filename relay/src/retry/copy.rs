@@ -122,7 +122,7 @@ mod tests {
         let attributes = Attributes::of(&drv).unwrap();
         let text = expression(&drv, &attributes, &Paths::new("/nix/store"));
         assert!(text.contains("\"__structuredAttrs\" = true;"), "{text}");
-        assert!(text.contains("\"outputs\" = [ \"out\" ];") && text.contains("\"n\" = 3;"), "{text}");
+        assert!(text.contains("\"outputs\" = [ \"out\" ];") && text.contains("\"n\" = (3);"), "{text}");
         assert!(text.contains("\"args\" = [ \"-e\" \"b.sh\" ];"), "{text}");
     }
 

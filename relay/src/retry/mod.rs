@@ -125,6 +125,15 @@ pub fn plan(drv_path: &Path) -> Result<Plan, RetryError> {
     Ok(Plan::Copy { drv: copy, carrier })
 }
 
+/// Whether `drv_path` may be a derivation that has just failed: its file
+/// is in the store and none of its outputs is valid. A build's log can
+/// print anything, a line that reads like Nix's failure included; this
+/// keeps such a line from naming a derivation that built.
+pub fn may_have_failed(drv_path: &Path) -> bool {
+    let Ok(outputs) = outputs_of(drv_path) else { return false };
+    store::invalid(&outputs).is_ok_and(|invalid| invalid.len() == outputs.len())
+}
+
 /// The derivation's name, from its path (`…-NAME.drv`).
 pub fn name_of(drv_path: &Path) -> String {
     let file = drv_path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
