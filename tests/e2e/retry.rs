@@ -57,7 +57,7 @@ fn released_fails_as_before(build: Build, paused: &Paused, code: i32) {
 
 #[test]
 fn a_stdenv_build_without_the_hook_pauses_when_retried_with_its_whole_shell() {
-    let drv = Drv::new("retry-stdenv").without_hook().phase(
+    let drv = Drv::new("retry-stdenv").without_hook().attr("preHook", "ownPreHook=ran").phase(
         "buildPhase",
         "retryFunction() { :; }\nlocal phaseLocal=inside\nretryArray=(one 'two three')\nunexported=42\nsh -c 'exit 3'",
     );
@@ -70,6 +70,7 @@ fn a_stdenv_build_without_the_hook_pauses_when_retried_with_its_whole_shell() {
     assert_eq!(eval(&paused.id, "echo \"$phaseLocal\""), "inside\n");
     assert_eq!(eval(&paused.id, "echo \"${retryArray[1]}\""), "two three\n");
     assert_eq!(eval(&paused.id, "declare -p unexported"), "declare -- unexported=\"42\"\n");
+    assert_eq!(eval(&paused.id, "echo \"$ownPreHook\""), "ran\n", "the derivation's own preHook did not run");
     assert!(build.log().contains("never the original's"), "{}", build.log());
     released_fails_as_before(build, &paused, 3);
 }
