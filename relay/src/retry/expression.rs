@@ -122,7 +122,9 @@ pub fn json(value: &serde_json::Value, paths: &Paths) -> String {
     match value {
         Value::Null => "null".to_string(),
         Value::Bool(yes) => yes.to_string(),
-        Value::Number(number) => number.to_string(),
+        // In parentheses: a negative number in a list would be read as
+        // an operator.
+        Value::Number(number) => format!("({number})"),
         Value::String(text) => string(text, paths),
         Value::Array(items) => {
             let items: Vec<String> = items.iter().map(|item| json(item, paths)).collect();
@@ -197,7 +199,7 @@ mod tests {
         let value = serde_json::json!({ "a b": [1, 2.5, true, null], "src": INPUT });
         assert_eq!(
             json(&value, &paths()),
-            format!("{{ \"a b\" = [ 1 2.5 true null ]; \"src\" = \"${{builtins.storePath \"{INPUT}\"}}\"; }}")
+            format!("{{ \"a b\" = [ (1) (2.5) true null ]; \"src\" = \"${{builtins.storePath \"{INPUT}\"}}\"; }}")
         );
     }
 }

@@ -99,9 +99,11 @@ fn attended() -> bool {
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal() && !ci
 }
 
-/// The failed derivations whose names did not pause.
+/// The failed derivations whose names did not pause (and that may have
+/// failed: see [`crate::retry::may_have_failed`]).
 fn unpaused(failed: &[PathBuf], paused: &HashSet<String>) -> Vec<PathBuf> {
-    failed.iter().filter(|drv| !paused.contains(&crate::retry::name_of(drv))).cloned().collect()
+    let unpaused = failed.iter().filter(|drv| !paused.contains(&crate::retry::name_of(drv)));
+    unpaused.filter(|drv| crate::retry::may_have_failed(drv)).cloned().collect()
 }
 
 /// What to run to enter `drv`, which failed without pausing.
