@@ -81,11 +81,13 @@ fn structured_attributes_stay_shell_variables_in_the_retried_copy() {
         .without_hook()
         .structured()
         .attr_expr("retryList", "[ \"a b\" \"c\" ]")
+        .attr_expr("retryNumbers", "[ (-1) 2 ]")
         .phase("buildPhase", "sh -c 'exit 5'");
     let drv_path = failed_without_pausing(&drv);
     let (build, paused) = paused_retry(&drv.name, &drv_path);
     assert_eq!(eval(&paused.id, "declare -p retryList"), "declare -a retryList=([0]=\"a b\" [1]=\"c\")\n");
     assert_eq!(eval(&paused.id, "printenv retryList || echo not exported"), "not exported\n");
+    assert_eq!(eval(&paused.id, "declare -p retryNumbers"), "declare -a retryNumbers=([0]=\"-1\" [1]=\"2\")\n");
     assert!(eval(&paused.id, "declare -p outputs").starts_with("declare -A outputs=([out]="));
     released_fails_as_before(build, &paused, 5);
 }
