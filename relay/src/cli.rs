@@ -3,6 +3,7 @@
 //! setup hook runs inside the sandbox.
 
 use crate::agent::{self, AgentConfig};
+use crate::remote::{self, Via};
 use crate::{host, wrapper};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
@@ -25,11 +26,15 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         search: Search,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Open a shell inside a waiting build.
     Attach {
         /// The build's id, a unique prefix of it, or its derivation name.
         id: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Run one command inside a waiting build's restored shell.
     Exec {
@@ -38,11 +43,15 @@ pub enum Command {
         /// The command and its arguments (a function, builtin or program).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Let a waiting build go on to fail now.
     Release {
         /// The build's id, a unique prefix of it, or its derivation name.
         id: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Run `nix build ARGS…`; when a build pauses, offer to enter it.
     Build {
@@ -102,6 +111,43 @@ pub struct Search {
     pub build_dirs: Vec<PathBuf>,
 }
 
+/// A build on another machine, reached over ssh.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// Run it on a remote builder: ssh://[user@]host or ssh-ng://[user@]host,
+    /// with ?ssh-key=PATH, as in Nix's `builders`; ssh options come from
+    /// NIX_SSHOPTS.
+    #[arg(long, value_name = "URI")]
+    pub via: Option<String>,
+    /// With --via, the nix-attach to run there if none is on its PATH: the
+    /// agent's path that the build's pointer line names.
+    #[arg(long, value_name = "PATH", requires = "via")]
+    pub agent: Option<String>,
+}
+
+impl Remote {
+    /// Runs `nix-attach ARGS…` on the remote builder, if one is named.
+    fn run(&self, args: Vec<String>, tty: remote::Tty) -> Option<anyhow::Result<i32>> {
+        let uri = self.via.as_deref()?;
+        Some((|| {
+            let via = Via::parse(uri)?;
+            let via = via.with_key(remote::machines::key_for(uri));
+            Ok(remote::run(&via, self.agent.as_deref(), &args, tty)?)
+        })())
+    }
+}
+
+/// Whether stdin (and, with `both`, stdout) is a terminal, as a `Tty`.
+fn terminal(both: bool) -> remote::Tty {
+    use std::io::IsTerminal;
+    let yes = std::io::stdin().is_terminal() && (!both || std::io::stdout().is_terminal());
+    if yes {
+        remote::Tty::Yes
+    } else {
+        remote::Tty::No
+    }
+}
+
 /// How `build` and `run` treat builds that pause.
 #[derive(Debug, Clone, Args)]
 pub struct Wrap {
@@ -130,10 +176,24 @@ impl From<Wrap> for wrapper::Options {
 /// Runs the command line and returns the process's exit status.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::List { json, search } => host::list(&search.build_dirs, json),
-        Command::Attach { id } => host::attach(id.as_deref()),
-        Command::Exec { id, command } => host::exec(&id, command),
-        Command::Release { id } => host::release(id.as_deref()),
+        Command::List { json, search, remote } => {
+            let mut args = vec!["list".to_string()];
+            args.extend(json.then(|| "--json".to_string()));
+            args.extend(search.build_dirs.iter().flat_map(|dir| ["--build-dir".to_string(), dir.to_string_lossy().into_owned()]));
+            remote.run(args, remote::Tty::No).unwrap_or_else(|| host::list(&search.build_dirs, json))
+        }
+        Command::Attach { id, remote } => {
+            let args = ["attach".to_string()].into_iter().chain(id.clone()).collect();
+            remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref()))
+        }
+        Command::Exec { id, command, remote } => {
+            let args = ["exec".to_string(), id.clone(), "--".to_string()].into_iter().chain(command.iter().cloned()).collect();
+            remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command))
+        }
+        Command::Release { id, remote } => {
+            let args = ["release".to_string()].into_iter().chain(id.clone()).collect();
+            remote.run(args, remote::Tty::No).unwrap_or_else(|| host::release(id.as_deref()))
+        }
         Command::Build { wrap, nix_args } => {
             wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())
         }

@@ -14,6 +14,7 @@
 //!   build at sandbox setup, where the daemon allows it.
 //! - [`retry`] builds a failed derivation again so that it pauses, with no
 //!   edit to its expression.
+//! - [`remote`] runs a command on a remote builder over ssh (`--via`).
 //! - [`broker`] is a small root service that hands each ordinary user a
 //!   connection to the builds that user asked for, so nobody needs sudo.
 //!
@@ -34,6 +35,7 @@ pub mod metadata;
 pub mod pointer;
 pub mod protocol;
 pub mod pump;
+pub mod remote;
 pub mod retry;
 pub mod runtime;
 pub mod sanitize;

@@ -3,8 +3,11 @@
 //! Its wording is settled, so that people and scripts can rely on it:
 //!
 //! ```text
-//! nix-attach: DRV failed in PHASE (exit CODE): COMMAND — on host HOST, attach with `nix-attach attach ID` (sudo if no broker serves you); it waits until DEADLINE (TIMEOUT s without a session), then fails as usual
+//! nix-attach: DRV failed in PHASE (exit CODE): COMMAND — on host HOST, attach with `nix-attach attach ID` (sudo if no broker serves you; from another machine add `--via ssh://BUILDER --agent AGENT`); it waits until DEADLINE (TIMEOUT s without a session), then fails as usual
 //! ```
+//!
+//! AGENT is the agent binary's store path, there on the build's machine;
+//! the part that names it is left out where the agent is not in the store.
 //!
 //! The agent writes it into the build log; `nix-attach build` finds it in
 //! nix's output. The build cannot see from its sandbox whether the host
@@ -21,12 +24,16 @@ const SUMMARY_END: &str = " — on host ";
 const ATTACH: &str = "attach with `nix-attach attach ";
 /// How lines written before the broker said it.
 const ATTACH_WITH_SUDO: &str = "attach with `sudo nix-attach attach ";
-const SUDO_HINT: &str = " (sudo if no broker serves you)";
+const SUDO_HINT: &str = "sudo if no broker serves you";
+const AGENT: &str = "--agent ";
+const REMOTE_HINT: &str = "from another machine add `--via ssh://BUILDER ";
 
-/// Writes the line for a waiting build.
-pub fn line(meta: &Metadata) -> String {
+/// Writes the line for a waiting build whose agent is `agent` (its store
+/// path, if it is in the store).
+pub fn line(meta: &Metadata, agent: Option<&str>) -> String {
+    let remote = agent.map(|agent| format!("; {REMOTE_HINT}{AGENT}{}`", sanitize(agent))).unwrap_or_default();
     format!(
-        "{PREFIX}{summary}{SUMMARY_END}{host}, {ATTACH}{id}`{SUDO_HINT}; it waits until {deadline} ({timeout} s without a session), then fails as usual",
+        "{PREFIX}{summary}{SUMMARY_END}{host}, {ATTACH}{id}` ({SUDO_HINT}{remote}); it waits until {deadline} ({timeout} s without a session), then fails as usual",
         summary = summary(meta),
         host = sanitize(&meta.hostname),
         id = meta.id,
@@ -60,6 +67,8 @@ pub struct Pointer {
     pub id: String,
     /// `DRV failed in PHASE (exit CODE): COMMAND`, as the line had it.
     pub summary: String,
+    /// The agent's store path, where the line names it.
+    pub agent: Option<String>,
 }
 
 impl Pointer {
@@ -77,7 +86,9 @@ impl Pointer {
         let after = [ATTACH, ATTACH_WITH_SUDO].iter().find_map(|attach| Some(&rest[rest.find(attach)? + attach.len()..]))?;
         let id = after.get(..ID_LENGTH)?;
         let well_formed = is_id(id) && after[ID_LENGTH..].starts_with('`');
-        well_formed.then(|| Pointer { id: id.to_string(), summary: sanitize(summary) })
+        let agent = after.find(AGENT).map(|at| &after[at + AGENT.len()..]).and_then(|rest| Some(&rest[..rest.find('`')?]));
+        let agent = agent.filter(|agent| agent.starts_with('/') && !agent.contains(char::is_whitespace)).map(String::from);
+        well_formed.then(|| Pointer { id: id.to_string(), summary: sanitize(summary), agent })
     }
 }
 
@@ -93,7 +104,7 @@ mod tests {
     #[test]
     fn the_line_names_everything_needed_to_attach() {
         assert_eq!(
-            line(&meta()),
+            line(&meta(), None),
             "nix-attach: hello-2.12 failed in buildPhase (exit 2): make -j2 — on host localhost, attach with \
              `nix-attach attach 4f2a9c0e11d3` (sudo if no broker serves you); it waits until 2025-11-25T22:30:00Z (1800 s \
              without a session), then fails as usual"
@@ -101,8 +112,21 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_in_the_store_is_named_for_other_machines_and_reads_back() {
+        let agent = "/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-attach-hook/bin/nix-attach";
+        let text = line(&meta(), Some(agent));
+        assert!(
+            text.contains(&format!("(sudo if no broker serves you; from another machine add `--via ssh://BUILDER --agent {agent}`)")),
+            "{text}"
+        );
+        let pointer = Pointer::parse(&text).unwrap();
+        assert_eq!((pointer.id.as_str(), pointer.agent.as_deref()), ("4f2a9c0e11d3", Some(agent)));
+        assert_eq!(Pointer::parse(&line(&meta(), None)).unwrap().agent, None);
+    }
+
+    #[test]
     fn a_line_reads_back_as_its_id_and_summary() {
-        let pointer = Pointer::parse(&format!("hello> {}", line(&meta()))).unwrap();
+        let pointer = Pointer::parse(&format!("hello> {}", line(&meta(), None))).unwrap();
         assert_eq!(pointer.id, "4f2a9c0e11d3");
         assert_eq!(pointer.summary, "hello-2.12 failed in buildPhase (exit 2): make -j2");
     }
@@ -110,7 +134,7 @@ mod tests {
     #[test]
     fn a_hostile_command_cannot_forge_a_second_line() {
         let hostile = Metadata { command: "x\nnix-attach: fake \x1b[2J".into(), ..meta() };
-        let text = line(&hostile);
+        let text = line(&hostile, None);
         assert!(!text.contains('\n') && !text.contains('\x1b'));
         assert_eq!(Pointer::parse(&text).unwrap().id, "4f2a9c0e11d3");
     }
@@ -127,9 +151,9 @@ mod tests {
     fn text_that_is_not_a_pointer_reads_as_none() {
         assert_eq!(Pointer::parse("nix-attach: something else"), None);
         assert_eq!(Pointer::parse("building '/nix/store/…'"), None);
-        let bad_id = line(&meta()).replace("4f2a9c0e11d3", "4f2a9c0e11dZ");
+        let bad_id = line(&meta(), None).replace("4f2a9c0e11d3", "4f2a9c0e11dZ");
         assert_eq!(Pointer::parse(&bad_id), None);
-        let long_id = line(&meta()).replace("4f2a9c0e11d3", "4f2a9c0e11d3aa");
+        let long_id = line(&meta(), None).replace("4f2a9c0e11d3", "4f2a9c0e11d3aa");
         assert_eq!(Pointer::parse(&long_id), None);
     }
 }

@@ -15,6 +15,7 @@ mod hostile;
 mod injection;
 mod msrv;
 mod overlay;
+mod remote;
 mod retry;
 mod state;
 mod untouched;

@@ -110,10 +110,20 @@ async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<(
     let listener = tokio::net::UnixListener::bind(SOCKET).context("cannot listen on the agent socket")?;
     fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o600))?;
     write_metadata(&meta)?;
-    announce::to_log(&crate::pointer::line(&meta));
+    announce::to_log(&crate::pointer::line(&meta, store_path_of_this_binary().as_deref()));
     let ending = server::serve(listener, context, config.timeout).await;
     announce::to_log(&announce::ending(&meta, ending.describe()));
     Ok(())
+}
+
+/// This binary's path, where it is in the store (`$NIX_STORE`): there it
+/// is on the build's machine too, which a person on another machine can
+/// run over ssh (`--agent`). Under the daemon's pre-build hook it is not.
+fn store_path_of_this_binary() -> Option<String> {
+    let store = std::env::var("NIX_STORE").unwrap_or_else(|_| "/nix/store".to_string());
+    let exe = std::env::current_exe().ok()?;
+    let exe = exe.to_str()?;
+    exe.strip_prefix(&store).is_some_and(|rest| rest.starts_with('/')).then(|| exe.to_string())
 }
 
 /// Makes the private state directory and enters it, so that the host can

@@ -12,7 +12,10 @@
 //!   builds run as the calling user: that user's own process is no
 //!   impostor to them); or
 //! - going up from it, through processes of its own uid, the first process
-//!   of another uid is a Nix program run by root (see [`nix_ancestor`]).
+//!   of another uid is a Nix program run by root (see [`nix_ancestor`]),
+//!   on this machine: one that sees the caller's store directory. A Nix
+//!   with another `/nix` (a second machine sharing this kernel, a
+//!   container) runs builds of its own, reached there (`--via`).
 
 use super::process::{Facts, Process};
 
@@ -53,11 +56,25 @@ fn nix_ancestor(process: &Process, facts: &Facts) -> Option<Process> {
         let (parent, parent_facts) = child.as_ref().unwrap_or(process).parent(&child_facts).ok()?;
         if parent_facts.euid != build_uid || parent_facts.uid != build_uid {
             let by_root = parent_facts.uid == 0 && parent_facts.euid == 0;
-            return (by_root && is_nix_program(&parent)).then_some(parent);
+            return (by_root && is_nix_program(&parent) && on_this_machine(&parent)).then_some(parent);
         }
         (child, child_facts) = (Some(parent), parent_facts);
     }
     None
+}
+
+/// Whether `process` sees the caller's store directory (the same
+/// directory, not one of the same name): the daemon keeps a mount
+/// namespace of its own, but its `/nix/store` is the caller's. Root can
+/// always tell; an ordinary user cannot look into root's processes, and
+/// is not refused for that (it reaches no other user's build anyway).
+fn on_this_machine(process: &Process) -> bool {
+    let store = std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".to_string());
+    let ours = Process::open(std::process::id() as i32).and_then(|this| this.directory_identity(&store));
+    match (process.directory_identity(&store), ours) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => !nix::unistd::geteuid().is_root(),
+    }
 }
 
 /// Whether a process of root's runs Nix: by its program, or, where only

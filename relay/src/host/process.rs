@@ -105,6 +105,17 @@ impl Process {
         Ok(PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text)))
     }
 
+    /// The device and inode of the directory it sees at `path` (absolute,
+    /// under its own root; links are not followed).
+    pub fn directory_identity(&self, path: &str) -> Result<(u64, u64), ProcessError> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let root = openat(&self.dir, "root", flags, Mode::empty()).map_err(|errno| self.read_error("root", errno))?;
+        let relative = path.trim_start_matches('/');
+        let meta = nix::sys::stat::fstatat(&root, relative, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|errno| self.read_error("root", errno))?;
+        Ok((meta.st_dev, meta.st_ino))
+    }
+
     /// Its command name (`comm`): the name of the program it ran, unless it
     /// renamed itself. Readable by everyone, where `exe` needs root.
     pub fn command_name(&self) -> Result<String, ProcessError> {

@@ -69,6 +69,9 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
         };
         for pointer in found {
             if !paused.iter().any(|(known, _)| known.id == pointer.id) {
+                if let Some(uri) = out_markers.builder_of(&pointer).or(err_markers.builder_of(&pointer)) {
+                    reach.remote(&pointer, uri);
+                }
                 let attach = reach.attach_command(&pointer.id);
                 annotate(&pointer, &attach).await?;
                 if let Some(after) = hold {

@@ -116,6 +116,9 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
             grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
         }
         if let Some(pointer) = nix.waiting.pop_front() {
+            if let Some(uri) = nix.markers.builder_of(&pointer) {
+                reach.remote(&pointer, uri);
+            }
             match offer_while_holding(&mut nix, &pointer, options, &mut input, &mut raw, &mut reach, &mut stop).await? {
                 Offered::Held(held) => held.show(&mut stdout).await?,
                 Offered::Stopped(code) => {

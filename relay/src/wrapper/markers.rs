@@ -1,5 +1,6 @@
-//! Finds pointer lines, and the derivations whose builder failed
-//! ([`Failures`]), in nix's output as a terminal would show it.
+//! Finds pointer lines, the derivations whose builder failed
+//! ([`Failures`]) and the builds sent to remote builders
+//! ([`RemoteBuilds`]), in nix's output as a terminal would show it.
 //!
 //! The stream is parsed with `vte`, so escape sequences (colours, the
 //! progress bar's redraws) are not text, a marker split across reads is
@@ -7,6 +8,7 @@
 //! characters make up a line, so no escape sequence can hide or fake one.
 
 use super::failures::Failures;
+use super::remote_builds::RemoteBuilds;
 use crate::pointer::Pointer;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ struct Lines {
     returned: bool,
     found: Vec<Pointer>,
     failures: Failures,
+    remote: RemoteBuilds,
 }
 
 impl vte::Perform for Lines {
@@ -46,6 +49,7 @@ impl vte::Perform for Lines {
             b'\n' => {
                 self.found.extend(Pointer::parse(&self.current));
                 self.failures.line(&self.current);
+                self.remote.line(&self.current);
                 self.current.clear();
                 self.returned = false;
             }
@@ -61,6 +65,12 @@ impl Markers {
         self.parser.advance(&mut self.lines, bytes);
         let found = std::mem::take(&mut self.lines.found);
         found.into_iter().filter(|pointer| self.seen.insert(pointer.id.clone())).collect()
+    }
+
+    /// The remote builder that the build which paused at `pointer` runs
+    /// on, if Nix sent it to one.
+    pub fn builder_of(&self, pointer: &Pointer) -> Option<&str> {
+        self.lines.remote.builder_of(pointer.drv_name())
     }
 
     /// The derivations whose builder failed, so far.

@@ -25,6 +25,7 @@ mod held;
 mod interactive;
 pub mod markers;
 mod privilege;
+mod remote_builds;
 
 use std::collections::HashSet;
 use std::ffi::OsString;

@@ -1,10 +1,12 @@
 //! Runs nix-attach's own `attach` and `release` for the wrapper, as a child
 //! process on the user's terminal: directly when this user can reach the
 //! build (root, a single-user store, or a build of its own that the broker
-//! serves), through sudo otherwise.
+//! serves), through sudo otherwise, and `--via` the builder for a build
+//! that Nix sent to a remote builder.
 
 use crate::broker;
 use crate::host::discovery::discover_agents;
+use crate::pointer::Pointer;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use tokio::process::Command;
@@ -17,18 +19,39 @@ pub struct Reach {
     attended: bool,
     /// Whether each build asked about is reachable without sudo, found once.
     known: HashMap<String, bool>,
+    /// The builds on remote builders: `--via URI [--agent PATH]`.
+    remote: HashMap<String, Vec<String>>,
 }
 
 impl Reach {
     /// `attended`: sudo may ask for a password; otherwise it must not
     /// (`sudo -n`), as nobody could answer.
     pub fn new(attended: bool) -> std::io::Result<Reach> {
-        Ok(Reach { exe: std::env::current_exe()?, told_about_sudo: false, attended, known: HashMap::new() })
+        Ok(Reach { exe: std::env::current_exe()?, told_about_sudo: false, attended, known: HashMap::new(), remote: HashMap::new() })
+    }
+
+    /// The build that paused at `pointer` runs on the remote builder `uri`.
+    pub fn remote(&mut self, pointer: &Pointer, uri: &str) {
+        let mut via = vec!["--via".to_string(), uri.to_string()];
+        if let Some(agent) = &pointer.agent {
+            via.extend(["--agent".to_string(), agent.clone()]);
+        }
+        self.remote.insert(pointer.id.clone(), via);
+    }
+
+    /// `ARGS…` with `--via …` after the command's name, for a remote build.
+    fn args_for(&self, id: &str, args: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        if let Some(via) = self.remote.get(id) {
+            all.splice(1..1, via.iter().cloned());
+        }
+        all
     }
 
     /// `nix-attach ARGS…`, run so that it can reach build `id`.
     pub fn command(&mut self, id: &str, args: &[&str]) -> Command {
-        if self.reachable(id) {
+        let args = self.args_for(id, args);
+        if self.remote.contains_key(id) || self.reachable(id) {
             let mut command = Command::new(&self.exe);
             command.args(args);
             return command;
@@ -47,10 +70,11 @@ impl Reach {
 
     /// The command that enters build `id`, as this user would type it.
     pub fn attach_command(&mut self, id: &str) -> String {
-        if self.reachable(id) {
-            format!("nix-attach attach {id}")
+        let words = self.args_for(id, &["attach", id]).join(" ");
+        if self.remote.contains_key(id) || self.reachable(id) {
+            format!("nix-attach {words}")
         } else {
-            format!("sudo nix-attach attach {id}")
+            format!("sudo nix-attach {words}")
         }
     }
 

@@ -22,9 +22,15 @@ impl SecondDaemon {
 
     /// A daemon, with the hook or without, and more of its environment.
     pub fn start(hook: bool, env: &[(&str, &str)]) -> SecondDaemon {
+        SecondDaemon::with_conf(hook, env, "")
+    }
+
+    /// A daemon, with the hook or without, more of its environment, and
+    /// `extra` lines in its nix.conf (after the test bed's, so they win).
+    pub fn with_conf(hook: bool, env: &[(&str, &str)], extra: &str) -> SecondDaemon {
         let dir = std::env::temp_dir().join(super::unique_name("second-daemon"));
         std::fs::create_dir_all(dir.join("bin")).unwrap();
-        let mut conf = std::fs::read_to_string("/etc/nix/nix.conf").unwrap();
+        let mut conf = std::fs::read_to_string("/etc/nix/nix.conf").unwrap() + extra;
         if hook {
             let link = dir.join("bin/nix-attach-pre-build-hook");
             std::os::unix::fs::symlink(nix_attach(), &link).unwrap();

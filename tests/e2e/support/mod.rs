@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod pty;
+pub mod remote;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

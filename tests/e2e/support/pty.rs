@@ -16,9 +16,17 @@ pub struct Terminal {
 impl Terminal {
     /// Starts `program args…` in a PTY of `rows`×`cols`.
     pub fn spawn(program: &str, args: &[&str], rows: u16, cols: u16) -> Terminal {
+        Terminal::spawn_with_env(program, args, &[], rows, cols)
+    }
+
+    /// Starts `program args…` with more of its environment.
+    pub fn spawn_with_env(program: &str, args: &[&str], env: &[(&str, &str)], rows: u16, cols: u16) -> Terminal {
         let pair = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).expect("open a PTY");
         let mut command = CommandBuilder::new(program);
         command.args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
         command.cwd("/");
         command.env("TERM", "xterm");
         command.env("NIX_REMOTE", "daemon");

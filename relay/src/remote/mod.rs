@@ -1,0 +1,168 @@
+//! `--via URI`: runs one nix-attach command on a remote builder, over ssh.
+//!
+//! It runs plain `ssh` (so `~/.ssh/config` aliases, agents and keys work),
+//! with `NIX_SSHOPTS` as Nix's own ssh stores take it, `-i KEY` from
+//! `?ssh-key=`, `-t` only where a terminal is wanted, `-e none` (so `~.`
+//! reaches nix-attach's own client), and `BatchMode` when there is no
+//! terminal to type a password on. On the remote it runs `nix-attach` from
+//! the PATH, or the agent's store path that the pointer line names (the
+//! build had it as an input, so it is there), through `sudo -n` where the
+//! ssh user is not root and sudo lets it. Statuses, stdout and stderr pass
+//! through; ssh's own failures become one line of ours.
+
+pub mod machines;
+pub mod uri;
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::{Command, Stdio};
+pub use uri::{UriError, Via};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(transparent)]
+    Uri(#[from] UriError),
+    #[error("cannot run ssh")]
+    Ssh(#[source] std::io::Error),
+    #[error("cannot reach {host} over ssh: {message}")]
+    Unreachable { host: String, message: String },
+    #[error("{host} asks for a password, and there is no terminal to type it on; give ssh a key (?ssh-key=PATH, or your ssh config)")]
+    Password { host: String },
+    #[error("{host} refused the ssh login: {message}")]
+    Refused { host: String, message: String },
+}
+
+/// Runs, on the remote, as its shell's script: finds nix-attach, then runs
+/// it with the arguments after the agent's path.
+const REMOTE_SCRIPT: &str = r#"agent=$1; shift
+if command -v nix-attach > /dev/null 2>&1; then program=nix-attach
+elif [ -n "$agent" ] && [ -x "$agent" ]; then program=$agent
+else
+    echo "nix-attach: $(uname -n) has no nix-attach on its PATH${agent:+ and no agent at $agent}; install nix-attach there, or pass --agent with the path the build's pointer line names" >&2
+    exit 125
+fi
+if [ "$(id -u)" != 0 ]; then
+    if said=$(sudo -n true 2>&1); then exec sudo -n -- "$program" "$@"; fi
+    case $said in *password*) echo "nix-attach: sudo on $(uname -n) asks for a password; going on without it (the broker there serves the builds you asked for)" >&2 ;; esac
+fi
+exec "$program" "$@""#;
+
+/// A word for a POSIX shell, quoted.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Whether the command wants a terminal on the remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tty {
+    Yes,
+    No,
+}
+
+/// The ssh command that runs `nix-attach ARGS…` on `via`.
+pub fn command(via: &Via, agent: Option<&str>, args: &[String], tty: Tty) -> Command {
+    let mut ssh = Command::new("ssh");
+    ssh.arg(if tty == Tty::Yes { "-t" } else { "-T" }).args(["-e", "none"]);
+    if let Ok(options) = std::env::var("NIX_SSHOPTS") {
+        ssh.args(options.split_whitespace());
+    }
+    if let Some(key) = &via.key {
+        ssh.arg("-i").arg(key);
+    }
+    if !std::io::stdin().is_terminal() {
+        ssh.args(["-o", "BatchMode=yes"]);
+    }
+    let words: Vec<String> = [shell_quote(agent.unwrap_or_default())].into_iter().chain(args.iter().map(|arg| shell_quote(arg))).collect();
+    let remote = format!("sh -c {} nix-attach {}", shell_quote(REMOTE_SCRIPT), words.join(" "));
+    ssh.arg("--").arg(&via.destination).arg(remote);
+    ssh
+}
+
+/// Runs `nix-attach ARGS…` on `via`; returns its status.
+pub fn run(via: &Via, agent: Option<&str>, args: &[String], tty: Tty) -> Result<i32, RemoteError> {
+    let mut child = command(via, agent, args, tty).stderr(Stdio::piped()).spawn().map_err(RemoteError::Ssh)?;
+    let kept = relay_stderr(child.stderr.take().expect("piped stderr"));
+    let status = child.wait().map_err(RemoteError::Ssh)?;
+    let code = status.code().unwrap_or(255);
+    let kept = kept.join().unwrap_or_default();
+    // ssh ends with 255 when it failed itself (a remote command may too).
+    match (code, failure(&kept)) {
+        (255, Some(failure)) => Err(failure.into_error(via)),
+        _ => {
+            let _ = std::io::stderr().write_all(kept.as_bytes());
+            Ok(code)
+        }
+    }
+}
+
+/// Passes ssh's stderr on, a line at a time, except the lines in which
+/// ssh says that it failed: those are kept back, and returned. The caller
+/// prints them if ssh did not fail after all, or one line of its own.
+fn relay_stderr(from: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut kept = String::new();
+        let mut reader = std::io::BufReader::new(from);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            if failure(&text).is_some() && kept.len() < 4096 {
+                kept.push_str(&text);
+            } else {
+                let _ = std::io::stderr().write_all(&line);
+            }
+            line.clear();
+        }
+        kept
+    })
+}
+
+/// How ssh itself failed, by what it said.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    Unreachable(String),
+    Password,
+    Refused(String),
+}
+
+impl Failure {
+    fn into_error(self, via: &Via) -> RemoteError {
+        let host = via.destination.clone();
+        match self {
+            Failure::Unreachable(message) => RemoteError::Unreachable { host, message },
+            Failure::Password => RemoteError::Password { host },
+            Failure::Refused(message) => RemoteError::Refused { host, message },
+        }
+    }
+}
+
+fn failure(stderr: &str) -> Option<Failure> {
+    let line = stderr.lines().rev().map(str::trim).find(|line| !line.is_empty())?;
+    if line.contains("Permission denied") {
+        let asks = line.contains("password") || line.contains("keyboard-interactive");
+        return Some(if asks { Failure::Password } else { Failure::Refused(line.to_string()) });
+    }
+    let unreachable = line.starts_with("ssh:") || line.contains("Connection closed by") || line.starts_with("Host key verification failed");
+    unreachable.then(|| Failure::Unreachable(line.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_word_stays_one_word_whatever_it_holds() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's $(x)"), r"'it'\''s $(x)'");
+    }
+
+    #[test]
+    fn ssh_failures_are_told_apart_from_the_remote_commands_output() {
+        assert_eq!(
+            failure("ssh: connect to host 127.0.0.1 port 1: Connection refused\r\n"),
+            Some(Failure::Unreachable("ssh: connect to host 127.0.0.1 port 1: Connection refused".into()))
+        );
+        assert_eq!(failure("alice@127.0.0.1: Permission denied (publickey,password).\r\n"), Some(Failure::Password));
+        assert_eq!(failure("Permission denied (publickey)."), Some(Failure::Refused("Permission denied (publickey).".into())));
+        assert_eq!(failure("nix-attach: error: no build is waiting\n"), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! Builds on a remote builder: a second machine on this one (its own
+//! mount, pid and UTS namespaces, `/nix`, nix-daemon and sshd), which a
+//! local daemon sends every build to (`max-jobs = 0`). nix-attach reaches
+//! a build that paused there over ssh (`--via`), from here.
+
+use crate::support::daemon::SecondDaemon;
+use crate::support::pty::Terminal;
+use crate::support::remote::{free_port, RemoteBuilder, HOST};
+use crate::support::{list, nix_attach, Build, Drv, PATIENCE};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const VIA: &str = "ssh://nix-attach-remote";
+
+fn failing(prefix: &str) -> Drv {
+    Drv::new(prefix).phase("buildPhase", "local insideVar=remote-here\nsh -c 'exit 3'")
+}
+
+/// `PROGRAM ARGS…` as a client of `daemon`, with the ssh options that
+/// reach the remote builder.
+fn client(program: &str, args: &[&str], daemon: &SecondDaemon, remote: &RemoteBuilder) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env("NIX_REMOTE", "daemon")
+        .env("NIX_DAEMON_SOCKET_PATH", daemon.dir.join("socket"))
+        .env("NIX_CONF_DIR", &daemon.dir)
+        .env("NIX_SSHOPTS", remote.sshopts())
+        .stdin(Stdio::null());
+    command
+}
+
+/// `nix-attach ARGS…` here, with the remote builder's ssh options.
+fn nix_attach_via(remote: &RemoteBuilder, args: &[&str]) -> Output {
+    Command::new(nix_attach()).args(args).env("NIX_SSHOPTS", remote.sshopts()).stdin(Stdio::null()).output().unwrap()
+}
+
+/// The id and the agent's path in the pointer line of `build`'s log.
+fn pointer_in(build: &Build) -> (String, String) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let log = build.log();
+        if let Some(line) = log.lines().find(|line| line.contains("attach with `nix-attach attach ")) {
+            let after = &line[line.find("attach with `nix-attach attach ").unwrap() + 31..];
+            let agent = &line[line.find("--agent ").expect("the line names the agent") + 8..];
+            return (after[..12].to_string(), agent[..agent.find('`').unwrap()].to_string());
+        }
+        assert!(Instant::now() < deadline, "no pointer line:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A one-line error of ours, with status 125.
+fn one_line_error(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn the_wrapper_enters_a_build_that_paused_on_the_remote_builder_and_nix_reports_the_failure() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let drv = failing("remote-wrapped");
+    let socket = daemon.dir.join("socket");
+    let (socket, conf, sshopts) = (socket.to_str().unwrap(), daemon.dir.to_str().unwrap(), remote.sshopts());
+    let env = [("NIX_DAEMON_SOCKET_PATH", socket), ("NIX_CONF_DIR", conf), ("NIX_SSHOPTS", sshopts.as_str())];
+    let expression = drv.expression();
+    let args = ["run", "--", "nix-build", "--no-out-link", "--expr", &expression];
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &env, 40, 160);
+    let building = terminal.expect(&format!("on '{VIA}'"));
+    let asked = terminal.expect_after(building, "enter the build? [Y/n]");
+    terminal.send("y");
+    let inside = terminal.expect_after(asked, " $ ");
+    terminal.send("echo \"in=$insideVar on $(uname -n)\"\r");
+    terminal.expect_after(inside, "in=remote-here on localhost");
+    terminal.send("exit\r");
+    let released = terminal.expect_after(inside, "released it, nix goes on");
+    terminal.expect_after(released, "failed with exit code 3");
+    assert_ne!(terminal.wait(), 0);
+}
+
+#[test]
+fn list_exec_and_release_reach_the_remote_build_and_discovery_stays_local() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let drv = failing("remote-commands");
+    let build = Build::spawn(&drv.name, client("nix-build", &["--no-out-link", "--expr", &drv.expression()], &daemon, &remote));
+    let (id, agent) = pointer_in(&build);
+    assert!(agent.starts_with("/nix/store/") && agent.ends_with("/bin/nix-attach"), "{agent}");
+
+    assert!(list().iter().all(|entry| entry["id"] != id.as_str()), "the local list shows the remote build");
+    let listed = nix_attach_via(&remote, &["list", "--json", "--via", VIA, "--agent", &agent]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let entries: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(entries.as_array().unwrap().iter().any(|entry| entry["id"] == id.as_str()), "{entries}");
+
+    let echoed =
+        nix_attach_via(&remote, &["exec", &id, "--via", VIA, "--agent", &agent, "--", "eval", "echo \"$insideVar\"; echo err >&2"]);
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), "remote-here\n");
+    assert_eq!(String::from_utf8_lossy(&echoed.stderr), "err\n");
+    let failed = nix_attach_via(&remote, &["exec", &id, "--via", VIA, "--agent", &agent, "--", "false"]);
+    assert_eq!(failed.status.code(), Some(1), "exec's status does not pass through");
+
+    let released = nix_attach_via(&remote, &["release", &id, "--via", VIA, "--agent", &agent]);
+    assert!(released.status.success(), "{}", String::from_utf8_lossy(&released.stderr));
+    let finished = build.finish();
+    assert!(!finished.status.success() && finished.log.contains("failed with exit code 3"), "{}", finished.log);
+
+    let gone = nix_attach_via(&remote, &["attach", &id, "--via", VIA, "--agent", &agent]);
+    let stderr = one_line_error(&gone);
+    assert!(stderr.contains("no build is waiting") || stderr.contains(&id), "{stderr}");
+}
+
+#[test]
+fn a_remote_without_nix_attach_and_no_agent_path_is_told_in_one_line() {
+    let remote = RemoteBuilder::start();
+    let stderr = one_line_error(&nix_attach_via(&remote, &["list", "--via", VIA]));
+    assert!(stderr.contains("nix-attach-remote has no nix-attach on its PATH"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_host_is_told_in_one_line() {
+    let output = Command::new(nix_attach())
+        .args(["list", "--via", "ssh://127.0.0.1"])
+        .env("NIX_SSHOPTS", format!("-p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null", free_port()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = one_line_error(&output);
+    assert!(stderr.contains("cannot reach 127.0.0.1 over ssh") && stderr.contains("Connection refused"), "{stderr}");
+}
+
+#[test]
+fn a_host_that_wants_a_password_without_a_terminal_is_told_in_one_line() {
+    let remote = RemoteBuilder::start();
+    let stderr = one_line_error(&nix_attach_via(&remote, &["list", "--via", &format!("ssh://nix-attach-alice@{HOST}")]));
+    assert!(stderr.contains("asks for a password, and there is no terminal"), "{stderr}");
+}

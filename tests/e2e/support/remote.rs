@@ -1,0 +1,113 @@
+//! A remote builder on this machine (`tests/bed/remote-builder`): its own
+//! mount, pid and UTS namespaces, `/nix`, nix-daemon and sshd on a
+//! loopback port, reached as `nix-attach-remote` through an ssh config
+//! that the tests pass in `NIX_SSHOPTS` (`-F FILE`). Dropping it ends the
+//! whole machine.
+
+use super::daemon::SecondDaemon;
+use super::PATIENCE;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The host name the ssh config gives the remote builder.
+pub const HOST: &str = "nix-attach-remote";
+
+pub struct RemoteBuilder {
+    pub dir: PathBuf,
+    pub port: u16,
+    machine: Child,
+}
+
+/// A port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(path).status().expect("run ssh-keygen");
+    assert!(status.success(), "ssh-keygen failed");
+}
+
+impl RemoteBuilder {
+    /// Starts the machine and waits until its sshd lets root in.
+    pub fn start() -> RemoteBuilder {
+        let dir = std::env::temp_dir().join(super::unique_name("remote-builder"));
+        std::fs::create_dir_all(&dir).unwrap();
+        keygen(&dir.join("host_key"));
+        keygen(&dir.join("client_key"));
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bed/remote-builder");
+        let machine = Command::new("unshare")
+            .args(["--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"])
+            .arg(script)
+            .arg(&dir)
+            .arg(port.to_string())
+            .env_remove("NIX_REMOTE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("machine.log")).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("start the remote builder");
+        let mut remote = RemoteBuilder { dir, port, machine };
+        std::fs::write(remote.ssh_config(), remote.config_text(&remote.dir.join("client_key"))).unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while !remote.ssh(&["true"]).status.success() {
+            assert!(remote.machine.try_wait().unwrap().is_none(), "the remote builder ended: {}", remote.logs());
+            assert!(Instant::now() < deadline, "the remote builder never let root in: {}", remote.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        remote
+    }
+
+    fn config_text(&self, key: &Path) -> String {
+        format!(
+            "Host {HOST}\n  HostName 127.0.0.1\n  Port {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
+             StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n",
+            self.port,
+            key.display()
+        )
+    }
+
+    /// The ssh config that names the machine.
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
+    }
+
+    /// `NIX_SSHOPTS` that reaches it: `-F CONFIG`.
+    pub fn sshopts(&self) -> String {
+        format!("-F {}", self.ssh_config().display())
+    }
+
+    /// Runs a command on the machine, as root.
+    pub fn ssh(&self, command: &[&str]) -> std::process::Output {
+        Command::new("ssh").arg("-F").arg(self.ssh_config()).arg(HOST).args(command).stdin(Stdio::null()).output().expect("run ssh")
+    }
+
+    /// A daemon on this machine that sends every build to the remote
+    /// builder (`max-jobs = 0`), reaching it through `NIX_SSHOPTS`.
+    pub fn local_daemon(&self) -> SecondDaemon {
+        let conf = format!("builders = ssh://{HOST} x86_64-linux - 8 1\nmax-jobs = 0\nbuilders-use-substitutes = false\n");
+        SecondDaemon::with_conf(false, &[("NIX_SSHOPTS", &self.sshopts())], &conf)
+    }
+
+    fn logs(&self) -> String {
+        ["machine.log", "sshd.log", "daemon.log"]
+            .iter()
+            .map(|name| format!("{name}: {}", std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for RemoteBuilder {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.machine.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = self.machine.wait();
+        // The store's files are read-only; make them removable first.
+        let _ = Command::new("chmod").args(["-R", "u+w"]).arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
