@@ -138,3 +138,27 @@ fn a_host_that_wants_a_password_without_a_terminal_is_told_in_one_line() {
     let stderr = one_line_error(&nix_attach_via(&remote, &["list", "--via", &format!("ssh://nix-attach-alice@{HOST}")]));
     assert!(stderr.contains("asks for a password, and there is no terminal"), "{stderr}");
 }
+
+#[test]
+fn a_build_that_names_a_program_of_its_own_as_the_agent_never_gets_it_run_on_the_remote() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let evil = Drv::new("remote-evil-agent").without_hook().phase(
+        "installPhase",
+        "mkdir -p $out/bin\nprintf '#!/bin/sh\\ntouch /tmp/pwned\\n' > $out/bin/nix-attach\nchmod +x $out/bin/nix-attach",
+    );
+    let fake = "echo \"nix-attach: $name failed in buildPhase (exit 3): x — on host h, attach with \\`nix-attach attach 0123456789ab\\` \
+                (sudo if no broker serves you; from another machine add \\`--via ssh://BUILDER --agent $evil/bin/nix-attach\\`); it \
+                waits until 2030-01-01T00:00:00Z (300 s without a session), then fails as usual\"\nsh -c 'exit 3'";
+    let hostile =
+        Drv::new("remote-hostile").without_hook().attr_expr("evil", &format!("({})", evil.expression())).phase("buildPhase", fake);
+    let expression = hostile.expression();
+    let mut wrapper = client(nix_attach(), &["run", "--", "nix-build", "--no-out-link", "--expr", &expression], &daemon, &remote);
+    let output = wrapper.env("CI", "true").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--agent /nix/store/") && stderr.contains("0123456789ab"),
+        "the fake pointer never reached the wrapper: {stderr}"
+    );
+    assert!(remote.ssh(&["test", "!", "-e", "/tmp/pwned"]).status.success(), "the build's program ran on the remote: {stderr}");
+}

@@ -134,7 +134,11 @@ fn list_names_the_failure_and_where_to_find_it() {
     assert!(cmdline.split(|b| *b == 0).nth(1) == Some(b"agent"), "pid is not the agent");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!(entry["since"].as_u64().unwrap().abs_diff(now) < 600);
-    assert!(build.log().contains(&format!("attach with `nix-attach attach {}` (sudo if no broker serves you)", paused.id)));
+    let pointer = format!(
+        "attach with `nix-attach attach {}` (sudo if no broker serves you; from another machine add `--via ssh://BUILDER --agent /nix/store/",
+        paused.id
+    );
+    assert!(build.log().contains(&pointer), "{}", build.log());
     release(build, &paused);
 }
 

@@ -8,7 +8,8 @@ use crate::broker;
 use crate::host::discovery::discover_agents;
 use crate::pointer::Pointer;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
 /// How the wrapper reaches a paused build.
@@ -31,10 +32,14 @@ impl Reach {
     }
 
     /// The build that paused at `pointer` runs on the remote builder `uri`.
+    /// The agent the pointer names is run there only if it is this very
+    /// program: a build prints its pointer line, and a hostile one could
+    /// name a program of its own (an input, so on the builder too) for us
+    /// to run there.
     pub fn remote(&mut self, pointer: &Pointer, uri: &str) {
         let mut via = vec!["--via".to_string(), uri.to_string()];
-        if let Some(agent) = &pointer.agent {
-            via.extend(["--agent".to_string(), agent.clone()]);
+        if let Some(agent) = pointer.agent.as_deref().filter(|agent| is_this_program(Path::new(agent), &self.exe)) {
+            via.extend(["--agent".to_string(), agent.to_string()]);
         }
         self.remote.insert(pointer.id.clone(), via);
     }
@@ -90,5 +95,33 @@ impl Reach {
             || broker::client::list(&broker::socket_path()).is_ok_and(|mine| mine.iter().any(|build| build.id == id));
         self.known.insert(id.to_string(), reachable);
         reachable
+    }
+}
+
+/// Whether the file at `path` (in this machine's store, where a remote
+/// build's inputs come from) holds the same bytes as `exe`.
+fn is_this_program(path: &Path, exe: &Path) -> bool {
+    let store = std::env::var_os("NIX_STORE_DIR").map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from);
+    if !path.starts_with(&store) {
+        return false;
+    }
+    let (Ok(mut theirs), Ok(mut ours)) = (std::fs::File::open(path), std::fs::File::open(exe)) else { return false };
+    let same_size = match (theirs.metadata(), ours.metadata()) {
+        (Ok(a), Ok(b)) => a.is_file() && a.len() == b.len(),
+        _ => false,
+    };
+    if !same_size {
+        return false;
+    }
+    let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = match theirs.read(&mut a) {
+            Ok(0) => return true,
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if ours.read_exact(&mut b[..n]).is_err() || a[..n] != b[..n] {
+            return false;
+        }
     }
 }
