@@ -1,7 +1,8 @@
 //! The benchmark figures (run with `benches/run`): nix-attach against the
 //! tools people use today, each figure a ratio against a baseline measured
 //! in the same run, on the real daemon. `BENCH_ONLY=injection` runs the
-//! daemon's pre-build hook figures alone, `BENCH_ONLY=retry` the retry's.
+//! daemon's pre-build hook figures alone, `BENCH_ONLY=retry` the retry's,
+//! `BENCH_ONLY=remote` those through `--via`.
 //! Writes target/bench/results.md and target/bench/results.json.
 
 #[path = "../tests/e2e/support/mod.rs"]
@@ -14,6 +15,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::daemon::SecondDaemon;
+use support::remote::{RemoteBuilder, HOST};
 use support::{nix_attach, release, Drv, Paused};
 
 /// One measured figure: ours, and each baseline with its goal.
@@ -401,10 +403,64 @@ fn retry_figure(reps: usize) -> Figure {
     }
 }
 
+/// Through `--via` over loopback ssh, to a build paused on the test bed's
+/// remote builder: attach to prompt, and the keystroke round trip, against
+/// `ssh -tt` to the same sshd running a bash there; taken in turns.
+fn remote_figures(reps: usize) -> Vec<Figure> {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let drv = Drv::new("bench-remote").phase("buildPhase", "false");
+    let build = support::Build::spawn(&drv.name, remote.client("nix-build", &["--no-out-link", "--expr", &drv.expression()], &daemon));
+    let (id, agent) = build.pointer();
+    let sshopts = remote.sshopts();
+    let env = [("NIX_SSHOPTS", sshopts.as_str())];
+    let via = ["attach", "--via", "ssh://nix-attach-remote", "--agent", &agent, &id];
+    let config = remote.ssh_config();
+    let ssh = ["-tt", "-F", config.to_str().unwrap(), HOST, "/bin/bash-static --norc --noprofile -i"];
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..reps * 2 {
+        ours.push(to_prompt(nix_attach(), &via, &env));
+        theirs.push(to_prompt("ssh", &ssh, &[]));
+    }
+    let attach = Figure {
+        name: "attach to prompt through --via, loopback ssh (s)",
+        unit: "s",
+        ours,
+        baselines: vec![Baseline::with_goal("ssh -tt login to the same sshd", theirs, "≤ 1.2×", |ours, base| ours <= 1.2 * base)],
+    };
+    let mut ours_pty = Pty::spawn_with(nix_attach(), &via, &env);
+    let mut ssh_pty = Pty::spawn("ssh", &ssh);
+    let (mut ours_keys, mut ssh_keys) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        ours_keys.extend(keystrokes(&mut ours_pty, 100));
+        ssh_keys.extend(keystrokes(&mut ssh_pty, 100));
+    }
+    drop((ours_pty, ssh_pty));
+    let keys = Figure {
+        name: "keystroke round trip through --via (µs)",
+        unit: "µs",
+        ours: ours_keys,
+        baselines: vec![Baseline::with_goal("ssh -tt to the same sshd", ssh_keys, "≤ 1.1×", |ours, base| ours <= 1.1 * base)],
+    };
+    let released = std::process::Command::new(nix_attach())
+        .args(["release", &id, "--via", "ssh://nix-attach-remote", "--agent", &agent])
+        .env("NIX_SSHOPTS", &sshopts)
+        .output()
+        .unwrap();
+    assert!(released.status.success(), "{}", String::from_utf8_lossy(&released.stderr));
+    let _ = build.finish();
+    vec![attach, keys]
+}
+
 fn main() {
     let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
     let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS").ok().and_then(|r| r.parse().ok()).unwrap_or(60);
     let mut figures = Vec::new();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("remote") {
+        eprintln!("bench: through --via");
+        write_results(&remote_figures(reps), None, &[]);
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("retry") {
         eprintln!("bench: retry to paused");
         write_results(&[retry_figure(reps)], None, &[]);
@@ -419,6 +475,8 @@ fn main() {
     figures.push(injection);
     eprintln!("bench: retry to paused");
     figures.push(retry_figure(reps));
+    eprintln!("bench: through --via");
+    figures.extend(remote_figures(reps));
 
     let sizes: [(&str, &str, &str, fn(f64, f64) -> bool); 2] = [
         ("failure to ready, small state (s)", "", "none (fixed costs)", |_, _| true),

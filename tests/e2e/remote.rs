@@ -3,12 +3,10 @@
 //! local daemon sends every build to (`max-jobs = 0`). nix-attach reaches
 //! a build that paused there over ssh (`--via`), from here.
 
-use crate::support::daemon::SecondDaemon;
 use crate::support::pty::Terminal;
 use crate::support::remote::{free_port, RemoteBuilder, HOST};
-use crate::support::{list, nix_attach, Build, Drv, PATIENCE};
+use crate::support::{list, nix_attach, Build, Drv};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const VIA: &str = "ssh://nix-attach-remote";
 
@@ -16,38 +14,9 @@ fn failing(prefix: &str) -> Drv {
     Drv::new(prefix).phase("buildPhase", "local insideVar=remote-here\nsh -c 'exit 3'")
 }
 
-/// `PROGRAM ARGS…` as a client of `daemon`, with the ssh options that
-/// reach the remote builder.
-fn client(program: &str, args: &[&str], daemon: &SecondDaemon, remote: &RemoteBuilder) -> Command {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env("NIX_REMOTE", "daemon")
-        .env("NIX_DAEMON_SOCKET_PATH", daemon.dir.join("socket"))
-        .env("NIX_CONF_DIR", &daemon.dir)
-        .env("NIX_SSHOPTS", remote.sshopts())
-        .stdin(Stdio::null());
-    command
-}
-
 /// `nix-attach ARGS…` here, with the remote builder's ssh options.
 fn nix_attach_via(remote: &RemoteBuilder, args: &[&str]) -> Output {
     Command::new(nix_attach()).args(args).env("NIX_SSHOPTS", remote.sshopts()).stdin(Stdio::null()).output().unwrap()
-}
-
-/// The id and the agent's path in the pointer line of `build`'s log.
-fn pointer_in(build: &Build) -> (String, String) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let log = build.log();
-        if let Some(line) = log.lines().find(|line| line.contains("attach with `nix-attach attach ")) {
-            let after = &line[line.find("attach with `nix-attach attach ").unwrap() + 31..];
-            let agent = &line[line.find("--agent ").expect("the line names the agent") + 8..];
-            return (after[..12].to_string(), agent[..agent.find('`').unwrap()].to_string());
-        }
-        assert!(Instant::now() < deadline, "no pointer line:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A one-line error of ours, with status 125.
@@ -86,8 +55,8 @@ fn list_exec_and_release_reach_the_remote_build_and_discovery_stays_local() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
     let drv = failing("remote-commands");
-    let build = Build::spawn(&drv.name, client("nix-build", &["--no-out-link", "--expr", &drv.expression()], &daemon, &remote));
-    let (id, agent) = pointer_in(&build);
+    let build = Build::spawn(&drv.name, remote.client("nix-build", &["--no-out-link", "--expr", &drv.expression()], &daemon));
+    let (id, agent) = build.pointer();
     assert!(agent.starts_with("/nix/store/") && agent.ends_with("/bin/nix-attach"), "{agent}");
 
     assert!(list().iter().all(|entry| entry["id"] != id.as_str()), "the local list shows the remote build");
@@ -153,7 +122,7 @@ fn a_build_that_names_a_program_of_its_own_as_the_agent_never_gets_it_run_on_the
     let hostile =
         Drv::new("remote-hostile").without_hook().attr_expr("evil", &format!("({})", evil.expression())).phase("buildPhase", fake);
     let expression = hostile.expression();
-    let mut wrapper = client(nix_attach(), &["run", "--", "nix-build", "--no-out-link", "--expr", &expression], &daemon, &remote);
+    let mut wrapper = remote.client(nix_attach(), &["run", "--", "nix-build", "--no-out-link", "--expr", &expression], &daemon);
     let output = wrapper.env("CI", "true").output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

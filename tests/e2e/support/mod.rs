@@ -230,6 +230,24 @@ impl Build {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the build's log has a pointer line; returns the id and
+    /// the agent's path that it names (a build on a remote builder, which
+    /// `list` here does not show).
+    pub fn pointer(&self) -> (String, String) {
+        const ATTACH: &str = "attach with `nix-attach attach ";
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|line| line.contains(ATTACH)) {
+                let id = &line[line.find(ATTACH).unwrap() + ATTACH.len()..];
+                let agent = &line[line.find("--agent ").expect("the line names the agent") + 8..];
+                return (id[..12].to_string(), agent[..agent.find('`').unwrap()].to_string());
+            }
+            assert!(Instant::now() < deadline, "no pointer line:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until the build pauses and `list` shows it.
     pub fn paused(&mut self) -> Paused {
         let deadline = Instant::now() + PATIENCE;

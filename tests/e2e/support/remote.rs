@@ -93,6 +93,20 @@ impl RemoteBuilder {
         SecondDaemon::with_conf(false, &[("NIX_SSHOPTS", &self.sshopts())], &conf)
     }
 
+    /// `PROGRAM ARGS…` as a client of `daemon`, with the ssh options that
+    /// reach this machine.
+    pub fn client(&self, program: &str, args: &[&str], daemon: &SecondDaemon) -> Command {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("NIX_REMOTE", "daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", daemon.dir.join("socket"))
+            .env("NIX_CONF_DIR", &daemon.dir)
+            .env("NIX_SSHOPTS", self.sshopts())
+            .stdin(Stdio::null());
+        command
+    }
+
     fn logs(&self) -> String {
         ["machine.log", "sshd.log", "daemon.log"]
             .iter()
