@@ -128,12 +128,14 @@ pub struct Remote {
 impl Remote {
     /// Runs `nix-attach ARGS…` on the remote builder, if one is named.
     fn run(&self, args: Vec<String>, tty: remote::Tty) -> Option<anyhow::Result<i32>> {
-        let uri = self.via.as_deref()?;
-        Some((|| {
-            let via = Via::parse(uri)?;
-            let via = via.with_key(remote::machines::key_for(uri));
-            Ok(remote::run(&via, self.agent.as_deref(), &args, tty)?)
-        })())
+        self.via.as_deref().map(|uri| self.run_on(uri, &args, tty))
+    }
+
+    /// Runs `nix-attach ARGS…` on the builder `uri`, with the key Nix's
+    /// `builders` give it where the URI names none.
+    fn run_on(&self, uri: &str, args: &[String], tty: remote::Tty) -> anyhow::Result<i32> {
+        let via = Via::parse(uri)?.with_key(remote::machines::key_for(uri));
+        Ok(remote::run(&via, self.agent.as_deref(), args, tty)?)
     }
 }
 
