@@ -351,3 +351,12 @@ fn a_nix_file_and_an_attribute_name_the_derivation_to_retry() {
     released_fails_as_before(build, &paused, 3);
     let _ = std::fs::remove_file(file);
 }
+
+#[test]
+fn a_nix_file_that_does_not_evaluate_is_refused_with_nix_s_own_error_in_one_line() {
+    let file = std::env::temp_dir().join(format!("{}.nix", unique_name("retry-bad-file")));
+    std::fs::write(&file, "{ it = builtins.getAttr \"missing\" { }; }").unwrap();
+    let (_, stderr) = refused(&[file.to_str().unwrap(), "--", "-A", "it"]);
+    assert!(stderr.contains("error: attribute 'missing' missing"), "{stderr}");
+    let _ = std::fs::remove_file(file);
+}

@@ -27,11 +27,19 @@ fn output(program: &str, args: &[OsString]) -> Result<String, StoreError> {
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let message = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("(no message)").trim().to_string();
+    let message = message_of(&String::from_utf8_lossy(&out.stderr));
     let words: Vec<String> =
         std::iter::once(program.to_string()).chain(args.iter().map(|arg| arg.to_string_lossy().into_owned())).collect();
     Err(StoreError::Failed { command: words.join(" "), message })
+}
+
+/// What a Nix command said went wrong: its last `error:` line, else its
+/// last line (never the `--show-trace` hint that follows an error).
+fn message_of(stderr: &str) -> String {
+    let lines: Vec<&str> =
+        stderr.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with("(use '--show-trace'")).collect();
+    let error = lines.iter().rev().find(|line| line.starts_with("error:"));
+    error.or(lines.last()).map_or_else(|| "(no message)".to_string(), |line| line.to_string())
 }
 
 /// The paths among `paths` that are not valid in the store.
@@ -64,4 +72,16 @@ pub fn derivation_of(program: &str, args: &[OsString]) -> Result<String, StoreEr
     }
     all.extend(args.iter().cloned());
     output(program, &all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nix_s_error_line_is_the_message_not_the_trace_hint() {
+        let stderr = "warning: x\nerror: getting status of '/nope': No such file or directory\n(use '--show-trace' to show detailed location information)\n";
+        assert_eq!(message_of(stderr), "error: getting status of '/nope': No such file or directory");
+        assert_eq!(message_of("something broke\n"), "something broke");
+    }
 }
