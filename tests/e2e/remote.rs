@@ -83,6 +83,23 @@ fn list_exec_and_release_reach_the_remote_build_and_discovery_stays_local() {
 }
 
 #[test]
+fn an_ssh_user_that_is_not_root_is_told_when_sudo_there_asks_for_a_password_and_goes_on_without_it() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let drv = failing("remote-not-root");
+    let build = Build::spawn(&drv.name, remote.client("nix-build", &["--no-out-link", "--expr", &drv.expression()], &daemon));
+    let (id, agent) = build.pointer();
+    let alice = format!("ssh://nix-attach-alice@{HOST}");
+    let listed = nix_attach_via(&remote, &["list", "--via", &alice, "--agent", &agent]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&listed.stdout), String::from_utf8_lossy(&listed.stderr));
+    assert!(stderr.contains("sudo on nix-attach-remote asks for a password; going on without it"), "{stderr}");
+    assert!(!stdout.contains(&id), "alice sees root's build without sudo: {stdout}");
+    let released = nix_attach_via(&remote, &["release", &id, "--via", VIA, "--agent", &agent]);
+    assert!(released.status.success(), "{}", String::from_utf8_lossy(&released.stderr));
+    let _ = build.finish();
+}
+
+#[test]
 fn a_remote_without_nix_attach_and_no_agent_path_is_told_in_one_line() {
     let remote = RemoteBuilder::start();
     let stderr = one_line_error(&nix_attach_via(&remote, &["list", "--via", VIA]));
@@ -104,7 +121,7 @@ fn an_unreachable_host_is_told_in_one_line() {
 #[test]
 fn a_host_that_wants_a_password_without_a_terminal_is_told_in_one_line() {
     let remote = RemoteBuilder::start();
-    let stderr = one_line_error(&nix_attach_via(&remote, &["list", "--via", &format!("ssh://nix-attach-alice@{HOST}")]));
+    let stderr = one_line_error(&nix_attach_via(&remote, &["list", "--via", &format!("ssh://nix-attach-bob@{HOST}")]));
     assert!(stderr.contains("asks for a password, and there is no terminal"), "{stderr}");
 }
 
