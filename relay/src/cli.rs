@@ -134,7 +134,7 @@ impl Remote {
     /// Runs `nix-attach ARGS…` on the builder `uri`, with the key Nix's
     /// `builders` give it where the URI names none.
     fn run_on(&self, uri: &str, args: &[String], tty: remote::Tty) -> anyhow::Result<i32> {
-        let via = Via::parse(uri)?.with_key(remote::machines::key_for(uri));
+        let via = Via::parse(uri)?.with_key(remote::machines::find(uri).and_then(|machine| machine.key));
         Ok(remote::run(&via, self.agent.as_deref(), args, tty)?)
     }
 }

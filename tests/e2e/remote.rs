@@ -148,3 +148,24 @@ fn a_build_that_names_a_program_of_its_own_as_the_agent_never_gets_it_run_on_the
     );
     assert!(remote.ssh(&["test", "!", "-e", "/tmp/pwned"]).status.success(), "the build's program ran on the remote: {stderr}");
 }
+
+#[test]
+fn a_build_that_names_a_builder_of_its_own_is_never_reached_there() {
+    // A local build, with the hook, that prints Nix's line for a remote
+    // build, naming itself and a host of its choosing.
+    let drv = Drv::new("remote-fake-builder").phase(
+        "buildPhase",
+        "echo \"building '/nix/store/00000000000000000000000000000000-$name.drv' on 'ssh://127.0.0.1'...\"\nsh -c 'exit 3'",
+    );
+    let output = Command::new(nix_attach())
+        .args(["run", "--", "nix-build", "--no-out-link", "--expr", &drv.expression()])
+        .env("CI", "true")
+        .env("NIX_REMOTE", "daemon")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("on 'ssh://127.0.0.1'"), "the fake line never reached the wrapper: {stderr}");
+    assert!(stderr.contains(&format!("{} was released", drv.name)), "not released here: {stderr}");
+    assert!(!stderr.contains("could not release") && !stderr.contains("cannot reach"), "the wrapper went to the build's host: {stderr}");
+}

@@ -1,41 +1,56 @@
-//! The ssh key Nix itself uses for a builder, from the `builders` setting
-//! of nix.conf (`NIX_CONF_DIR`, else /etc/nix) or the machines file it
-//! names (`@FILE`, by default /etc/nix/machines). Each entry is `URI
-//! SYSTEMS KEY …`, entries split at line breaks and `;`, `#` starts a
-//! comment, and `-` is a field left empty.
+//! The builders Nix itself knows, from nix.conf (`NIX_CONF_DIR`, else
+//! /etc/nix): its `builders` setting (by default `@$NIX_CONF_DIR/machines`)
+//! and `extra-builders`, with the machines files they name (`@FILE`). Each
+//! entry is `URI SYSTEMS KEY …`; entries split at line breaks and `;`, `#`
+//! starts a comment, `-` is a field left empty, and a URI without a scheme
+//! is `ssh://`.
+//!
+//! The wrapper reaches a remote build only through a builder named here:
+//! which builder a build ran on, it reads from nix's output, which a build
+//! can print into too.
 
 use std::path::{Path, PathBuf};
 
-/// The key of the entry for `uri`, if one names a key.
-pub fn key_for(uri: &str) -> Option<PathBuf> {
-    let conf_dir = std::env::var_os("NIX_CONF_DIR").map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from);
-    let conf = std::fs::read_to_string(conf_dir.join("nix.conf")).unwrap_or_default();
-    let builders = conf
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .filter(|(key, _)| key.trim() == "builders")
-        .map(|(_, value)| value.trim().to_string())
-        .last()
-        .unwrap_or_else(|| "@/etc/nix/machines".to_string());
-    key_in(&builders, uri, 0)
+/// A builder Nix knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub uri: String,
+    pub key: Option<PathBuf>,
 }
 
-/// The key for `uri` in a `builders` value; `@FILE` is read (to a few
+/// The builder that Nix knows as `uri`, if it knows one.
+pub fn find(uri: &str) -> Option<Machine> {
+    let conf_dir = std::env::var_os("NIX_CONF_DIR").map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from);
+    let conf = std::fs::read_to_string(conf_dir.join("nix.conf")).unwrap_or_default();
+    let default = format!("@{}", conf_dir.join("machines").display());
+    let builders = setting(&conf, "builders").pop().unwrap_or(default);
+    let all = std::iter::once(builders).chain(setting(&conf, "extra-builders")).collect::<Vec<_>>().join("\n");
+    find_in(&all, uri, 0)
+}
+
+/// The values nix.conf's text gives setting `name`, in order.
+fn setting(conf: &str, name: &str) -> Vec<String> {
+    let values = conf.lines().filter_map(|line| line.split_once('=')).filter(|(key, _)| key.trim() == name);
+    values.map(|(_, value)| value.trim().to_string()).collect()
+}
+
+/// The entry for `uri` in a `builders` value; `@FILE` is read (to a few
 /// levels, as a file may name another).
-fn key_in(builders: &str, uri: &str, depth: usize) -> Option<PathBuf> {
+fn find_in(builders: &str, uri: &str, depth: usize) -> Option<Machine> {
     let entries = builders.split(['\n', ';']).map(|entry| entry.split('#').next().unwrap_or_default().trim());
     for entry in entries.filter(|entry| !entry.is_empty()) {
         if let Some(file) = entry.strip_prefix('@') {
             let text = if depth < 4 { std::fs::read_to_string(Path::new(file.trim())).unwrap_or_default() } else { String::new() };
-            if let Some(key) = key_in(&text, uri, depth + 1) {
-                return Some(key);
+            if let Some(machine) = find_in(&text, uri, depth + 1) {
+                return Some(machine);
             }
             continue;
         }
         let fields: Vec<&str> = entry.split_whitespace().collect();
         let named = fields.first().is_some_and(|first| *first == uri || format!("ssh://{first}") == uri);
         if named {
-            return fields.get(2).filter(|key| **key != "-" && !key.is_empty()).map(PathBuf::from);
+            let key = fields.get(2).filter(|key| **key != "-" && !key.is_empty()).map(PathBuf::from);
+            return Some(Machine { uri: uri.to_string(), key });
         }
     }
     None
@@ -45,12 +60,16 @@ fn key_in(builders: &str, uri: &str, depth: usize) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    fn key(builders: &str, uri: &str) -> Option<Option<PathBuf>> {
+        find_in(builders, uri, 0).map(|machine| machine.key)
+    }
+
     #[test]
-    fn the_key_of_the_entry_that_names_the_builder_is_found() {
+    fn the_entry_that_names_the_builder_is_found_with_its_key() {
         let builders = "ssh://a x86_64-linux /k/a 4 # first\n; ssh://b x86_64-linux - 2\nc aarch64-linux /k/c";
-        assert_eq!(key_in(builders, "ssh://a", 0), Some(PathBuf::from("/k/a")));
-        assert_eq!(key_in(builders, "ssh://b", 0), None);
-        assert_eq!(key_in(builders, "ssh://c", 0), Some(PathBuf::from("/k/c")));
-        assert_eq!(key_in(builders, "ssh://d", 0), None);
+        assert_eq!(key(builders, "ssh://a"), Some(Some(PathBuf::from("/k/a"))));
+        assert_eq!(key(builders, "ssh://b"), Some(None));
+        assert_eq!(key(builders, "ssh://c"), Some(Some(PathBuf::from("/k/c"))));
+        assert_eq!(key(builders, "ssh://d"), None, "a builder Nix does not know");
     }
 }

@@ -33,8 +33,9 @@ pub enum RemoteError {
 
 /// Runs, on the remote, as its shell's script: finds nix-attach, then runs
 /// it with the arguments after the agent's path.
-const REMOTE_SCRIPT: &str = r#"agent=$1; shift
-if command -v nix-attach > /dev/null 2>&1; then program=nix-attach
+const REMOTE_SCRIPT: &str = r#"agent=$1; marker=$2; shift 2
+[ -z "$marker" ] || printf '%s\n' "$marker" >&2
+if program=$(command -v nix-attach 2> /dev/null); then :
 elif [ -n "$agent" ] && [ -x "$agent" ]; then program=$agent
 else
     echo "nix-attach: $(uname -n) has no nix-attach on its PATH${agent:+ and no agent at $agent}; install nix-attach there, or pass --agent with the path the build's pointer line names" >&2
@@ -46,9 +47,25 @@ if [ "$(id -u)" != 0 ]; then
 fi
 exec "$program" "$@""#;
 
+/// The line the remote script writes to stderr first, without a terminal:
+/// what comes before it is ssh's (or the login's), what comes after is
+/// nix-attach's.
+const STARTED: &str = "nix-attach: --via started";
+
 /// A word for a POSIX shell, quoted.
 pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// A word for a POSIX shell as a person would type it: as it is where it
+/// holds nothing the shell would read, else quoted.
+pub fn quoted_if_needed(word: &str) -> String {
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        shell_quote(word)
+    }
 }
 
 /// Whether the command wants a terminal on the remote.
@@ -71,7 +88,9 @@ pub fn command(via: &Via, agent: Option<&str>, args: &[String], tty: Tty) -> Com
     if !std::io::stdin().is_terminal() {
         ssh.args(["-o", "BatchMode=yes"]);
     }
-    let words: Vec<String> = [shell_quote(agent.unwrap_or_default())].into_iter().chain(args.iter().map(|arg| shell_quote(arg))).collect();
+    let marker = if tty == Tty::No { STARTED } else { "" };
+    let first = [shell_quote(agent.unwrap_or_default()), shell_quote(marker)];
+    let words: Vec<String> = first.into_iter().chain(args.iter().map(|arg| shell_quote(arg))).collect();
     let remote = format!("sh -c {} nix-attach {}", shell_quote(REMOTE_SCRIPT), words.join(" "));
     ssh.arg("--").arg(&via.destination).arg(remote);
     ssh
@@ -80,13 +99,14 @@ pub fn command(via: &Via, agent: Option<&str>, args: &[String], tty: Tty) -> Com
 /// Runs `nix-attach ARGS…` on `via`; returns its status.
 pub fn run(via: &Via, agent: Option<&str>, args: &[String], tty: Tty) -> Result<i32, RemoteError> {
     let mut child = command(via, agent, args, tty).stderr(Stdio::piped()).spawn().map_err(RemoteError::Ssh)?;
-    let kept = relay_stderr(child.stderr.take().expect("piped stderr"));
+    let relayed = relay_stderr(child.stderr.take().expect("piped stderr"), tty);
     let status = child.wait().map_err(RemoteError::Ssh)?;
     let code = status.code().unwrap_or(255);
-    let kept = kept.join().unwrap_or_default();
-    // ssh ends with 255 when it failed itself (a remote command may too).
-    match (code, failure(&kept)) {
-        (255, Some(failure)) => Err(failure.into_error(via)),
+    let Relayed { kept, started } = relayed.join().unwrap_or_default();
+    // ssh ends with 255 when it failed itself; a remote command may too,
+    // but then the remote script had started.
+    match (code, started, failure(&kept)) {
+        (255, false, Some(failure)) => Err(failure.into_error(via)),
         _ => {
             let _ = std::io::stderr().write_all(kept.as_bytes());
             Ok(code)
@@ -94,25 +114,38 @@ pub fn run(via: &Via, agent: Option<&str>, args: &[String], tty: Tty) -> Result<
     }
 }
 
+/// What the stderr relay kept back, and whether the remote script started.
+#[derive(Debug, Default)]
+struct Relayed {
+    kept: String,
+    started: bool,
+}
+
 /// Passes ssh's stderr on, a line at a time, except the lines in which
-/// ssh says that it failed: those are kept back, and returned. The caller
-/// prints them if ssh did not fail after all, or one line of its own.
-fn relay_stderr(from: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+/// ssh may be saying that it failed: those are kept back and returned, for
+/// the caller to print if ssh did not fail after all. Without a terminal,
+/// that is every line before the remote script's first; with one, the
+/// remote's stderr is on the terminal, and only lines that read like
+/// ssh's failures are kept.
+fn relay_stderr(from: impl Read + Send + 'static, tty: Tty) -> std::thread::JoinHandle<Relayed> {
     std::thread::spawn(move || {
         use std::io::BufRead;
-        let mut kept = String::new();
+        let mut relayed = Relayed::default();
         let mut reader = std::io::BufReader::new(from);
         let mut line = Vec::new();
         while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            let text = String::from_utf8_lossy(&line);
-            if failure(&text).is_some() && kept.len() < 4096 {
-                kept.push_str(&text);
+            let text = String::from_utf8_lossy(&line).into_owned();
+            if tty == Tty::No && !relayed.started && text.trim_end() == STARTED {
+                relayed.started = true;
+                let _ = std::io::stderr().write_all(std::mem::take(&mut relayed.kept).as_bytes());
+            } else if !relayed.started && (tty == Tty::No || failure(&text).is_some()) && relayed.kept.len() < 64 * 1024 {
+                relayed.kept.push_str(&text);
             } else {
                 let _ = std::io::stderr().write_all(&line);
             }
             line.clear();
         }
-        kept
+        relayed
     })
 }
 
@@ -153,6 +186,8 @@ mod tests {
     fn a_quoted_word_stays_one_word_whatever_it_holds() {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's $(x)"), r"'it'\''s $(x)'");
+        assert_eq!(quoted_if_needed("ssh://farm"), "ssh://farm");
+        assert_eq!(quoted_if_needed("ssh://farm?ssh-key=/k&x=1"), "'ssh://farm?ssh-key=/k&x=1'");
     }
 
     #[test]

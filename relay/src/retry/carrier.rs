@@ -81,19 +81,29 @@ impl Carrier {
     }
 }
 
-/// Whether a builder is bash, by its name (`…/bin/bash`, `…-bash-static`).
+/// The names a bash goes by: `…/bin/bash`, or a store path of its own
+/// (`/nix/store/…-bash-static`, after the hash).
+const BASH_NAMES: [&str; 3] = ["bash", "bash-static", "bash-interactive"];
+
+/// Whether a builder is bash, by its name.
 fn is_bash(builder: &str) -> bool {
-    Path::new(builder).file_name().is_some_and(|name| name.to_string_lossy().contains("bash"))
+    let Some(name) = Path::new(builder).file_name().map(|name| name.to_string_lossy().into_owned()) else { return false };
+    let in_store = builder.starts_with(&format!("{}/", super::target::store().display()));
+    let name = if in_store { name.split_once('-').map_or(name.as_str(), |(_, name)| name).to_string() } else { name };
+    BASH_NAMES.contains(&name.as_str())
 }
 
-/// A bash in the input `input`: the input itself, or its `bin/bash`.
+/// A bash in the input `input`: its `bin/bash`, or the input itself.
 fn bash_in(input: &Path) -> Option<String> {
-    if is_bash(&input.to_string_lossy()) && input.is_file() {
-        return Some(input.to_string_lossy().into_owned());
-    }
     let inside = input.join("bin/bash");
-    inside.is_file().then(|| inside.to_string_lossy().into_owned())
+    if inside.is_file() {
+        return Some(inside.to_string_lossy().into_owned());
+    }
+    (is_bash(&input.to_string_lossy()) && input.is_file()).then(|| input.to_string_lossy().into_owned())
 }
+
+/// Bash's long options that take the next argument as their value.
+const LONG_WITH_VALUE: [&str; 2] = ["--rcfile", "--init-file"];
 
 /// Bash's arguments with `prelude` run first, in the same shell: the
 /// options stay, a `-c` script gets the prelude in front, and a script
@@ -102,17 +112,19 @@ fn bash_args(builder: &str, args: &[String], prelude: &str) -> Result<Vec<String
     let mut options = Vec::new();
     let mut command = false;
     let mut rest = args.iter();
+    let mut ended = false;
     while let Some(arg) = rest.next() {
-        if arg == "--" {
-            options.push(arg.clone());
+        // After `--`, the next argument is the script whatever it reads.
+        if arg == "--" && !ended {
+            ended = true;
             continue;
         }
         let short = arg.len() > 1 && (arg.starts_with('-') || arg.starts_with('+')) && !arg.starts_with("--");
-        if arg.starts_with("--") || short {
+        if !ended && (arg.starts_with("--") || short) {
             options.push(arg.clone());
             command |= short && arg[1..].contains('c');
-            // `-o NAME` and `-O NAME` take the next argument.
-            if short && (arg.ends_with('o') || arg.ends_with('O')) {
+            // `-o NAME`, `-O NAME` and `--rcfile FILE` take the next argument.
+            if (short && (arg.ends_with('o') || arg.ends_with('O'))) || LONG_WITH_VALUE.contains(&arg.as_str()) {
                 options.extend(rest.next().cloned());
             }
             continue;
@@ -149,6 +161,20 @@ mod tests {
     fn a_command_string_gets_the_prelude_in_front() {
         let args = bash_args("bash", &strings(&["-ec", "exit 3", "name", "x"]), "P").unwrap();
         assert_eq!(args, strings(&["-ec", "P\nexit 3", "name", "x"]));
+    }
+
+    #[test]
+    fn after_double_dash_the_script_comes_whatever_it_reads_and_rcfile_takes_its_value() {
+        let args = bash_args("bash", &strings(&["--rcfile", "/r", "-e", "--", "-odd.sh", "x"]), "P").unwrap();
+        assert_eq!(args, strings(&["--rcfile", "/r", "-e", "-c", "P\nsource \"$0\" \"$@\"", "-odd.sh", "x"]));
+    }
+
+    #[test]
+    fn only_bash_by_its_own_name_is_bash() {
+        assert!(is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bash-5.2/bin/bash"));
+        assert!(is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bash-static"));
+        assert!(!is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bashate/bin/bashate"));
+        assert!(!is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-fix-bash.patch"));
     }
 
     #[test]

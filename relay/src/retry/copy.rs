@@ -70,8 +70,9 @@ impl Attributes {
 }
 
 /// The expression of `drv`'s copy with `attributes` (the builder and the
-/// arguments are `drv`'s).
-pub fn expression(drv: &Derivation, attributes: &Attributes, paths: &Paths) -> String {
+/// arguments are `drv`'s), whose `builder` carries the context of every
+/// one of `inputs`.
+pub fn expression(drv: &Derivation, attributes: &Attributes, paths: &Paths, inputs: &[String]) -> String {
     let mut written = expression::Attributes::new();
     match attributes {
         Attributes::Environment(env) => {
@@ -92,6 +93,9 @@ pub fn expression(drv: &Derivation, attributes: &Attributes, paths: &Paths) -> S
         }
     }
     written.insert("args".to_string(), expression::list(&drv.args, paths));
+    if let Some(builder) = written.remove("builder") {
+        written.insert("builder".to_string(), expression::with_inputs(builder, inputs));
+    }
     expression::derivation(&written)
 }
 
@@ -120,7 +124,7 @@ mod tests {
     fn structured_attributes_come_from_the_json_and_say_so() {
         let drv = drv(&[("__json", r#"{"name":"x","outputs":["out"],"n":3}"#), ("out", "/nix/store/1n9bqfa5m3ajl07gp5fxpg1fb6yx4g0z-x")]);
         let attributes = Attributes::of(&drv).unwrap();
-        let text = expression(&drv, &attributes, &Paths::new("/nix/store"));
+        let text = expression(&drv, &attributes, &Paths::new("/nix/store"), &[]);
         assert!(text.contains("\"__structuredAttrs\" = true;"), "{text}");
         assert!(text.contains("\"outputs\" = [ \"out\" ];") && text.contains("\"n\" = (3);"), "{text}");
         assert!(text.contains("\"args\" = [ \"-e\" \"b.sh\" ];"), "{text}");

@@ -122,9 +122,7 @@ pub fn json(value: &serde_json::Value, paths: &Paths) -> String {
     match value {
         Value::Null => "null".to_string(),
         Value::Bool(yes) => yes.to_string(),
-        // In parentheses: a negative number in a list would be read as
-        // an operator.
-        Value::Number(number) => format!("({number})"),
+        Value::Number(number) => self::number(number),
         Value::String(text) => string(text, paths),
         Value::Array(items) => {
             let items: Vec<String> = items.iter().map(|item| json(item, paths)).collect();
@@ -135,6 +133,29 @@ pub fn json(value: &serde_json::Value, paths: &Paths) -> String {
             format!("{{ {} }}", fields.join(" "))
         }
     }
+}
+
+/// A JSON number as Nix reads it: in parentheses, as a negative number in
+/// a list would be read as an operator, and a float's exponent after a
+/// `.` (Nix reads `1e21` as `1` and a name).
+fn number(number: &serde_json::Number) -> String {
+    let text = number.to_string();
+    match text.find(['e', 'E']) {
+        Some(at) if !text[..at].contains('.') => format!("({}.0{})", &text[..at], &text[at..]),
+        _ => format!("({text})"),
+    }
+}
+
+/// `text` carrying the context of each of `inputs` too: every input
+/// stays an input of the copy, also one that no attribute's text names
+/// (its context came through an empty substring, or a `drvPath`).
+pub fn with_inputs(text: String, inputs: &[String]) -> String {
+    let carriers: Vec<String> =
+        inputs.iter().map(|input| format!("builtins.substring 0 0 (builtins.storePath {})", plain(input))).collect();
+    if carriers.is_empty() {
+        return text;
+    }
+    format!("({} + {text})", carriers.join(" + "))
 }
 
 /// The attributes of a derivation, as Nix values already written.
@@ -187,6 +208,12 @@ mod tests {
         assert_eq!(string(other, &paths()), format!("\"{other}\""));
         let longer = format!("{INPUT}-doc");
         assert_eq!(string(&longer, &paths()), format!("\"{longer}\""));
+    }
+
+    #[test]
+    fn numbers_are_written_as_nix_reads_them() {
+        let value = serde_json::json!([-1, 1e21, 1.5e-7, 2.5]);
+        assert_eq!(json(&value, &paths()), "[ (-1) (1.0e+21) (1.5e-7) (2.5) ]");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!    `retry-builder.sh` are added to the store as one content-addressed
 //!    path, and the copy is written as a Nix expression ([`copy`],
 //!    [`expression`]) and instantiated. Its outputs are its own: they are
-//!    never the original's and never stand in for them.
+//!    never the original's and never stand in for them (a fixed output
+//!    keeps its path, which Nix checks against the hash).
 
 pub mod carrier;
 pub mod copy;
@@ -50,6 +51,8 @@ pub enum RetryError {
     Copy(String, #[source] CopyError),
     #[error("cannot prepare the hook's files in {0}")]
     Assets(PathBuf, #[source] std::io::Error),
+    #[error("cannot write the copy's expression to {0}")]
+    Expression(PathBuf, #[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,7 +86,8 @@ pub fn rebuild(drv_path: &Path, options: wrapper::Options) -> anyhow::Result<i32
         Plan::Copy { drv, carrier } => {
             eprintln!(
                 "nix-attach: building {name} again as a copy that pauses when it fails ({}); a session has {}. \
-                 The copy's outputs are its own: never the original's, and never used in their place",
+                 The copy's outputs are its own: never the original's, and never used in their place \
+                 (a fixed output keeps its path, checked against its hash)",
                 drv.display(),
                 carrier.restores()
             );
@@ -120,7 +124,7 @@ pub fn plan(drv_path: &Path) -> Result<Plan, RetryError> {
     let mut paths = expression::Paths::new(&store_dir);
     inputs.iter().chain(std::iter::once(&assets)).for_each(|input| paths.input(input));
     drv.outputs.iter().for_each(|(output, path)| paths.output(output, path));
-    let text = copy::expression(&drv, &attributes, &paths);
+    let text = copy::expression(&drv, &attributes, &paths, &inputs);
     let copy = instantiate(&text)?;
     Ok(Plan::Copy { drv: copy, carrier })
 }
@@ -130,7 +134,8 @@ pub fn plan(drv_path: &Path) -> Result<Plan, RetryError> {
 /// print anything, a line that reads like Nix's failure included; this
 /// keeps such a line from naming a derivation that built.
 pub fn may_have_failed(drv_path: &Path) -> bool {
-    let Ok(outputs) = outputs_of(drv_path) else { return false };
+    let in_store = drv_path.parent() == Some(target::store().as_path()) && drv_path.symlink_metadata().is_ok_and(|meta| meta.is_file());
+    let Some(outputs) = in_store.then(|| outputs_of(drv_path).ok()).flatten() else { return false };
     store::invalid(&outputs).is_ok_and(|invalid| invalid.len() == outputs.len())
 }
 
@@ -165,12 +170,15 @@ fn outputs_of(drv_path: &Path) -> Result<Vec<String>, RetryError> {
 struct Scratch(PathBuf);
 
 impl Scratch {
+    /// A new directory of a random name, only its owner's (it fails if the
+    /// name is taken).
     fn new() -> Result<Scratch, RetryError> {
+        use std::os::unix::fs::DirBuilderExt;
         let mut random = [0u8; 8];
-        let _ = getrandom::fill(&mut random);
+        getrandom::fill(&mut random).map_err(|err| RetryError::Assets(std::env::temp_dir(), std::io::Error::other(err.to_string())))?;
         let suffix: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
         let dir = std::env::temp_dir().join(format!("nix-attach-retry-{suffix}"));
-        std::fs::create_dir(&dir).map_err(|err| RetryError::Assets(dir.clone(), err))?;
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|err| RetryError::Assets(dir.clone(), err))?;
         Ok(Scratch(dir))
     }
 }
@@ -201,6 +209,6 @@ fn add_assets() -> Result<String, RetryError> {
 fn instantiate(text: &str) -> Result<PathBuf, RetryError> {
     let scratch = Scratch::new()?;
     let file = scratch.0.join("copy.nix");
-    std::fs::write(&file, text).map_err(|err| RetryError::Assets(file.clone(), err))?;
+    std::fs::write(&file, text).map_err(|err| RetryError::Expression(file.clone(), err))?;
     Ok(PathBuf::from(store::instantiate(&file)?))
 }

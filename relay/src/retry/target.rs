@@ -24,12 +24,18 @@ pub fn store_dir(drv: &Path) -> Option<&Path> {
     drv.parent()
 }
 
+/// The store directory (`NIX_STORE_DIR`, else /nix/store).
+pub fn store() -> PathBuf {
+    std::env::var_os("NIX_STORE_DIR").map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from)
+}
+
 /// The derivation that `target` (with `nix_args`) names.
 pub fn resolve(target: &str, nix_args: &[OsString]) -> Result<PathBuf, TargetError> {
     let path = Path::new(target);
-    let store = std::env::var_os("NIX_STORE_DIR").map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from);
+    let store = store();
     let in_store = path.starts_with(&store);
-    let looks_like_a_path = target.starts_with('/') || target.starts_with('.') || in_store;
+    // `.#hello` is a flake's installable, not a path.
+    let looks_like_a_path = (target.starts_with('/') || target.starts_with('.') || in_store) && !target.contains('#');
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(_) if looks_like_a_path => return Err(TargetError::NotFound(path.to_path_buf())),

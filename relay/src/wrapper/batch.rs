@@ -88,7 +88,8 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     }
     if options.offer_retries {
         let names = paused.iter().map(|(pointer, _)| pointer.drv_name().to_string()).collect();
-        let failed: Vec<PathBuf> = out_markers.failed().iter().chain(err_markers.failed()).cloned().collect();
+        let mut failed: Vec<PathBuf> = out_markers.failed().to_vec();
+        failed.extend(err_markers.failed().iter().filter(|drv| !failed.contains(drv)).cloned().collect::<Vec<_>>());
         for drv in super::unpaused(&failed, &names) {
             let line = super::retry_line(&drv);
             eprintln!("nix-attach: {line}");

@@ -46,11 +46,15 @@ impl Failures {
     }
 }
 
-/// The `.drv` path quoted right after `marker` in `text`.
+/// The `.drv` path quoted right after `marker` in `text`: a file directly
+/// in the store, with a store path's name.
 fn quoted_after(text: &str, marker: &str) -> Option<PathBuf> {
     let rest = &text[text.find(marker)? + marker.len()..];
     let path = &rest[..rest.find('\'')?];
-    (path.starts_with('/') && path.ends_with(".drv")).then(|| PathBuf::from(path))
+    let store = std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".to_string());
+    let name = path.strip_prefix(&store)?.strip_prefix('/')?;
+    let plain = name.chars().all(|c| c.is_ascii_alphanumeric() || "+-._?=".contains(c)) && !name.starts_with('.');
+    (plain && name.ends_with(".drv")).then(|| PathBuf::from(path))
 }
 
 #[cfg(test)]
@@ -78,6 +82,14 @@ mod tests {
                     error: Cannot build '/nix/store/bbb-top.drv'.\n\
                     \x20      Reason: 1 dependency failed.\n";
         assert_eq!(read(text), vec![PathBuf::from("/nix/store/aaa-dep.drv")]);
+    }
+
+    #[test]
+    fn only_a_derivation_directly_in_the_store_is_taken() {
+        let text = "error: builder for '/tmp/x.drv' failed with exit code 1;\n\
+                    error: builder for '/nix/store/../../tmp/y.drv' failed with exit code 1;\n\
+                    error: builder for '/nix/store/aaa-a b.drv' failed with exit code 1;\n";
+        assert_eq!(read(text), Vec::<PathBuf>::new());
     }
 
     #[test]

@@ -150,8 +150,8 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
     // The reader stays parked: the answers below, and the builds after,
     // read the terminal themselves.
     input.pause();
-    let unpaused = super::unpaused(nix.markers.failed(), &nix.paused);
-    let retries = if options.offer_retries { choose_retries(unpaused, options).await? } else { Vec::new() };
+    let retries =
+        if options.offer_retries { choose_retries(super::unpaused(nix.markers.failed(), &nix.paused), options).await? } else { Vec::new() };
     drop(raw);
     Ok(Outcome { code: nix.code.unwrap_or(255), retries })
 }

@@ -36,7 +36,12 @@ impl Reach {
     /// program: a build prints its pointer line, and a hostile one could
     /// name a program of its own (an input, so on the builder too) for us
     /// to run there.
+    /// A builder Nix does not know is not reached: which builder a build
+    /// ran on is read from nix's output, which builds print into too.
     pub fn remote(&mut self, pointer: &Pointer, uri: &str) {
+        if crate::remote::machines::find(uri).is_none() || crate::remote::Via::parse(uri).is_err() {
+            return;
+        }
         let mut via = vec!["--via".to_string(), uri.to_string()];
         if let Some(agent) = pointer.agent.as_deref().filter(|agent| is_this_program(Path::new(agent), &self.exe)) {
             via.extend(["--agent".to_string(), agent.to_string()]);
@@ -75,7 +80,8 @@ impl Reach {
 
     /// The command that enters build `id`, as this user would type it.
     pub fn attach_command(&mut self, id: &str) -> String {
-        let words = self.args_for(id, &["attach", id]).join(" ");
+        let words: Vec<String> = self.args_for(id, &["attach", id]).iter().map(|word| crate::remote::quoted_if_needed(word)).collect();
+        let words = words.join(" ");
         if self.remote.contains_key(id) || self.reachable(id) {
             format!("nix-attach {words}")
         } else {
@@ -101,11 +107,16 @@ impl Reach {
 /// Whether the file at `path` (in this machine's store, where a remote
 /// build's inputs come from) holds the same bytes as `exe`.
 fn is_this_program(path: &Path, exe: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
     let store = std::env::var_os("NIX_STORE_DIR").map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from);
-    if !path.starts_with(&store) {
+    // No link on the way: a store path may be a link, to a file that is
+    // another on the builder.
+    if !path.starts_with(&store) || std::fs::canonicalize(path).ok().as_deref() != Some(path) {
         return false;
     }
-    let (Ok(mut theirs), Ok(mut ours)) = (std::fs::File::open(path), std::fs::File::open(exe)) else { return false };
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let theirs = std::fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(path);
+    let (Ok(mut theirs), Ok(mut ours)) = (theirs, std::fs::File::open(exe)) else { return false };
     let same_size = match (theirs.metadata(), ours.metadata()) {
         (Ok(a), Ok(b)) => a.is_file() && a.len() == b.len(),
         _ => false,
