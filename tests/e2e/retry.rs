@@ -360,3 +360,17 @@ fn a_nix_file_that_does_not_evaluate_is_refused_with_nix_s_own_error_in_one_line
     assert!(stderr.contains("error: attribute 'missing' missing"), "{stderr}");
     let _ = std::fs::remove_file(file);
 }
+
+#[test]
+fn an_input_that_no_attribute_names_in_its_text_stays_an_input_of_the_copy() {
+    let marker = unique_name("hidden-input");
+    let check = format!("for input in /nix/store/*-{marker}; do [ -e \"$input\" ] || exit 9; done\nsh -c 'exit 3'");
+    let drv = Drv::new("retry-hidden-input")
+        .without_hook()
+        .attr_expr("hidden", &format!("builtins.substring 0 0 (builtins.toFile {} \"x\")", nix_string(&marker)))
+        .phase("buildPhase", &check);
+    let drv_path = failed_without_pausing(&drv);
+    let (build, paused) = paused_retry(&drv.name, &drv_path);
+    assert_eq!(paused.entry["command"], "sh -c 'exit 3'", "the copy lacks the input");
+    released_fails_as_before(build, &paused, 3);
+}
