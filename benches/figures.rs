@@ -409,9 +409,7 @@ fn retry_figure(reps: usize) -> Figure {
 fn remote_figures(reps: usize) -> Vec<Figure> {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
-    let drv = Drv::new("bench-remote").phase("buildPhase", "false");
-    let build = support::Build::spawn(&drv.name, remote.client("nix-build", &["--no-out-link", "--expr", &drv.expression()], &daemon));
-    let (id, agent) = build.pointer();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &Drv::new("bench-remote").phase("buildPhase", "false"));
     let sshopts = remote.sshopts();
     let env = [("NIX_SSHOPTS", sshopts.as_str())];
     let via = ["attach", "--via", "ssh://nix-attach-remote", "--agent", &agent, &id];

@@ -5,7 +5,7 @@
 
 use crate::support::pty::Terminal;
 use crate::support::remote::{free_port, RemoteBuilder, HOST};
-use crate::support::{list, nix_attach, Build, Drv};
+use crate::support::{list, nix_attach, Drv};
 use std::process::{Command, Output, Stdio};
 
 const VIA: &str = "ssh://nix-attach-remote";
@@ -54,9 +54,7 @@ fn the_wrapper_enters_a_build_that_paused_on_the_remote_builder_and_nix_reports_
 fn list_exec_and_release_reach_the_remote_build_and_discovery_stays_local() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
-    let drv = failing("remote-commands");
-    let build = Build::spawn(&drv.name, remote.client("nix-build", &["--no-out-link", "--expr", &drv.expression()], &daemon));
-    let (id, agent) = build.pointer();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-commands"));
     assert!(agent.starts_with("/nix/store/") && agent.ends_with("/bin/nix-attach"), "{agent}");
 
     assert!(list().iter().all(|entry| entry["id"] != id.as_str()), "the local list shows the remote build");
@@ -86,9 +84,7 @@ fn list_exec_and_release_reach_the_remote_build_and_discovery_stays_local() {
 fn an_ssh_user_that_is_not_root_is_told_when_sudo_there_asks_for_a_password_and_goes_on_without_it() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
-    let drv = failing("remote-not-root");
-    let build = Build::spawn(&drv.name, remote.client("nix-build", &["--no-out-link", "--expr", &drv.expression()], &daemon));
-    let (id, agent) = build.pointer();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-not-root"));
     let alice = format!("ssh://nix-attach-alice@{HOST}");
     let listed = nix_attach_via(&remote, &["list", "--via", &alice, "--agent", &agent]);
     let (stdout, stderr) = (String::from_utf8_lossy(&listed.stdout), String::from_utf8_lossy(&listed.stderr));

@@ -5,7 +5,7 @@
 //! whole machine.
 
 use super::daemon::SecondDaemon;
-use super::PATIENCE;
+use super::{Build, Drv, PATIENCE};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -105,6 +105,14 @@ impl RemoteBuilder {
             .env("NIX_SSHOPTS", self.sshopts())
             .stdin(Stdio::null());
         command
+    }
+
+    /// Starts `nix-build` on `drv` through `daemon` (which sends it here)
+    /// and waits for its pointer line: the build, its id, its agent's path.
+    pub fn build_until_paused(&self, daemon: &SecondDaemon, drv: &Drv) -> (Build, String, String) {
+        let build = Build::spawn(&drv.name, self.client("nix-build", &["--no-out-link", "--expr", &drv.expression()], daemon));
+        let (id, agent) = build.pointer();
+        (build, id, agent)
     }
 
     fn logs(&self) -> String {
