@@ -43,7 +43,25 @@ pub struct Derivation {
     pub env: BTreeMap<String, String>,
 }
 
+/// The names a bash goes by: `…/bin/bash`, or a store path of its own
+/// (`/nix/store/…-bash-static`, after the hash).
+const BASH_NAMES: [&str; 3] = ["bash", "bash-static", "bash-interactive"];
+
+/// Whether the program at `path` is bash, by its own name (not any name
+/// holding "bash": `…-bashate`, `…-fix-bash.patch`).
+pub fn is_bash(path: &str) -> bool {
+    let Some(name) = Path::new(path).file_name().map(|name| name.to_string_lossy().into_owned()) else { return false };
+    let in_store = Path::new(path).parent() == Some(crate::nix_conf::store_dir().as_path());
+    let name = if in_store { name.split_once('-').map_or(name.as_str(), |(_, name)| name).to_string() } else { name };
+    BASH_NAMES.contains(&name.as_str())
+}
+
 impl Derivation {
+    /// Whether bash runs the build.
+    pub fn runs_bash(&self) -> bool {
+        is_bash(&self.builder)
+    }
+
     /// Reads the derivation file at `path`.
     pub fn read(path: &Path) -> Result<Derivation, DerivationError> {
         let file = std::fs::File::open(path).map_err(|err| DerivationError::Read(path.display().to_string(), err))?;
@@ -60,15 +78,7 @@ impl Derivation {
         let mut p = Parser { text, at: 0 };
         p.literal("Derive(")?;
         let outputs = p.list(|p| {
-            p.literal("(")?;
-            let name = p.string()?;
-            p.literal(",")?;
-            let path = p.string()?;
-            p.literal(",")?;
-            p.string()?;
-            p.literal(",")?;
-            p.string()?;
-            p.literal(")")?;
+            let [name, path, _hash_algo, _hash] = p.tuple::<4>()?;
             Ok((name, path))
         })?;
         p.literal(",")?;
@@ -90,11 +100,7 @@ impl Derivation {
         let args = p.list(Parser::string)?;
         p.literal(",")?;
         let env = p.list(|p| {
-            p.literal("(")?;
-            let name = p.string()?;
-            p.literal(",")?;
-            let value = p.string()?;
-            p.literal(")")?;
+            let [name, value] = p.tuple::<2>()?;
             Ok((name, value))
         })?;
         p.literal(")")?;
@@ -158,6 +164,20 @@ impl Parser<'_> {
     }
 
     /// `"…"`, with the escapes Nix writes: `\"`, `\\`, `\n`, `\r`, `\t`.
+    /// `("a","b",…)`: N strings in parentheses.
+    fn tuple<const N: usize>(&mut self) -> Result<[String; N], DerivationError> {
+        self.literal("(")?;
+        let mut fields: [String; N] = std::array::from_fn(|_| String::new());
+        for (i, field) in fields.iter_mut().enumerate() {
+            if i > 0 {
+                self.literal(",")?;
+            }
+            *field = self.string()?;
+        }
+        self.literal(")")?;
+        Ok(fields)
+    }
+
     fn string(&mut self) -> Result<String, DerivationError> {
         self.literal("\"")?;
         let mut bytes = Vec::new();
@@ -191,6 +211,14 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bash_by_its_own_name_is_bash() {
+        assert!(is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bash-5.2/bin/bash"));
+        assert!(is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bash-static"));
+        assert!(!is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bashate/bin/bashate"));
+        assert!(!is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-fix-bash.patch"));
+    }
 
     const BUSYBOX: &str = r#"Derive([("out","/nix/store/xb0k-busybox","","")],[("/nix/store/aaaa-dep.drv",["dev","out"])],["/nix/store/lykl-busybox-static","/nix/store/v30y-make-busybox.sh"],"x86_64-linux","/nix/store/wjy2-bash-static",["-e","/nix/store/v30y-make-busybox.sh"],[("builder","/nix/store/wjy2-bash-static"),("buildPhase","echo \"hi\"\n\\tab\tend"),("name","busybox"),("out","/nix/store/xb0k-busybox"),("system","x86_64-linux")])"#;
 

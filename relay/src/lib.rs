@@ -20,7 +20,7 @@
 //!
 //! They speak the framed [`protocol`], and an attach's PTY master passes
 //! from agent to client beside it ([`handoff`]); [`metadata`] describes a waiting
-//! build, [`derivation`] reads a `.drv` file, [`pointer`] is the log line that says how to attach, [`pump`]
+//! build, [`derivation`] reads a `.drv` file, [`nix_conf`] reads what this machine's Nix is set to, [`pointer`] is the log line that says how to attach, [`pump`]
 //! moves bytes between threads and tasks, [`runtime`] runs each command's
 //! async part, and [`sanitize`] makes anything a build wrote safe to print.
 
@@ -32,6 +32,7 @@ pub mod handoff;
 pub mod host;
 pub mod inject;
 pub mod metadata;
+pub mod nix_conf;
 pub mod pointer;
 pub mod protocol;
 pub mod pump;

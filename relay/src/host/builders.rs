@@ -69,10 +69,13 @@ fn nix_ancestor(process: &Process, facts: &Facts) -> Option<Process> {
 /// always tell; an ordinary user cannot look into root's processes, and
 /// is not refused for that (it reaches no other user's build anyway).
 fn on_this_machine(process: &Process) -> bool {
-    let store = std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".to_string());
-    let ours = Process::open(std::process::id() as i32).and_then(|this| this.directory_identity(&store));
-    match (process.directory_identity(&store), ours) {
-        (Ok(theirs), Ok(ours)) => theirs == ours,
+    use std::os::unix::fs::MetadataExt;
+    // Ours is looked up once, whatever the number of builds.
+    static OURS: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    let store = crate::nix_conf::store_dir();
+    let ours = *OURS.get_or_init(|| std::fs::symlink_metadata(&store).ok().map(|meta| (meta.dev(), meta.ino())));
+    match (process.directory_identity(&store.to_string_lossy()), ours) {
+        (Ok(theirs), Some(ours)) => theirs == ours,
         _ => !nix::unistd::geteuid().is_root(),
     }
 }

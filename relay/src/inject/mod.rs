@@ -65,14 +65,10 @@ pub enum Injection {
 /// What this machine's nix.conf (`NIX_CONF_DIR`) says, and the version of
 /// `nix` that the hook found and kept in its cache.
 pub fn injection() -> Injection {
-    let conf_dir = std::env::var_os("NIX_CONF_DIR").map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from);
-    let conf = std::fs::read_to_string(conf_dir.join("nix.conf")).unwrap_or_default();
-    let configured = conf
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .any(|(key, value)| key.trim() == "pre-build-hook" && Path::new(value.trim()).file_name().is_some_and(|name| name == PROGRAM));
+    let configured =
+        crate::nix_conf::values("pre-build-hook").iter().any(|hook| Path::new(hook).file_name().is_some_and(|name| name == PROGRAM));
     if !configured {
-        return Injection::NotConfigured(conf_dir.join("nix.conf"));
+        return Injection::NotConfigured(crate::nix_conf::conf_file());
     }
     let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
     let nix = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("nix")).find(|nix| nix.is_file()));
@@ -217,8 +213,7 @@ fn cache_dir() -> Result<PathBuf, InjectError> {
 /// The `stdenv` of a stdenv build run by bash: from its environment, or
 /// from its structured attributes. `None` for any other build.
 pub fn stdenv_of(drv: &Derivation) -> Result<Option<String>, InjectError> {
-    let bash = Path::new(&drv.builder).file_name().is_some_and(|name| name.to_string_lossy().contains("bash"));
-    if !bash {
+    if !drv.runs_bash() {
         return Ok(None);
     }
     if let Some(stdenv) = drv.env.get("stdenv") {

@@ -9,6 +9,7 @@
 //! which builder a build ran on, it reads from nix's output, which a build
 //! can print into too.
 
+use crate::nix_conf;
 use std::path::{Path, PathBuf};
 
 /// A builder Nix knows.
@@ -20,18 +21,10 @@ pub struct Machine {
 
 /// The builder that Nix knows as `uri`, if it knows one.
 pub fn find(uri: &str) -> Option<Machine> {
-    let conf_dir = std::env::var_os("NIX_CONF_DIR").map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from);
-    let conf = std::fs::read_to_string(conf_dir.join("nix.conf")).unwrap_or_default();
-    let default = format!("@{}", conf_dir.join("machines").display());
-    let builders = setting(&conf, "builders").pop().unwrap_or(default);
-    let all = std::iter::once(builders).chain(setting(&conf, "extra-builders")).collect::<Vec<_>>().join("\n");
+    let default = format!("@{}", nix_conf::conf_dir().join("machines").display());
+    let builders = nix_conf::values("builders").pop().unwrap_or(default);
+    let all = std::iter::once(builders).chain(nix_conf::values("extra-builders")).collect::<Vec<_>>().join("\n");
     find_in(&all, uri, 0)
-}
-
-/// The values nix.conf's text gives setting `name`, in order.
-fn setting(conf: &str, name: &str) -> Vec<String> {
-    let values = conf.lines().filter_map(|line| line.split_once('=')).filter(|(key, _)| key.trim() == name);
-    values.map(|(_, value)| value.trim().to_string()).collect()
 }
 
 /// The entry for `uri` in a `builders` value; `@FILE` is read (to a few

@@ -9,7 +9,7 @@
 //!   failure pauses with the environment and the build directory only.
 
 use super::copy::Attributes;
-use crate::derivation::Derivation;
+use crate::derivation::{is_bash, Derivation};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl Carrier {
         if drv.builder.starts_with("builtin:") {
             return Err(CarrierError::Builtin(drv.builder.clone()));
         }
-        if is_bash(&drv.builder) {
+        if drv.runs_bash() {
             return Ok(if attributes.get("stdenv").is_ok_and(|stdenv| stdenv.is_some()) { Carrier::Stdenv } else { Carrier::Bash });
         }
         let bash = inputs.iter().find_map(|input| bash_in(Path::new(input)));
@@ -79,18 +79,6 @@ impl Carrier {
         }
         Ok(())
     }
-}
-
-/// The names a bash goes by: `…/bin/bash`, or a store path of its own
-/// (`/nix/store/…-bash-static`, after the hash).
-const BASH_NAMES: [&str; 3] = ["bash", "bash-static", "bash-interactive"];
-
-/// Whether a builder is bash, by its name.
-fn is_bash(builder: &str) -> bool {
-    let Some(name) = Path::new(builder).file_name().map(|name| name.to_string_lossy().into_owned()) else { return false };
-    let in_store = builder.starts_with(&format!("{}/", super::target::store().display()));
-    let name = if in_store { name.split_once('-').map_or(name.as_str(), |(_, name)| name).to_string() } else { name };
-    BASH_NAMES.contains(&name.as_str())
 }
 
 /// A bash in the input `input`: its `bin/bash`, or the input itself.
@@ -167,14 +155,6 @@ mod tests {
     fn after_double_dash_the_script_comes_whatever_it_reads_and_rcfile_takes_its_value() {
         let args = bash_args("bash", &strings(&["--rcfile", "/r", "-e", "--", "-odd.sh", "x"]), "P").unwrap();
         assert_eq!(args, strings(&["--rcfile", "/r", "-e", "-c", "P\nsource \"$0\" \"$@\"", "-odd.sh", "x"]));
-    }
-
-    #[test]
-    fn only_bash_by_its_own_name_is_bash() {
-        assert!(is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bash-5.2/bin/bash"));
-        assert!(is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bash-static"));
-        assert!(!is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bashate/bin/bashate"));
-        assert!(!is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-fix-bash.patch"));
     }
 
     #[test]

@@ -78,10 +78,10 @@ pub fn run(target: &str, nix_args: &[OsString], options: wrapper::Options) -> an
 pub fn rebuild(drv_path: &Path, options: wrapper::Options) -> anyhow::Result<i32> {
     let plan = plan(drv_path)?;
     let name = name_of(drv_path);
-    let (built, outputs) = match &plan {
+    let built = match &plan {
         Plan::Same(drv) => {
             eprintln!("nix-attach: building {name} again, as it is: the daemon's pre-build hook makes it pause when it fails");
-            (drv.clone(), outputs_of(drv)?)
+            drv
         }
         Plan::Copy { drv, carrier } => {
             eprintln!(
@@ -91,9 +91,10 @@ pub fn rebuild(drv_path: &Path, options: wrapper::Options) -> anyhow::Result<i32
                 drv.display(),
                 carrier.restores()
             );
-            (drv.clone(), outputs_of(drv)?)
+            drv
         }
     };
+    let outputs = outputs_of(built)?;
     let mut args: Vec<OsString> = vec!["--no-out-link".into()];
     // Outputs already there would not be built again.
     if store::invalid(&outputs)?.is_empty() {
@@ -120,8 +121,7 @@ pub fn plan(drv_path: &Path) -> Result<Plan, RetryError> {
     let carrier = Carrier::choose(&drv, &attributes, &inputs).map_err(|err| RetryError::Carrier(name.clone(), err))?;
     let assets = add_assets()?;
     carrier.apply(&assets, &mut drv, &mut attributes).map_err(|err| RetryError::Carrier(name.clone(), err))?;
-    let store_dir = target::store_dir(drv_path).map_or_else(|| "/nix/store".to_string(), |dir| dir.to_string_lossy().into_owned());
-    let mut paths = expression::Paths::new(&store_dir);
+    let mut paths = expression::Paths::new(&crate::nix_conf::store_dir().to_string_lossy());
     inputs.iter().chain(std::iter::once(&assets)).for_each(|input| paths.input(input));
     drv.outputs.iter().for_each(|(output, path)| paths.output(output, path));
     let text = copy::expression(&drv, &attributes, &paths, &inputs);
@@ -134,7 +134,8 @@ pub fn plan(drv_path: &Path) -> Result<Plan, RetryError> {
 /// print anything, a line that reads like Nix's failure included; this
 /// keeps such a line from naming a derivation that built.
 pub fn may_have_failed(drv_path: &Path) -> bool {
-    let in_store = drv_path.parent() == Some(target::store().as_path()) && drv_path.symlink_metadata().is_ok_and(|meta| meta.is_file());
+    let in_store =
+        drv_path.parent() == Some(crate::nix_conf::store_dir().as_path()) && drv_path.symlink_metadata().is_ok_and(|meta| meta.is_file());
     let Some(outputs) = in_store.then(|| outputs_of(drv_path).ok()).flatten() else { return false };
     store::invalid(&outputs).is_ok_and(|invalid| invalid.len() == outputs.len())
 }

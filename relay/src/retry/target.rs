@@ -19,20 +19,10 @@ pub enum TargetError {
     Store(#[from] StoreError),
 }
 
-/// The store directory a derivation path is in.
-pub fn store_dir(drv: &Path) -> Option<&Path> {
-    drv.parent()
-}
-
-/// The store directory (`NIX_STORE_DIR`, else /nix/store).
-pub fn store() -> PathBuf {
-    std::env::var_os("NIX_STORE_DIR").map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from)
-}
-
 /// The derivation that `target` (with `nix_args`) names.
 pub fn resolve(target: &str, nix_args: &[OsString]) -> Result<PathBuf, TargetError> {
     let path = Path::new(target);
-    let store = store();
+    let store = crate::nix_conf::store_dir();
     let in_store = path.starts_with(&store);
     // `.#hello` is a flake's installable, not a path.
     let looks_like_a_path = (target.starts_with('/') || target.starts_with('.') || in_store) && !target.contains('#');

@@ -51,8 +51,7 @@ impl Failures {
 fn quoted_after(text: &str, marker: &str) -> Option<PathBuf> {
     let rest = &text[text.find(marker)? + marker.len()..];
     let path = &rest[..rest.find('\'')?];
-    let store = std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".to_string());
-    let name = path.strip_prefix(&store)?.strip_prefix('/')?;
+    let name = path.strip_prefix(crate::nix_conf::store_dir().to_str()?)?.strip_prefix('/')?;
     let plain = name.chars().all(|c| c.is_ascii_alphanumeric() || "+-._?=".contains(c)) && !name.starts_with('.');
     (plain && name.ends_with(".drv")).then(|| PathBuf::from(path))
 }

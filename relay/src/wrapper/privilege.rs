@@ -61,7 +61,7 @@ impl Reach {
     /// `nix-attach ARGS…`, run so that it can reach build `id`.
     pub fn command(&mut self, id: &str, args: &[&str]) -> Command {
         let args = self.args_for(id, args);
-        if self.remote.contains_key(id) || self.reachable(id) {
+        if self.reachable(id) {
             let mut command = Command::new(&self.exe);
             command.args(args);
             return command;
@@ -82,7 +82,7 @@ impl Reach {
     pub fn attach_command(&mut self, id: &str) -> String {
         let words: Vec<String> = self.args_for(id, &["attach", id]).iter().map(|word| crate::remote::quoted_if_needed(word)).collect();
         let words = words.join(" ");
-        if self.remote.contains_key(id) || self.reachable(id) {
+        if self.reachable(id) {
             format!("nix-attach {words}")
         } else {
             format!("sudo nix-attach {words}")
@@ -96,6 +96,10 @@ impl Reach {
         if let Some(known) = self.known.get(id) {
             return *known;
         }
+        // A remote build's privileges are the builder's business (`--via`).
+        if self.remote.contains_key(id) {
+            return true;
+        }
         let reachable = nix::unistd::geteuid().is_root()
             || discover_agents(false).builds.iter().any(|build| build.meta.id == id)
             || broker::client::list(&broker::socket_path()).is_ok_and(|mine| mine.iter().any(|build| build.id == id));
@@ -108,7 +112,7 @@ impl Reach {
 /// build's inputs come from) holds the same bytes as `exe`.
 fn is_this_program(path: &Path, exe: &Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
-    let store = std::env::var_os("NIX_STORE_DIR").map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from);
+    let store = crate::nix_conf::store_dir();
     // No link on the way: a store path may be a link, to a file that is
     // another on the builder.
     if !path.starts_with(&store) || std::fs::canonicalize(path).ok().as_deref() != Some(path) {

@@ -24,10 +24,8 @@ impl RemoteBuilds {
         let rest = &text[start + BUILDING.len()..];
         let Some((drv, rest)) = rest.split_once(ON) else { return };
         let Some((uri, _)) = rest.split_once('\'') else { return };
-        let Some(name) = drv.strip_suffix(".drv").and_then(|path| path.rsplit('/').next()) else { return };
-        let name = name.split_once('-').map_or(name, |(_, name)| name);
-        if uri.starts_with("ssh://") || uri.starts_with("ssh-ng://") {
-            self.builders.insert(name.to_string(), uri.to_string());
+        if drv.ends_with(".drv") && (uri.starts_with("ssh://") || uri.starts_with("ssh-ng://")) {
+            self.builders.insert(crate::retry::name_of(std::path::Path::new(drv)), uri.to_string());
         }
     }
 
