@@ -101,6 +101,12 @@ pub enum Command {
     /// Keep a failed build waiting for sessions (run by the setup hook).
     #[command(hide = true)]
     Agent(AgentConfig),
+    /// Run a session's program in namespaces of its own (run by the agent).
+    #[command(hide = true, name = "isolate")]
+    Isolate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Where to look for build directories besides the known places.
@@ -214,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Agent(config) => agent::run(config).map(|()| 0),
+        Command::Isolate { command } => Ok(agent::isolate::run(&command)),
     }
 }
 

@@ -3,63 +3,14 @@
 //! alice and bob, build through the real daemon; a broker runs as root on
 //! a socket of the test's own.
 
+use crate::support::broker::Broker;
 use crate::support::pty::Terminal;
-use crate::support::{
-    as_user, list, nix_attach, nix_attach_cmd, readable_nix_attach, release, uid_of, unique_name, Build, Drv, Paused, ALICE, BOB, PATIENCE,
-};
+use crate::support::{as_user, list, nix_attach_cmd, readable_nix_attach, release, uid_of, Build, Drv, Paused, ALICE, BOB, PATIENCE};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
-
-/// A broker run by root on a socket of its own, ended when dropped.
-struct Broker {
-    socket: PathBuf,
-    process: Child,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = std::env::temp_dir().join(unique_name("broker"));
-        let socket = dir.join("broker.sock");
-        let process = Command::new(nix_attach())
-            .args(["broker", "--socket"])
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the broker");
-        let deadline = Instant::now() + PATIENCE;
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the broker never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { socket, process }
-    }
-
-    /// `nix-attach ARGS…` as `user`, through this broker.
-    fn run_as(&self, user: &str, args: &[&str]) -> Output {
-        as_user(user, readable_nix_attach()).args(args).env("NIX_ATTACH_BROKER", &self.socket).stdin(Stdio::null()).output().unwrap()
-    }
-
-    /// The ids `user` sees in `list --json`.
-    fn ids_seen_by(&self, user: &str) -> Vec<String> {
-        let output = self.run_as(user, &["list", "--json"]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let entries: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-        entries.iter().map(|entry| entry["id"].as_str().unwrap().to_string()).collect()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        let _ = std::fs::remove_dir_all(self.socket.parent().unwrap());
-    }
-}
 
 /// A build alice started, paused, as root sees it.
 fn alices_paused_build(prefix: &str) -> (Build, Paused) {

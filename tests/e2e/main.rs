@@ -17,6 +17,7 @@ mod msrv;
 mod overlay;
 mod remote;
 mod retry;
+mod sabotage;
 mod state;
 mod untouched;
 mod wrapper;

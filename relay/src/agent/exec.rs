@@ -64,8 +64,9 @@ pub async fn run(
 
 fn command(context: &SessionContext, argv: &[String]) -> Command {
     let script = format!("source {}; \"$@\"", quote(&context.restore.to_string_lossy()));
-    let mut command = Command::new(&context.shell);
+    let mut command = Command::new(&context.agent);
     command
+        .args([super::isolate::SUBCOMMAND.as_ref(), "--".as_ref(), context.shell.as_os_str()])
         .arg("-c")
         .arg(script)
         .arg("nix-attach")

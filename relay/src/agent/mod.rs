@@ -9,6 +9,7 @@
 
 mod announce;
 mod exec;
+pub mod isolate;
 pub mod restore;
 mod server;
 pub mod shell;
@@ -84,6 +85,9 @@ pub enum SessionError {
 
 /// What a session needs to start a shell with the build's state.
 pub struct SessionContext {
+    /// This very program, which starts every session's shell in namespaces
+    /// of its own ([`isolate`]).
+    pub agent: PathBuf,
     pub shell: PathBuf,
     pub restore: PathBuf,
     pub cwd: PathBuf,
@@ -185,6 +189,7 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
     let restore_path = state_dir.join(RESTORE);
     fs::write(&restore_path, script).context("cannot write the rc file")?;
     Ok(SessionContext {
+        agent: std::env::current_exe().context("cannot find the agent's own program, which isolates sessions")?,
         shell: session_shell(&config.shell)?,
         restore: restore_path,
         cwd,

@@ -184,7 +184,8 @@ async fn serve(framed: Framed<UnixStream, AgentCodec>, shell: &mut Shell, releas
 }
 
 fn shell_command(context: &SessionContext, term: &str) -> CommandBuilder {
-    let mut command = CommandBuilder::new(&context.shell);
+    let mut command = CommandBuilder::new(&context.agent);
+    command.args([super::isolate::SUBCOMMAND.as_ref(), "--".as_ref(), context.shell.as_os_str()]);
     command.arg("--rcfile");
     command.arg(&context.restore);
     command.arg("-i");

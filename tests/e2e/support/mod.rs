@@ -2,6 +2,7 @@
 //! stdenv fixture, waits for them to pause, and drives `nix-attach` as a
 //! person would, through pipes or a real PTY.
 
+pub mod broker;
 pub mod daemon;
 pub mod pty;
 pub mod remote;
