@@ -10,6 +10,18 @@
 //! a remote builder, `nix-daemon --stdio` run by the ssh user. Nothing the
 //! build wrote is read, and nothing the client says is believed.
 //!
+//! Which socket is the client's: a daemon worker holds other connected
+//! sockets too. Under systemd its stdout and stderr are a stream socket to
+//! journald (uid 0), and counting that one made every build ambiguous. The
+//! client's connection is the one the daemon *accepted*: its local address
+//! is the path the daemon listens on (its own socket, or the one systemd
+//! bound and passed), while a socket the worker connected out (journald's)
+//! has no local name. So where the worker holds sockets with a local path,
+//! only those count; a Nix process with none (`nix-daemon --stdio` under
+//! ssh, over pipes or a socket pair) is judged by all its connected unix
+//! stream sockets, as before. Root's own client is a requester like any
+//! other: uid 0 is never skipped.
+//!
 //! A Nix process of root's without a client (root's own `nix-build` on a
 //! local store) was asked by root. Only root may take descriptors from
 //! root's processes, so for anyone else the requester stays unknown.
@@ -62,7 +74,7 @@ pub fn requester(nix: &Process) -> Result<Requester, RequesterError> {
     // The handle still reads, so its process was alive when the pidfd was
     // opened: the pid was not reused in between, and both name one process.
     nix.facts().map_err(|_| RequesterError::Gone { pid })?;
-    let mut clients: Vec<Requester> = Vec::new();
+    let mut peers: Vec<Peer> = Vec::new();
     for fd in socket_descriptors(nix)? {
         // A socket that cannot be copied might be the client's: no answer
         // then, rather than a wrong one. One closed meanwhile is gone.
@@ -71,12 +83,9 @@ pub fn requester(nix: &Process) -> Result<Requester, RequesterError> {
             Err(rustix::io::Errno::BADF) => continue,
             Err(source) => return Err(RequesterError::Copy { pid, source }),
         };
-        if let Some(client) = unix_peer(&copy).filter(|client| client.pid != pid) {
-            if !clients.iter().any(|known| known.uid == client.uid) {
-                clients.push(client);
-            }
-        }
+        peers.extend(unix_peer(&copy).filter(|peer| peer.requester.pid != pid));
     }
+    let clients = clients(&peers);
     match clients[..] {
         [] => Ok(Requester { uid: 0, pid }),
         [client] => Ok(client),
@@ -100,16 +109,50 @@ fn socket_descriptors(process: &Process) -> Result<Vec<i32>, RequesterError> {
         .collect())
 }
 
-/// The credentials of the peer of a connected unix stream socket.
-fn unix_peer(socket: &OwnedFd) -> Option<Requester> {
+/// The far end of one connected unix stream socket of a Nix process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Peer {
+    requester: Requester,
+    /// This end has a path as its local address: a connection accepted on
+    /// a listening socket bound there.
+    accepted: bool,
+}
+
+/// The distinct users at the far end of the connections that count: the
+/// accepted ones where there are any, else every one.
+fn clients(peers: &[Peer]) -> Vec<Requester> {
+    let any_accepted = peers.iter().any(|peer| peer.accepted);
+    let mut clients: Vec<Requester> = Vec::new();
+    for peer in peers.iter().filter(|peer| peer.accepted || !any_accepted) {
+        if !clients.iter().any(|known| known.uid == peer.requester.uid) {
+            clients.push(peer.requester);
+        }
+    }
+    clients
+}
+
+/// The credentials of the peer of a connected unix stream socket, read as
+/// `connect.rs` reads them (a socket still connecting reports pid 0, which
+/// is no process).
+fn unix_peer(socket: &OwnedFd) -> Option<Peer> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     let is_unix_stream = sockopt::socket_domain(socket.as_fd()).ok()? == rustix::net::AddressFamily::UNIX
         && sockopt::socket_type(socket.as_fd()).ok()? == rustix::net::SocketType::STREAM;
     if !is_unix_stream {
         return None;
     }
-    let peer = sockopt::socket_peercred(socket.as_fd()).ok()?;
-    let pid = peer.pid.as_raw_nonzero().get();
-    Some(Requester { uid: peer.uid.as_raw(), pid })
+    let credentials = getsockopt(socket, PeerCredentials).ok()?;
+    if credentials.pid() <= 0 {
+        return None;
+    }
+    let requester = Requester { uid: credentials.uid(), pid: credentials.pid() };
+    Some(Peer { requester, accepted: has_local_path(socket) })
+}
+
+/// Whether the socket's own address is a path in the file system.
+fn has_local_path(socket: &OwnedFd) -> bool {
+    let Ok(address) = rustix::net::getsockname(socket) else { return false };
+    rustix::net::SocketAddrUnix::try_from(address).is_ok_and(|unix| unix.path_bytes().is_some_and(|path| !path.is_empty()))
 }
 
 #[cfg(test)]
@@ -118,10 +161,43 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     #[test]
-    fn the_peer_of_a_socket_pair_is_this_process() {
+    fn the_peer_of_a_socket_pair_is_this_process_and_not_accepted() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         let peer = unix_peer(&OwnedFd::from(ours)).unwrap();
-        assert_eq!(peer, Requester { uid: nix::unistd::geteuid().as_raw(), pid: std::process::id() as i32 });
+        assert_eq!(peer.requester, Requester { uid: nix::unistd::geteuid().as_raw(), pid: std::process::id() as i32 });
+        assert!(!peer.accepted);
+    }
+
+    #[test]
+    fn a_connection_accepted_on_a_listening_path_is_accepted_and_the_connecting_end_is_not() {
+        let dir = std::env::temp_dir().join(format!("requester-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap();
+        let connecting = UnixStream::connect(dir.join("socket")).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(unix_peer(&OwnedFd::from(accepted)).unwrap().accepted);
+        assert!(!unix_peer(&OwnedFd::from(connecting)).unwrap().accepted);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn peer(uid: u32, accepted: bool) -> Peer {
+        Peer { requester: Requester { uid, pid: 100 + uid as i32 }, accepted }
+    }
+
+    #[test]
+    fn journalds_socket_beside_the_accepted_client_is_not_a_second_requester() {
+        assert_eq!(clients(&[peer(0, false), peer(1000, true)]), vec![peer(1000, true).requester]);
+    }
+
+    #[test]
+    fn root_as_the_accepted_client_is_a_requester_too() {
+        assert_eq!(clients(&[peer(0, false), peer(0, true)]), vec![peer(0, true).requester]);
+    }
+
+    #[test]
+    fn without_an_accepted_connection_every_peer_counts() {
+        assert_eq!(clients(&[peer(1000, false)]), vec![peer(1000, false).requester]);
+        assert_eq!(clients(&[peer(0, false), peer(1000, false)]).len(), 2);
     }
 
     #[test]
