@@ -217,3 +217,31 @@ fn one_user_holding_every_connection_does_not_starve_another() {
     drop(greedy);
     release(build, &paused);
 }
+
+#[test]
+fn a_socket_that_another_user_listens_on_is_not_taken_for_the_broker() {
+    use std::io::BufRead;
+    // A build bob may not open himself, so that he asks a broker.
+    let (_build, _paused) = alices_paused_build("fake-broker");
+    let dir = std::env::temp_dir().join(crate::support::unique_name("fake-broker"));
+    std::fs::create_dir(&dir).unwrap();
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(uid_of(ALICE))), None).unwrap();
+    let socket = dir.join("broker.sock");
+    let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen()\nimport os\nos.chmod(sys.argv[1],0o666)\nprint('ready',flush=True)\nwhile True:\n    c,_=s.accept()\n    c.close()\n";
+    let mut fake =
+        as_user(ALICE, "/usr/bin/python3").args(["-c", script]).arg(&socket).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(fake.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready", "the fake broker did not start");
+    let output = as_user(BOB, readable_nix_attach())
+        .args(["list"])
+        .env("NIX_ATTACH_BROKER", &socket)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("is not root's broker"), "{}", stderr(&output));
+}

@@ -191,15 +191,40 @@ fn the_state_is_reachable_by_root_and_the_build_only() {
 
 #[test]
 fn under_sudo_the_client_gives_up_root_once_connected() {
-    let (build, paused) = Drv::new("sudo-drop").phase("buildPhase", "false").pause();
-    let client = std::process::Command::new(crate::support::nix_attach())
+    assert_gives_up_root_to(&[("SUDO_UID", "65534"), ("SUDO_GID", "65534")], 65534);
+}
+
+#[test]
+fn under_doas_the_client_becomes_the_doas_user() {
+    assert_gives_up_root_to(&[("DOAS_USER", crate::support::ALICE)], crate::support::uid_of(crate::support::ALICE));
+}
+
+#[test]
+fn under_pkexec_the_client_becomes_the_user_pkexec_names() {
+    let bob = crate::support::uid_of(crate::support::BOB);
+    assert_gives_up_root_to(&[("PKEXEC_UID", &bob.to_string())], bob);
+}
+
+#[test]
+fn root_that_nobody_else_asked_for_relays_as_nobody() {
+    // No sudo, doas or pkexec, and no login uid here (or root's).
+    assert_gives_up_root_to(&[], 65534);
+}
+
+/// Runs `exec` as root with `env`, and checks that once connected the
+/// client runs as `uid` (all four of real, effective, saved and file
+/// system uid) and the session goes on.
+fn assert_gives_up_root_to(env: &[(&str, &str)], uid: u32) {
+    let (build, paused) = Drv::new("root-drop").phase("buildPhase", "false").pause();
+    let mut command = std::process::Command::new(crate::support::nix_attach());
+    command
         .args(["exec", &paused.id, "--", "eval", "sleep 3; echo done"])
-        .env("SUDO_UID", "65534")
-        .env("SUDO_GID", "65534")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(std::process::Stdio::piped());
+    for variable in ["SUDO_UID", "SUDO_GID", "DOAS_USER", "PKEXEC_UID"] {
+        command.env_remove(variable);
+    }
+    let client = command.envs(env.iter().copied()).spawn().unwrap();
     let status = format!("/proc/{}/status", client.id());
     let deadline = Instant::now() + PATIENCE;
     let uid_line = loop {
@@ -210,9 +235,10 @@ fn under_sudo_the_client_gives_up_root_once_connected() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(uid_line.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"; 4], "{uid_line}");
+    let expected = uid.to_string();
+    assert_eq!(uid_line.split_whitespace().skip(1).collect::<Vec<_>>(), [expected.as_str(); 4], "{uid_line}");
     let output = client.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "done\n", "the session went on as the sudo user");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "done\n", "the session went on as uid {uid}");
     release(build, &paused);
 }
 

@@ -19,6 +19,10 @@ pub enum ClientError {
     Wire(PathBuf, #[source] WireError),
     #[error("the broker answered with no connection to the build")]
     NoConnection,
+    #[error("the socket {0} is not root's broker: the process listening there runs as uid {1}; ask root which broker socket to use (NIX_ATTACH_BROKER)")]
+    NotRoots(PathBuf, u32),
+    #[error("cannot tell who listens on {0}")]
+    Peer(PathBuf, #[source] nix::Error),
 }
 
 impl ClientError {
@@ -48,7 +52,20 @@ pub fn open(socket: &Path, query: Option<&str>) -> Result<UnixStream, ClientErro
 
 fn ask(socket: &Path, request: &Request) -> Result<(Reply, Option<std::os::fd::OwnedFd>), ClientError> {
     let stream = UnixStream::connect(socket).map_err(|err| ClientError::Unavailable(socket.into(), err))?;
+    only_root(socket, &stream)?;
     let wire_error = |err| ClientError::Wire(socket.into(), err);
     std::io::Write::write_all(&mut &stream, &wire::encode_request(request)).map_err(|err| wire_error(err.into()))?;
     wire::receive_reply(&stream).map_err(wire_error)
+}
+
+/// Nothing is sent to, believed from or taken from a broker that is not
+/// root's: another user could listen on a path we were given, hand us a
+/// descriptor of its own for a build, or lie about our builds.
+fn only_root(socket: &Path, stream: &UnixStream) -> Result<(), ClientError> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let peer = getsockopt(stream, PeerCredentials).map_err(|err| ClientError::Peer(socket.into(), err))?;
+    match peer.uid() {
+        0 => Ok(()),
+        uid => Err(ClientError::NotRoots(socket.into(), uid)),
+    }
 }

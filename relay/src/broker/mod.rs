@@ -59,7 +59,7 @@ pub enum BrokerError {
     NotASocket(PathBuf),
     #[error("cannot listen on {0}")]
     Listen(PathBuf, #[source] std::io::Error),
-    #[error("{0} must be a directory of root's that nobody else may write (or sticky, as /tmp); pass another --socket")]
+    #[error("{0} must be a directory of root's that nobody else may write (an ancestor may be sticky, as /tmp; the socket's own directory may not); pass another --socket")]
     UnsafeDirectory(PathBuf),
     #[error("cannot accept connections")]
     Accept(#[source] std::io::Error),
@@ -96,15 +96,21 @@ pub fn run(socket: Option<&Path>) -> Result<(), BrokerError> {
         };
         let Ok(caller) = getsockopt(&connection, PeerCredentials) else { continue };
         let uid = caller.uid();
-        if !served.admit(uid) {
-            turn_away(&connection);
+        let Some(admitted) = Served::admit(&served, uid) else {
+            turn_away(&connection, "the broker is busy; try again");
             continue;
-        }
-        let served = served.clone();
-        std::thread::spawn(move || {
-            serve(&connection, uid, caller.pid());
-            served.leave(uid);
+        };
+        let connection = Arc::new(connection);
+        let serving = connection.clone();
+        let spawned = std::thread::Builder::new().name(format!("uid {uid}")).spawn(move || {
+            serve(&serving, uid, caller.pid());
+            drop(admitted);
         });
+        if let Err(err) = spawned {
+            // The closure, and the admission with it, is dropped already.
+            eprintln!("nix-attach broker: uid {uid}: cannot start a thread for it: {err}");
+            turn_away(&connection, "the broker cannot serve you now; try again");
+        }
     }
 }
 
@@ -112,27 +118,44 @@ pub fn run(socket: Option<&Path>) -> Result<(), BrokerError> {
 #[derive(Default)]
 struct Served(Mutex<(usize, HashMap<u32, usize>)>);
 
+/// One connection counted in [`Served`]; it leaves when dropped, however
+/// its thread ends (or if none could be started).
+struct Admitted {
+    served: Arc<Served>,
+    uid: u32,
+}
+
 impl Served {
-    fn admit(&self, uid: u32) -> bool {
-        let mut served = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (all, per_user) = &mut *served;
+    /// Counts one more connection of `uid`, unless that makes too many.
+    fn admit(served: &Arc<Served>, uid: u32) -> Option<Admitted> {
+        let mut counts = served.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (all, per_user) = &mut *counts;
         let mine = per_user.entry(uid).or_default();
         if *all >= MAX_CLIENTS || *mine >= MAX_PER_USER {
-            return false;
+            return None;
         }
         *all += 1;
         *mine += 1;
-        true
+        Some(Admitted { served: served.clone(), uid })
     }
 
-    fn leave(&self, uid: u32) {
-        let mut served = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (all, per_user) = &mut *served;
+    /// Connections counted, in all and of `uid`.
+    #[cfg(test)]
+    fn counts(&self, uid: u32) -> (usize, usize) {
+        let counts = self.0.lock().unwrap();
+        (counts.0, counts.1.get(&uid).copied().unwrap_or(0))
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut counts = self.served.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (all, per_user) = &mut *counts;
         *all -= 1;
-        if let Some(mine) = per_user.get_mut(&uid) {
+        if let Some(mine) = per_user.get_mut(&self.uid) {
             *mine -= 1;
             if *mine == 0 {
-                per_user.remove(&uid);
+                per_user.remove(&self.uid);
             }
         }
     }
@@ -159,19 +182,19 @@ fn activated_listener() -> Option<UnixListener> {
 
 /// Binds `path`, mode 0666, in a directory of root's that nobody else may
 /// write (made 0755 if missing), replacing a stale socket but nothing else.
-/// The mode comes from the umask at bind time, never from a change through
-/// the path.
+/// Every ancestor must be root's too, and writable by nobody else unless
+/// sticky (as /tmp: then nobody else may rename root's directory in it), so
+/// no other user can swap a directory on the way, or make the path before
+/// the broker binds it. The mode comes from the umask at bind time, never
+/// from a change through the path.
 fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.exists() {
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|err| BrokerError::Directory(dir.into(), err))?;
     }
-    let meta = std::fs::symlink_metadata(dir).map_err(|err| BrokerError::Directory(dir.into(), err))?;
-    let sticky_tmp = meta.mode() & 0o1000 != 0;
-    if !meta.is_dir() || meta.uid() != 0 || (meta.mode() & 0o022 != 0 && !sticky_tmp) {
-        return Err(BrokerError::UnsafeDirectory(dir.into()));
-    }
+    let dir = dir.canonicalize().map_err(|err| BrokerError::Directory(dir.into(), err))?;
+    only_root_may_change(&dir)?;
     if let Ok(existing) = path.symlink_metadata() {
         if !existing.file_type().is_socket() {
             return Err(BrokerError::NotASocket(path.into()));
@@ -184,10 +207,28 @@ fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
     bound.map_err(|err| BrokerError::Listen(path.into(), err))
 }
 
-/// Tells a client past [`MAX_CLIENTS`] to come back, without waiting on it.
-fn turn_away(connection: &UnixStream) {
+/// Checks that `dir` (a path without links) and each of its ancestors is a
+/// directory of root's that nobody else may write, except that an ancestor
+/// may be sticky. `dir` itself may not: there another user could make the
+/// socket's path first.
+fn only_root_may_change(dir: &Path) -> Result<(), BrokerError> {
+    use std::os::unix::fs::MetadataExt;
+    for (depth, ancestor) in dir.ancestors().enumerate() {
+        let meta = std::fs::symlink_metadata(ancestor).map_err(|err| BrokerError::Directory(ancestor.into(), err))?;
+        let others_write = meta.mode() & 0o022 != 0;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if !meta.is_dir() || meta.uid() != 0 || (others_write && (depth == 0 || !sticky)) {
+            return Err(BrokerError::UnsafeDirectory(ancestor.into()));
+        }
+    }
+    Ok(())
+}
+
+/// Tells a client that cannot be served now to come back, without waiting
+/// on it.
+fn turn_away(connection: &UnixStream, reason: &str) {
     let _ = connection.set_nonblocking(true);
-    let _ = wire::send_reply(connection, &Reply::Refused { reason: "the broker is busy; try again".into() }, None);
+    let _ = wire::send_reply(connection, &Reply::Refused { reason: reason.into() }, None);
 }
 
 /// Serves one connection of `uid`: one request, one reply, one log line.
@@ -237,4 +278,57 @@ fn builds_of(uid: u32) -> Discovery {
         found.builds.retain(|build| build.requester.is_some_and(|requester| requester.uid == uid));
     }
     Discovery { builds: found.builds, ..Discovery::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("broker-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_directory_of_roots_below_sticky_tmp_is_safe() {
+        let dir = scratch("safe");
+        assert!(only_root_may_change(&dir).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_sticky_directory_of_its_own_is_unsafe_for_the_socket() {
+        let dir = scratch("sticky");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(matches!(only_root_may_change(&dir), Err(BrokerError::UnsafeDirectory(at)) if at == dir));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_ancestor_another_user_owns_or_may_write_is_unsafe() {
+        let dir = scratch("ancestor");
+        let inner = dir.join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(only_root_may_change(&inner), Err(BrokerError::UnsafeDirectory(at)) if at == dir));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        assert!(matches!(only_root_may_change(&inner), Err(BrokerError::UnsafeDirectory(at)) if at == dir));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_connection_leaves_the_count_when_its_admission_is_dropped() {
+        let served = Arc::new(Served::default());
+        let admitted: Vec<Admitted> = (0..MAX_PER_USER).map(|_| Served::admit(&served, 1000).unwrap()).collect();
+        assert!(Served::admit(&served, 1000).is_none(), "one user holds at most MAX_PER_USER");
+        assert_eq!(served.counts(1000), (MAX_PER_USER, MAX_PER_USER));
+        drop(admitted);
+        assert_eq!(served.counts(1000), (0, 0));
+        assert!(Served::admit(&served, 1000).is_some());
+    }
 }

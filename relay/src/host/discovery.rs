@@ -202,7 +202,9 @@ fn open_beneath(top: &OwnedFd, components: &[&str]) -> Result<OwnedFd, Errno> {
 fn running_agents(denied: &mut Vec<PathBuf>, requesters: bool) -> Vec<Agent> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let requesters = requesters && nix::unistd::geteuid().is_root();
-    let mut asked: HashMap<i32, Option<Requester>> = HashMap::new();
+    // By pid and start time: a pid reused during the scan names another
+    // process, with another client.
+    let mut asked: HashMap<(i32, u64), Option<Requester>> = HashMap::new();
     let mut agents = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
@@ -226,7 +228,10 @@ fn running_agents(denied: &mut Vec<PathBuf>, requesters: bool) -> Vec<Agent> {
             Err(_) => None,
         };
         let requester = match origin {
-            Origin::Nix(nix) if requesters && cwd.is_some() => *asked.entry(nix.pid()).or_insert_with(|| requester::requester(&nix).ok()),
+            Origin::Nix(nix) if requesters && cwd.is_some() => match nix.facts() {
+                Ok(nix_facts) => *asked.entry((nix.pid(), nix_facts.start)).or_insert_with(|| requester::requester(&nix).ok()),
+                Err(_) => None,
+            },
             _ => None,
         };
         agents.push(Agent { pid, parent: facts.parent, uid: facts.euid, requester, cwd });

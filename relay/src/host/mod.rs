@@ -110,7 +110,7 @@ fn reach(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> 
     };
     let connection =
         connect::connect(&build).with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
-    privileges::drop_to_sudo_user()?;
+    privileges::give_up_root()?;
     Ok(connection)
 }
 

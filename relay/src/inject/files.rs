@@ -137,16 +137,20 @@ enum CopyError {
 /// from the opened file.
 fn copy_tree(from: &OwnedFd, to: &Path, budget: &mut (usize, u64)) -> Result<(), CopyError> {
     let errno = |errno: nix::Error| CopyError::Io(errno.into());
-    let names: Vec<std::ffi::CString> = {
-        let mut dir = Dir::openat(from, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno)?;
-        dir.iter()
-            .flatten()
-            .map(|entry| entry.file_name().to_owned())
-            .filter(|name| name.as_bytes() != b"." && name.as_bytes() != b"..")
-            .collect()
-    };
-    for name in names {
+    // The names are read only while the budget lasts: a directory of a
+    // million entries costs at most the budget's worth of memory.
+    let mut names: Vec<std::ffi::CString> = Vec::new();
+    let mut dir = Dir::openat(from, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno)?;
+    for entry in dir.iter().flatten() {
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
         budget.0 = budget.0.checked_sub(1).ok_or(CopyError::TooLarge)?;
+        names.push(name.to_owned());
+    }
+    drop(dir);
+    for name in names {
         let stat = fstatat(from, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
         let target = to.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
         match SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT {
@@ -264,6 +268,19 @@ mod tests {
         std::fs::File::create(big.join("huge")).unwrap().set_len(MAX_STDENV_BYTES + 1).unwrap();
         assert!(matches!(shadow_stdenv(&root.join("cache"), &big), Err(FilesError::TooLarge(_))));
         assert_eq!(std::fs::read_dir(root.join("cache")).unwrap().count(), 0, "nothing half-made is left");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_stdenv_with_more_entries_than_the_budget_is_not_copied() {
+        let root = scratch("wide");
+        let wide = root.join("wide-stdenv");
+        std::fs::create_dir_all(&wide).unwrap();
+        std::fs::write(wide.join("setup"), "").unwrap();
+        for i in 0..MAX_STDENV_ENTRIES {
+            std::fs::write(wide.join(format!("f{i}")), "").unwrap();
+        }
+        assert!(matches!(shadow_stdenv(&root.join("cache"), &wide), Err(FilesError::TooLarge(_))));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -112,6 +112,14 @@ pub fn run(args: &[String]) -> i32 {
     code
 }
 
+/// The one line the daemon's log gets when the hook leaves a build alone.
+/// The derivation's path and the error's text (which may quote the
+/// derivation) are escaped, as the broker's lines are.
+fn failure_line(drv: &str, error: &str) -> String {
+    use crate::sanitize::sanitize;
+    format!("{PROGRAM}: {}: {}; the build goes on without the attach hook", sanitize(drv), sanitize(error))
+}
+
 fn hook(args: &[String]) -> i32 {
     let Some(drv) = args.first() else {
         eprintln!("{PROGRAM}: usage: {PROGRAM} DRV [SANDBOX] (run by nix-daemon, from nix.conf's pre-build-hook)");
@@ -123,7 +131,7 @@ fn hook(args: &[String]) -> i32 {
     }
     match paths_for(Path::new(drv)).and_then(|paths| section(&paths)) {
         Ok(section) => print!("{section}"),
-        Err(err) => eprintln!("{PROGRAM}: {}: {:#}; the build goes on without the attach hook", drv, anyhow::Error::from(err)),
+        Err(err) => eprintln!("{}", failure_line(drv, &format!("{:#}", anyhow::Error::from(err)))),
     }
     0
 }
@@ -276,5 +284,12 @@ mod tests {
         let good = [(PathBuf::from("/nix/store/0123-stdenv"), PathBuf::from("/nix/var/nix-attach/shadow-0123-stdenv"))];
         assert_eq!(section(&good).unwrap(), "extra-sandbox-paths\n/nix/store/0123-stdenv=/nix/var/nix-attach/shadow-0123-stdenv\n\n");
         assert_eq!(section(&[]).unwrap(), "");
+    }
+
+    #[test]
+    fn a_failure_line_carries_no_control_character_of_the_derivation() {
+        let line = failure_line("/nix/store/x-\x1b]0;owned\x07.drv", "cannot read \"\x1b[2J\nfake line\"");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.contains("\\e]0;owned"), "{line:?}");
     }
 }
