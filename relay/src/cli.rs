@@ -33,6 +33,11 @@ pub enum Command {
     Attach {
         /// The build's id, a unique prefix of it, or its derivation name.
         id: Option<String>,
+        /// Let the build's output set your clipboard (OSC 52) and query your
+        /// terminal (its answers are typed into the session); filtered out
+        /// by default.
+        #[arg(long)]
+        allow_clipboard_and_queries: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -40,6 +45,11 @@ pub enum Command {
     Exec {
         /// The build's id, a unique prefix of it, or its derivation name.
         id: String,
+        /// Let the build's output set your clipboard (OSC 52) and query your
+        /// terminal (its answers are typed into the session); filtered out
+        /// by default.
+        #[arg(long)]
+        allow_clipboard_and_queries: bool,
         /// The command and its arguments (a function, builtin or program).
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -145,6 +155,11 @@ impl Remote {
     }
 }
 
+/// The flag that passes `--allow-clipboard-and-queries` on to a remote.
+fn unfiltered_flag(unfiltered: bool) -> Option<String> {
+    unfiltered.then(|| "--allow-clipboard-and-queries".to_string())
+}
+
 /// Whether stdin (and, with `both`, stdout) is a terminal, as a `Tty`.
 fn terminal(both: bool) -> remote::Tty {
     use std::io::IsTerminal;
@@ -190,13 +205,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             args.extend(search.build_dirs.iter().flat_map(|dir| ["--build-dir".to_string(), dir.to_string_lossy().into_owned()]));
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::list(&search.build_dirs, json))
         }
-        Command::Attach { id, remote } => {
-            let args = ["attach".to_string()].into_iter().chain(id.clone()).collect();
-            remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref()))
+        Command::Attach { id, allow_clipboard_and_queries: unfiltered, remote } => {
+            let args = ["attach".to_string()].into_iter().chain(unfiltered_flag(unfiltered)).chain(id.clone()).collect();
+            remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered))
         }
-        Command::Exec { id, command, remote } => {
-            let args = ["exec".to_string(), id.clone(), "--".to_string()].into_iter().chain(command.iter().cloned()).collect();
-            remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command))
+        Command::Exec { id, allow_clipboard_and_queries: unfiltered, command, remote } => {
+            let args = ["exec".to_string()]
+                .into_iter()
+                .chain(unfiltered_flag(unfiltered))
+                .chain([id.clone(), "--".to_string()])
+                .chain(command.iter().cloned())
+                .collect();
+            remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, unfiltered))
         }
         Command::Release { id, remote } => {
             let args = ["release".to_string()].into_iter().chain(id.clone()).collect();

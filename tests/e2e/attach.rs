@@ -170,3 +170,36 @@ fn an_attach_ends_when_its_input_ends_even_in_a_shell_started_for_it() {
     }
     release(build, &paused);
 }
+
+/// What a build's shell prints to set the clipboard, then to ask the
+/// terminal where its cursor is, between three letters.
+const CLIPBOARD_AND_QUERY: &str = "printf 'A\\033]52;c;aGVsbG8=\\007B\\033[6nC\\n'";
+
+#[test]
+fn the_builds_shell_reaches_neither_the_clipboard_nor_the_terminals_answers_unless_allowed() {
+    let (build, paused) = Drv::new("terminal-filter").phase("buildPhase", "false").pause();
+    let mut filtered = attach(&paused.id, 24, 80);
+    filtered.send(&format!("{CLIPBOARD_AND_QUERY}\r"));
+    filtered.expect("ABC");
+    filtered.send("exit\r");
+    filtered.wait();
+
+    let mut allowed = Terminal::spawn(nix_attach(), &["attach", "--allow-clipboard-and-queries", &paused.id], 24, 80);
+    allowed.expect(PROMPT);
+    allowed.send(&format!("{CLIPBOARD_AND_QUERY}\r"));
+    allowed.expect("A\x1b]52;c;aGVsbG8=\x07B\x1b[6nC");
+    allowed.send("exit\r");
+    allowed.wait();
+    release(build, &paused);
+}
+
+#[test]
+fn exec_filters_what_it_shows_on_a_terminal_and_passes_a_pipe_byte_for_byte() {
+    let (build, paused) = Drv::new("exec-filter").phase("buildPhase", "false").pause();
+    let mut on_terminal = Terminal::spawn(nix_attach(), &["exec", &paused.id, "--", "eval", CLIPBOARD_AND_QUERY], 24, 80);
+    on_terminal.expect("ABC");
+    assert_eq!(on_terminal.wait(), 0);
+    let piped = nix_attach_with_input(&["exec", &paused.id, "--", "eval", CLIPBOARD_AND_QUERY], "");
+    assert_eq!(piped.stdout, b"A\x1b]52;c;aGVsbG8=\x07B\x1b[6nC\n");
+    release(build, &paused);
+}

@@ -24,6 +24,7 @@ pub mod relay;
 pub mod requester;
 pub mod select;
 pub mod terminal;
+pub mod terminal_filter;
 
 use crate::broker;
 use crate::protocol::Request;
@@ -68,24 +69,28 @@ pub fn list(build_dirs: &[PathBuf], json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `nix-attach attach`: an interactive shell in the build.
-pub fn attach(query: Option<&str>) -> anyhow::Result<i32> {
+/// `nix-attach attach`: an interactive shell in the build. Unless
+/// `unfiltered`, the clipboard and terminal queries are kept from the
+/// user's terminal ([`terminal_filter`]).
+pub fn attach(query: Option<&str>, unfiltered: bool) -> anyhow::Result<i32> {
     let (rows, cols) = terminal::size();
     let term = std::env::var("TERM").ok();
     let connection = reach(query)?;
     let (master, frames) = pty_relay::open_session(&connection, Request::Attach { rows, cols, term })?;
-    Ok(pty_relay::relay(master, connection, frames, std::io::stdin().is_terminal())?)
+    let filter = (!unfiltered).then(terminal_filter::TerminalFilter::default);
+    Ok(pty_relay::relay(master, connection, frames, std::io::stdin().is_terminal(), filter)?)
 }
 
-/// `nix-attach exec`: one command in the build's restored shell.
-pub fn exec(query: &str, argv: Vec<String>) -> anyhow::Result<i32> {
+/// `nix-attach exec`: one command in the build's restored shell; its
+/// output for a terminal is filtered as an attach's is, unless `unfiltered`.
+pub fn exec(query: &str, argv: Vec<String>, unfiltered: bool) -> anyhow::Result<i32> {
     let forward_stdin = !std::io::stdin().is_terminal();
-    session(Some(query), Request::Exec { argv }, forward_stdin)
+    session(Some(query), Request::Exec { argv }, forward_stdin, !unfiltered)
 }
 
 /// `nix-attach release`: lets the build fail now.
 pub fn release(query: Option<&str>) -> anyhow::Result<i32> {
-    session(query, Request::Release, false)
+    session(query, Request::Release, false, true)
 }
 
 /// Connects to the build `query` names, as the sudo user from then on.
@@ -115,12 +120,12 @@ fn reach(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> 
 }
 
 /// Relays one framed session with the build `query` names.
-fn session(query: Option<&str>, request: Request, forward_stdin: bool) -> anyhow::Result<i32> {
+fn session(query: Option<&str>, request: Request, forward_stdin: bool, filter: bool) -> anyhow::Result<i32> {
     let connection = reach(query)?;
     connection.set_nonblocking(true)?;
     crate::runtime::run(async {
         let connection = tokio::net::UnixStream::from_std(connection)?;
         let mut stdin = if forward_stdin { Some(input::Input::start()?) } else { None };
-        Ok(relay::relay(connection, request, stdin.as_mut()).await?)
+        Ok(relay::relay(connection, request, stdin.as_mut(), filter).await?)
     })?
 }

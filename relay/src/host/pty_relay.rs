@@ -13,6 +13,7 @@
 use super::escape::Escape;
 use super::relay::RelayError;
 use super::terminal::{self, RawMode};
+use super::terminal_filter::TerminalFilter;
 use crate::handoff;
 use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
@@ -76,8 +77,15 @@ pub fn open_session(connection: &UnixStream, request: Request) -> Result<(OwnedF
 
 /// Relays until the shell ends, the user types `~.` (when `interactive`:
 /// the terminal is then raw and its size followed) or a signal comes;
-/// returns the shell's status, [`ESCAPED`], or 128 plus the signal.
-pub fn relay(master: OwnedFd, connection: UnixStream, frames: BytesMut, interactive: bool) -> Result<i32, RelayError> {
+/// returns the shell's status, [`ESCAPED`], or 128 plus the signal. The
+/// shell's output passes `filter`, when given, on its way to the user.
+pub fn relay(
+    master: OwnedFd,
+    connection: UnixStream,
+    frames: BytesMut,
+    interactive: bool,
+    filter: Option<TerminalFilter>,
+) -> Result<i32, RelayError> {
     let signals = watch_signals().map_err(|errno| RelayError::Signals(errno.into()))?;
     cut_blocked_calls_on_alarm().map_err(|errno| RelayError::Signals(errno.into()))?;
     set_nonblocking(master.as_fd()).map_err(RelayError::BuildTerminal)?;
@@ -92,6 +100,7 @@ pub fn relay(master: OwnedFd, connection: UnixStream, frames: BytesMut, interact
         output: open_output().map_err(RelayError::OpenStdout)?,
         signals,
         escape: interactive.then(Escape::default),
+        filter,
         stdin_open: true,
         master_open: true,
         to_shell: Vec::new(),
@@ -175,6 +184,7 @@ struct Session {
     output: OwnedFd,
     signals: SignalFd,
     escape: Option<Escape>,
+    filter: Option<TerminalFilter>,
     stdin_open: bool,
     master_open: bool,
     /// Typed, not yet taken by the build's terminal.
@@ -328,7 +338,10 @@ impl Session {
     fn read_master(&mut self, buffer: &mut [u8]) -> Result<bool, RelayError> {
         match on_master(|| nix::unistd::read(self.master.as_fd(), buffer))? {
             Ok(n @ 1..) => {
-                self.to_user.extend_from_slice(&buffer[..n]);
+                match self.filter.as_mut() {
+                    Some(filter) => filter.feed(&buffer[..n], &mut self.to_user),
+                    None => self.to_user.extend_from_slice(&buffer[..n]),
+                }
                 self.write_user().map(|()| true)
             }
             Err(Errno::EAGAIN) => Ok(false),
@@ -473,6 +486,7 @@ mod tests {
             output: writer,
             signals: SignalFd::with_flags(&SigSet::empty(), SfdFlags::SFD_CLOEXEC).unwrap(),
             escape: None,
+            filter: None,
             stdin_open: false,
             master_open: true,
             to_shell: Vec::new(),

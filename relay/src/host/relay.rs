@@ -6,10 +6,12 @@
 //! deadlock, and a signal always gets the user out.
 
 use super::input::Input;
+use super::terminal_filter::TerminalFilter;
 use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::io::IsTerminal;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
@@ -53,18 +55,19 @@ pub enum RelayError {
 }
 
 /// Sends `request`, relays until the session ends and returns its status.
-/// `stdin`, when given, is sent to the session.
-pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Input>) -> Result<i32, RelayError> {
+/// `stdin`, when given, is sent to the session. With `filter`, output for
+/// a terminal passes a [`TerminalFilter`].
+pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Input>, filter: bool) -> Result<i32, RelayError> {
     let mut terminated = signal(SignalKind::terminate()).map_err(RelayError::Signals)?;
     let mut hung_up = signal(SignalKind::hangup()).map_err(RelayError::Signals)?;
     let (mut sink, frames) = Framed::new(stream, ClientCodec::default()).split();
     if sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await.is_err() {
         // The agent may have refused us and closed before reading: its
         // refusal is waiting in the frames.
-        return read_frames(frames).await;
+        return read_frames(frames, filter).await;
     }
     tokio::select! {
-        outcome = read_frames(frames) => outcome,
+        outcome = read_frames(frames, filter) => outcome,
         never = forward_input(sink, stdin) => never,
         Some(()) = terminated.recv() => Ok(128 + 15),
         Some(()) = hung_up.recv() => Ok(128 + 1),
@@ -73,15 +76,19 @@ pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Inpu
 
 /// Shows the command's output until it reports its status. Writes go
 /// through tokio, so that a pipe that stops draining leaves signals working.
-async fn read_frames(mut frames: Frames) -> Result<i32, RelayError> {
+async fn read_frames(mut frames: Frames, filter: bool) -> Result<i32, RelayError> {
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+    let mut stdout_filter = (filter && std::io::stdout().is_terminal()).then(TerminalFilter::default);
+    let mut stderr_filter = (filter && std::io::stderr().is_terminal()).then(TerminalFilter::default);
     loop {
         match frames.next().await.ok_or(RelayError::Closed)?? {
             AgentFrame::Output(data) => {
+                let data = filtered(&mut stdout_filter, data);
                 stdout.write_all(&data).await.map_err(RelayError::WriteStdout)?;
                 stdout.flush().await.map_err(RelayError::WriteStdout)?;
             }
             AgentFrame::Stderr(data) => {
+                let data = filtered(&mut stderr_filter, data);
                 stderr.write_all(&data).await.map_err(RelayError::WriteStderr)?;
                 stderr.flush().await.map_err(RelayError::WriteStderr)?;
             }
@@ -89,6 +96,18 @@ async fn read_frames(mut frames: Frames) -> Result<i32, RelayError> {
             AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
             AgentFrame::Terminal => return Err(RelayError::Unexpected("a terminal")),
         }
+    }
+}
+
+/// What of `data` may be shown, through `filter` when there is one.
+fn filtered(filter: &mut Option<TerminalFilter>, data: bytes::Bytes) -> bytes::Bytes {
+    match filter {
+        Some(filter) => {
+            let mut shown = Vec::with_capacity(data.len());
+            filter.feed(&data, &mut shown);
+            shown.into()
+        }
+        None => data,
     }
 }
 

@@ -4,13 +4,16 @@
 use nix::libc;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use std::io::IsTerminal;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 nix::ioctl_read_bad!(get_window_size, libc::TIOCGWINSZ, libc::winsize);
 nix::ioctl_write_ptr_bad!(set_window_size, libc::TIOCSWINSZ, libc::winsize);
 
-/// Puts a terminal in raw mode until dropped.
+/// Puts a terminal in raw mode until dropped. Dropped, it also discards
+/// what the terminal received and nobody read: a late answer to a query of
+/// the build's, which would otherwise be typed into the user's own shell.
 pub struct RawMode {
+    terminal: OwnedFd,
     saved: Termios,
 }
 
@@ -21,17 +24,21 @@ impl RawMode {
         if !stdin.is_terminal() {
             return None;
         }
-        let saved = tcgetattr(stdin.as_fd()).ok()?;
+        RawMode::enter_on(stdin.as_fd().try_clone_to_owned().ok()?)
+    }
+
+    fn enter_on(terminal: OwnedFd) -> Option<RawMode> {
+        let saved = tcgetattr(&terminal).ok()?;
         let mut raw = saved.clone();
         cfmakeraw(&mut raw);
-        tcsetattr(stdin.as_fd(), SetArg::TCSADRAIN, &raw).ok()?;
-        Some(RawMode { saved })
+        tcsetattr(&terminal, SetArg::TCSADRAIN, &raw).ok()?;
+        Some(RawMode { terminal, saved })
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        let _ = tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, &self.saved);
+        let _ = tcsetattr(&self.terminal, SetArg::TCSAFLUSH, &self.saved);
     }
 }
 
@@ -54,4 +61,26 @@ pub fn set_size(fd: BorrowedFd, rows: u16, cols: u16) -> nix::Result<()> {
     let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass.
     unsafe { set_window_size(std::os::fd::AsRawFd::as_raw_fd(&fd), &size) }.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+    fn readable(fd: BorrowedFd, timeout: PollTimeout) -> bool {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        poll(&mut fds, timeout).unwrap() > 0
+    }
+
+    #[test]
+    fn what_the_terminal_received_during_raw_mode_is_not_left_for_the_next_reader() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let raw = RawMode::enter_on(pty.slave.try_clone().unwrap()).unwrap();
+        // A late answer to a query, arriving as the session ends.
+        nix::unistd::write(&pty.master, b"\x1b[12;1R\n").unwrap();
+        assert!(readable(pty.slave.as_fd(), PollTimeout::from(5000u16)), "the answer never reached the terminal");
+        drop(raw);
+        assert!(!readable(pty.slave.as_fd(), PollTimeout::ZERO), "the answer waits for the user's shell");
+    }
 }
