@@ -22,6 +22,8 @@
 # each to the agent explicitly):
 #   dontAttachOnFailure   set to a non-empty value: this hook does nothing
 #   NIX_ATTACH_TIMEOUT    idle seconds before the build gives up (1800)
+#   NIX_ATTACH_MAX_PAUSE  seconds the build stays paused in all (14400, at
+#                         most a day), sessions or not
 #   NIX_ATTACH_SHELL      the shell for sessions (default: the packaged
 #                         shell, else the builder's own bash, found by the
 #                         agent: $BASH is not reliable when bash was started
@@ -146,6 +148,7 @@ nixAttachFailureHook() {
         --build-top "${NIX_BUILD_TOP:-${TMPDIR:-/tmp}}" --cwd "$__nixAttachPwd"
         --state-file "$__nixAttachStateFile" --variables-file "$__nixAttachVariablesFile"
         --options-file "$__nixAttachOptionsFile" --timeout "${NIX_ATTACH_TIMEOUT:-1800}"
+        --max-pause "${NIX_ATTACH_MAX_PAUSE:-14400}"
     )
     [[ $__nixAttachKind != err ]] || __nixAttachArgs+=(--locals)
     local __nixAttachShell=${NIX_ATTACH_SHELL:-@shell@}

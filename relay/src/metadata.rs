@@ -76,6 +76,9 @@ pub struct Metadata {
     pub since: u64,
     /// Idle seconds after which the build gives up waiting.
     pub timeout: u64,
+    /// Seconds after `since` when the build stops waiting, sessions or not.
+    #[serde(default)]
+    pub max_pause: u64,
     /// The build directory as the build sees it.
     pub build_top: String,
     /// The host name as the build sees it.
@@ -141,6 +144,7 @@ pub(crate) mod tests {
             locals: true,
             since: 1_700_000_000,
             timeout: 1800,
+            max_pause: 14400,
             build_top: "/build".into(),
             hostname: "localhost".into(),
         }

@@ -1,8 +1,9 @@
-//! How a wait ends: released, or timed out. Either way the build fails as
+//! How a wait ends: released, timed out, or held for its longest pause. Either way the build fails as
 //! it would have, with its exit code and its full log, and nothing of ours
 //! is left running.
 
-use crate::support::{release, Drv, Finished};
+use crate::support::pty::Terminal;
+use crate::support::{nix_attach, release, Drv, Finished};
 
 const FAILING_PHASE: &str = "echo \"original output\"\necho \"original error\" >&2\nexit 3";
 
@@ -52,4 +53,28 @@ fn a_failure_inside_eval_inside_a_phase_function_makes_no_bash_noise() {
     let (build, paused) = Drv::new("noise").phase("buildPhase", code).pause();
     let finished = release(build, &paused);
     assert!(!finished.log.contains("pop_var_context"), "{}", finished.log);
+}
+
+#[test]
+fn a_session_cannot_hold_a_build_past_its_longest_pause() {
+    let drv = Drv::new("held-longest").attr("NIX_ATTACH_MAX_PAUSE", "10").phase("buildPhase", FAILING_PHASE);
+    let (build, paused) = drv.pause();
+    let since = paused.entry["since"].as_u64().unwrap();
+    assert_eq!(paused.entry["held_until"].as_u64(), Some(since + 10), "{}", paused.entry);
+    let mut session = Terminal::spawn(nix_attach(), &["attach", &paused.id], 24, 80);
+    session.expect(" $ ");
+    // The session stays open; the build stops waiting all the same.
+    session.expect("the build was held for its longest pause");
+    assert_ne!(session.wait(), 0);
+    let finished = build.finish();
+    assert_failed_as_usual(&finished, &drv.name);
+    assert!(finished.log.contains("was held for its longest pause"), "{}", finished.log);
+}
+
+#[test]
+fn no_build_is_held_longer_than_a_day_whatever_it_asks() {
+    let (build, paused) = Drv::new("held-a-year").attr("NIX_ATTACH_MAX_PAUSE", "31536000").phase("buildPhase", FAILING_PHASE).pause();
+    let since = paused.entry["since"].as_u64().unwrap();
+    assert_eq!(paused.entry["held_until"].as_u64(), Some(since + 24 * 60 * 60), "{}", paused.entry);
+    release(build, &paused);
 }

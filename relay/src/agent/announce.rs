@@ -65,6 +65,7 @@ mod tests {
             locals: true,
             since: 1_764_108_000,
             timeout: 1800,
+            max_pause: 14400,
             build_top: "/build".into(),
             hostname: "localhost".into(),
         }

@@ -53,6 +53,11 @@ pub struct AgentConfig {
     /// shell variable of the builder, not in the agent's environment.
     #[arg(long, default_value = "1800", value_parser = seconds)]
     pub timeout: Duration,
+    /// Seconds the build may stay paused in all, sessions or not (at most
+    /// a day): a paused build holds its outputs' locks. The hook passes
+    /// NIX_ATTACH_MAX_PAUSE.
+    #[arg(long, default_value = "14400", value_parser = seconds)]
+    pub max_pause: Duration,
     /// Functions and aliases.
     #[arg(long)]
     pub state_file: PathBuf,
@@ -97,7 +102,19 @@ pub struct SessionContext {
     /// close-on-exec only after they are opened, and no other child may
     /// inherit them in between.
     pub spawning: std::sync::Mutex<()>,
+    /// Why the build stopped waiting, once it has.
+    pub ending: std::sync::OnceLock<server::Ending>,
 }
+
+impl SessionContext {
+    /// What an open session is told when the build stops waiting.
+    pub fn stopped_waiting(&self) -> String {
+        format!("the build {}", self.ending.get().copied().unwrap_or(server::Ending::Released).describe())
+    }
+}
+
+/// The longest any build stays paused, whatever it asks for.
+pub const LONGEST_PAUSE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Runs the agent until the build is released or times out.
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
@@ -115,7 +132,8 @@ async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<(
     fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o600))?;
     write_metadata(&meta)?;
     announce::to_log(&crate::pointer::line(&meta, store_path_of_this_binary().as_deref()));
-    let ending = server::serve(listener, context, config.timeout).await;
+    let patience = server::Patience { idle: config.timeout, longest: config.max_pause.min(LONGEST_PAUSE) };
+    let ending = server::serve(listener, context, patience).await;
     announce::to_log(&announce::ending(&meta, ending.describe()));
     Ok(())
 }
@@ -154,6 +172,7 @@ fn metadata(config: &AgentConfig) -> anyhow::Result<Metadata> {
         locals: config.locals,
         since,
         timeout: config.timeout.as_secs(),
+        max_pause: config.max_pause.min(LONGEST_PAUSE).as_secs(),
         build_top: config.build_top.to_string_lossy().into_owned(),
         hostname,
     }
@@ -195,6 +214,7 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
         cwd,
         spare: shell::Spare::default(),
         spawning: Default::default(),
+        ending: Default::default(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! Accepts connections on the agent socket and runs one session per
-//! connection, until the build is released, the agent is signalled, or no
-//! session has been open for the idle timeout.
+//! connection, until the build is released, the agent is signalled, no
+//! session has been open for the idle timeout, or the build has been held
+//! for its longest pause (sessions or not: a paused build holds its
+//! outputs' locks, which other builds may wait for).
 
 use super::{exec, shell, SessionContext};
 use crate::protocol::{AgentCodec, AgentFrame, ClientFrame, Request, VERSION};
@@ -26,6 +28,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Ending {
     Released,
     TimedOut,
+    HeldLongest,
     Signalled,
 }
 
@@ -34,6 +37,7 @@ impl Ending {
         match self {
             Ending::Released => "was released",
             Ending::TimedOut => "waited its idle timeout out",
+            Ending::HeldLongest => "was held for its longest pause",
             Ending::Signalled => "was stopped by a signal",
         }
     }
@@ -48,8 +52,17 @@ impl Drop for SessionGuard {
     }
 }
 
+/// How long the build waits: `idle` without a session, `longest` in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    pub idle: Duration,
+    pub longest: Duration,
+}
+
 /// Serves sessions until the build should go on to fail.
-pub async fn serve(listener: UnixListener, context: SessionContext, timeout: Duration) -> Ending {
+pub async fn serve(listener: UnixListener, context: SessionContext, patience: Patience) -> Ending {
+    let timeout = patience.idle;
+    let held_until = Instant::now() + patience.longest;
     let context = Arc::new(context);
     shell::prewarm(&context, shell::DEFAULT_TERM.into());
     let release = CancellationToken::new();
@@ -77,6 +90,7 @@ pub async fn serve(listener: UnixListener, context: SessionContext, timeout: Dur
                     deadline = (open == 0).then(|| Instant::now() + timeout);
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break Ending::TimedOut,
+                () = sleep_until(held_until) => break Ending::HeldLongest,
                 () = release.cancelled() => break Ending::Released,
                 _ = term.recv() => break Ending::Signalled,
                 _ = hangup.recv() => break Ending::Signalled,
@@ -84,6 +98,7 @@ pub async fn serve(listener: UnixListener, context: SessionContext, timeout: Dur
             }
         }
     };
+    let _ = context.ending.set(ending);
     release.cancel();
     let goodbyes = open_rx.wait_for(|open| *open == 0);
     let _ = tokio::time::timeout(GOODBYE_GRACE, goodbyes).await;

@@ -141,7 +141,7 @@ pub async fn run(
     let size = PtySize { rows, cols, pixel_width: 0, pixel_height: 0 };
     let term = term.unwrap_or_else(|| DEFAULT_TERM.into());
     let outcome = match shell_for(context, size, &term) {
-        Ok(mut shell) => serve(framed, &mut shell, release).await,
+        Ok(mut shell) => serve(framed, &mut shell, context, release).await,
         Err(err) => Err(err),
     };
     // The next client gets a spare that has read this session's history,
@@ -166,7 +166,12 @@ fn shell_for(context: &SessionContext, size: PtySize, term: &str) -> Result<Shel
 
 /// Hands the terminal over once the shell's prompt is up, then waits for the shell's end, the client's
 /// leaving (which ends the shell) or the release of the build.
-async fn serve(framed: Framed<UnixStream, AgentCodec>, shell: &mut Shell, release: &CancellationToken) -> Result<(), SessionError> {
+async fn serve(
+    framed: Framed<UnixStream, AgentCodec>,
+    shell: &mut Shell,
+    context: &SessionContext,
+    release: &CancellationToken,
+) -> Result<(), SessionError> {
     let master = shell.master.as_raw_fd().ok_or_else(|| SessionError::Pty(anyhow::anyhow!("the PTY has no descriptor")))?;
     until_prompt(Some(master)).await;
     handoff::send_terminal(framed.get_ref(), master).await.map_err(SessionError::Handoff)?;
@@ -177,7 +182,7 @@ async fn serve(framed: Framed<UnixStream, AgentCodec>, shell: &mut Shell, releas
         }
         () = async { while let Some(Ok(_)) = stream.next().await {} } => {}
         () = release.cancelled() => {
-            let _ = sink.send(AgentFrame::Error("the build was released".into())).await;
+            let _ = sink.send(AgentFrame::Error(context.stopped_waiting())).await;
         }
     }
     Ok(())

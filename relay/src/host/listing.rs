@@ -22,6 +22,9 @@ pub struct Listing {
     pub build_dir: String,
     pub since: u64,
     pub timeout: u64,
+    /// When the build stops waiting at the latest (unix seconds), sessions
+    /// or not.
+    pub held_until: u64,
     pub pid: i32,
     pub owner_uid: u32,
     pub hostname: String,
@@ -46,6 +49,7 @@ impl From<&WaitingBuild> for Listing {
             build_dir: build.build_dir.to_string_lossy().into_owned(),
             since: meta.since,
             timeout: meta.timeout,
+            held_until: meta.since.saturating_add(meta.max_pause),
             pid: build.pid,
             owner_uid: build.owner,
             hostname: meta.hostname.clone(),
@@ -71,18 +75,24 @@ fn terminal_safe_json(json: &str) -> String {
 
 /// The listings as a table on stdout.
 pub fn print_table(listings: &[Listing]) {
-    println!("{:<12}  {:<30}  {:<16}  {:>4}  COMMAND", "ID", "DERIVATION", "PHASE", "EXIT");
+    println!("{:<12}  {:<30}  {:<16}  {:>4}  {:<20}  COMMAND", "ID", "DERIVATION", "PHASE", "EXIT", "HELD UNTIL");
     for build in listings {
         let command: String = sanitize(&build.command).chars().take(60).collect();
         println!(
-            "{:<12}  {:<30}  {:<16}  {:>4}  {}",
+            "{:<12}  {:<30}  {:<16}  {:>4}  {:<20}  {}",
             sanitize(&build.id),
             sanitize(&build.drv),
             sanitize(&build.phase),
             build.exit_code,
+            held_until(build.held_until),
             command
         );
     }
+}
+
+/// When a build stops waiting at the latest, as an RFC 3339 time (UTC).
+fn held_until(at: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at)).to_string()
 }
 
 #[cfg(test)]
