@@ -3,7 +3,7 @@
 //! alice and bob, build through the real daemon; a broker runs as root on
 //! a socket of the test's own.
 
-use crate::support::broker::Broker;
+use crate::support::broker::{unit_value, Broker};
 use crate::support::pty::Terminal;
 use crate::support::{as_user, list, nix_attach_cmd, readable_nix_attach, release, uid_of, Build, Drv, Paused, ALICE, BOB, PATIENCE};
 use std::io::{Read, Write};
@@ -244,4 +244,41 @@ fn a_socket_that_another_user_listens_on_is_not_taken_for_the_broker() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!output.status.success());
     assert!(stderr(&output).contains("is not root's broker"), "{}", stderr(&output));
+}
+
+#[test]
+fn the_broker_as_its_systemd_units_start_it_serves_the_owner_and_no_one_else() {
+    let broker = Broker::start_as_its_units_do();
+    let (build, paused) = alices_paused_build("units");
+    assert!(broker.ids_seen_by(ALICE).contains(&paused.id));
+    assert!(!broker.ids_seen_by(BOB).contains(&paused.id));
+    let exec = broker.run_as(ALICE, &["exec", &paused.id, "--", "eval", "echo $secret"]);
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "alices\n", "{}", stderr(&exec));
+    release(build, &paused);
+}
+
+/// A setting of the NixOS module, `NAME = VALUE;`, as the unit file would
+/// write it (`true` as `true`, strings unquoted).
+fn module_value(name: &str) -> String {
+    let module = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nixpkgs-overlay/nixos-module.nix")).unwrap();
+    let prefix = format!("{name} = ");
+    let line =
+        module.lines().map(str::trim).find_map(|line| line.strip_prefix(&prefix)).unwrap_or_else(|| panic!("the module sets no {name}"));
+    line.trim_end_matches(';').trim_matches('"').to_string()
+}
+
+#[test]
+fn the_nixos_module_sets_up_the_broker_as_the_units_in_systemd_do() {
+    for key in ["ListenStream", "SocketMode", "DirectoryMode"] {
+        assert_eq!(module_value(key), unit_value("nix-attach-broker.socket", key), "{key}");
+    }
+    assert_eq!(module_value("ProtectHome"), unit_value("nix-attach-broker.service", "ProtectHome"));
+    assert_eq!(module_value("NoNewPrivileges"), unit_value("nix-attach-broker.service", "NoNewPrivileges"));
+    assert_eq!(module_value("ExecStart").rsplit(' ').next(), unit_value("nix-attach-broker.service", "ExecStart").rsplit(' ').next());
+    let verified = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "nix-attach-broker.service", "nix-attach-broker.socket"])
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd"))
+        .output()
+        .unwrap();
+    assert!(verified.status.success() && verified.stderr.is_empty(), "{}", String::from_utf8_lossy(&verified.stderr));
 }

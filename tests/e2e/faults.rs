@@ -37,8 +37,9 @@ fn a_client_killed_mid_session_hangs_up_the_shell_and_the_build_waits_on() {
     terminal.expect(" $ ");
     let mut terminal = terminal;
     // Bash ends on the hang-up either through SIGHUP or through reading
-    // end-of-file from the hung-up terminal, whichever it sees first.
-    terminal.send("trap 'echo hung-up > /build/hup' HUP EXIT; echo trap-$((1+1))\r");
+    // end-of-file from the hung-up terminal, whichever it sees first; its
+    // traps run to their end, even one that takes a while.
+    terminal.send("trap 'sleep 0.5; echo hung-up > /build/hup' HUP EXIT; echo trap-$((1+1))\r");
     terminal.expect("trap-2");
     kill(Pid::from_raw(terminal.pid()), Signal::SIGKILL).unwrap();
     wait_until("the shell's hang-up", || build_dir(&paused).join("hup").exists());

@@ -36,6 +36,11 @@ pub const SUBCOMMAND: &str = "isolate";
 /// The status of a session refused because it cannot be isolated.
 pub const REFUSED: i32 = 125;
 
+/// How long a hung-up session gets to end by itself (its shell reads the
+/// end of its terminal and runs its `EXIT` and `HUP` traps) before the
+/// whole namespace is ended.
+const HANGUP_GRACE_SECS: u32 = 2;
+
 /// Why a session cannot be isolated.
 #[derive(Debug, thiserror::Error)]
 pub enum IsolateError {
@@ -183,6 +188,7 @@ fn wait_for(child: Pid) -> i32 {
     // Keys typed at the session reach the shell's own process group; this
     // process only waits.
     ignore_terminal_signals();
+    end_after_grace_on_hangup();
     loop {
         match waitpid(child, None) {
             Ok(status) => {
@@ -218,6 +224,23 @@ fn status_code(status: WaitStatus) -> Option<i32> {
         WaitStatus::Exited(_, code) => Some(code),
         WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
         _ => None,
+    }
+}
+
+/// On a hang-up (the terminal's, as its session leader, or the agent's when
+/// the session ends) this process waits [`HANGUP_GRACE_SECS`] more, then
+/// ends by `SIGALRM`; its child's parent-death signal then ends every
+/// process of the namespace. Ending at once would kill the shell before it
+/// ran its traps.
+fn end_after_grace_on_hangup() {
+    extern "C" fn on_hangup(_: nix::libc::c_int) {
+        // alarm(2) is async-signal-safe.
+        nix::unistd::alarm::set(HANGUP_GRACE_SECS);
+    }
+    // SAFETY: the handler only makes a system call; SIG_DFL runs no code.
+    unsafe {
+        let _ = signal(Signal::SIGALRM, SigHandler::SigDfl);
+        let _ = signal(Signal::SIGHUP, SigHandler::Handler(on_hangup));
     }
 }
 

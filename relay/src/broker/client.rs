@@ -5,6 +5,11 @@ use super::wire::{self, Reply, Request, WireError};
 use crate::host::listing::Listing;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long the broker has to answer: it looks through the waiting builds
+/// and connects to an agent, each bounded by a few seconds.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -21,6 +26,8 @@ pub enum ClientError {
     NoConnection,
     #[error("the socket {0} is not root's broker: the process listening there runs as uid {1}; ask root which broker socket to use (NIX_ATTACH_BROKER)")]
     NotRoots(PathBuf, u32),
+    #[error("the broker at {0} did not answer within {secs} s; ask root whether it runs (systemctl status nix-attach-broker)", secs = ANSWER_PATIENCE.as_secs())]
+    NoAnswer(PathBuf),
     #[error("cannot tell who listens on {0}")]
     Peer(PathBuf, #[source] nix::Error),
 }
@@ -34,7 +41,7 @@ impl ClientError {
 
 /// The waiting builds this user asked for.
 pub fn list(socket: &Path) -> Result<Vec<Listing>, ClientError> {
-    match ask(socket, &Request::List)? {
+    match ask(socket, &Request::List, ANSWER_PATIENCE)? {
         (Reply::Builds { builds }, _) => Ok(builds),
         (Reply::Refused { reason }, _) => Err(ClientError::Refused(reason)),
         (Reply::Opened { .. }, _) => Err(ClientError::NoConnection),
@@ -43,17 +50,25 @@ pub fn list(socket: &Path) -> Result<Vec<Listing>, ClientError> {
 
 /// A connection to the agent of the build `query` names, among this user's.
 pub fn open(socket: &Path, query: Option<&str>) -> Result<UnixStream, ClientError> {
-    match ask(socket, &Request::Open { id: query.map(String::from) })? {
+    match ask(socket, &Request::Open { id: query.map(String::from) }, ANSWER_PATIENCE)? {
         (Reply::Opened { .. }, Some(agent)) => Ok(UnixStream::from(agent)),
         (Reply::Refused { reason }, _) => Err(ClientError::Refused(crate::sanitize::sanitize(&reason))),
         _ => Err(ClientError::NoConnection),
     }
 }
 
-fn ask(socket: &Path, request: &Request) -> Result<(Reply, Option<std::os::fd::OwnedFd>), ClientError> {
+/// Sends `request` and reads the reply, waiting at most `patience` for it.
+fn ask(socket: &Path, request: &Request, patience: Duration) -> Result<(Reply, Option<std::os::fd::OwnedFd>), ClientError> {
     let stream = UnixStream::connect(socket).map_err(|err| ClientError::Unavailable(socket.into(), err))?;
     only_root(socket, &stream)?;
-    let wire_error = |err| ClientError::Wire(socket.into(), err);
+    let wire_error = |err| match err {
+        WireError::Io(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            ClientError::NoAnswer(socket.into())
+        }
+        err => ClientError::Wire(socket.into(), err),
+    };
+    let timeouts = stream.set_read_timeout(Some(patience)).and_then(|()| stream.set_write_timeout(Some(patience)));
+    timeouts.map_err(|err| wire_error(err.into()))?;
     std::io::Write::write_all(&mut &stream, &wire::encode_request(request)).map_err(|err| wire_error(err.into()))?;
     wire::receive_reply(&stream).map_err(wire_error)
 }
@@ -67,5 +82,27 @@ fn only_root(socket: &Path, stream: &UnixStream) -> Result<(), ClientError> {
     match peer.uid() {
         0 => Ok(()),
         uid => Err(ClientError::NotRoots(socket.into(), uid)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_that_never_answers_is_reported_not_waited_for() {
+        let socket = std::env::temp_dir().join(format!("silent-broker-{}", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        // Listening, never accepting: connections wait in its backlog.
+        let _silent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let asked = ask(&socket, &Request::List, Duration::from_millis(300));
+        let _ = std::fs::remove_file(&socket);
+        // Only root's broker is asked at all: a test run by another user
+        // meets its own listener.
+        if nix::unistd::geteuid().is_root() {
+            assert!(matches!(asked, Err(ClientError::NoAnswer(_))), "{asked:?}");
+        } else {
+            assert!(matches!(asked, Err(ClientError::NotRoots(..))), "{asked:?}");
+        }
     }
 }

@@ -13,6 +13,11 @@
 //! build never sees half of it; it is owned by root and read-only, so no
 //! build can change it. A stdenv is copied only within bounds (its files
 //! are small), links are copied as links and never followed.
+//!
+//! The cache stays bounded: before a shadow is made, the shadows of
+//! stdenvs no longer in the store (collected as garbage, so no build runs
+//! with them) are removed, and no more than [`MAX_SHADOWS`] are kept; past
+//! that, builds with a new stdenv go on without the attach hook.
 
 use nix::dir::Dir;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
@@ -29,6 +34,10 @@ pub const SANDBOX_DIR: &str = "/nix-attach";
 /// The most a stdenv may hold to be copied.
 const MAX_STDENV_BYTES: u64 = 8 * 1024 * 1024;
 const MAX_STDENV_ENTRIES: usize = 1000;
+/// The most shadows the cache holds (so at most 512 MiB of them).
+pub const MAX_SHADOWS: usize = 64;
+/// The start of a shadow's name in the cache; the rest is its stdenv's.
+const SHADOW_PREFIX: &str = "shadow-";
 /// The attach hook, as the repository ships it.
 pub const HOOK: &str = include_str!("../../../setup-hooks/attach-hook.sh");
 
@@ -42,6 +51,8 @@ pub enum FilesError {
     Special(PathBuf),
     #[error("the stdenv {0} has no setup file")]
     NoSetup(PathBuf),
+    #[error("the cache {0} holds {MAX_SHADOWS} shadows of stdenvs still in the store; remove some, or collect garbage")]
+    CacheFull(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
@@ -74,7 +85,10 @@ pub fn hook_dir(cache: &Path) -> Result<PathBuf, FilesError> {
 /// path, immutable, whose name is unique).
 pub fn shadow_stdenv(cache: &Path, stdenv: &Path) -> Result<PathBuf, FilesError> {
     let name = stdenv.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let dir = cache.join(format!("shadow-{name}"));
+    let dir = cache.join(format!("{SHADOW_PREFIX}{name}"));
+    if !dir.is_dir() {
+        make_room(cache, stdenv.parent().unwrap_or(Path::new("/")))?;
+    }
     prepared(&dir, |staging| {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let top = nix::fcntl::open(stdenv, flags, Mode::empty()).map_err(|errno| FilesError::Io(stdenv.into(), errno.into()))?;
@@ -97,6 +111,27 @@ pub fn shadow_stdenv(cache: &Path, stdenv: &Path) -> Result<PathBuf, FilesError>
         std::fs::write(&setup, hooked).map_err(io(&setup))?;
         Ok(())
     })
+}
+
+/// Removes the shadows whose stdenv is no longer in `store`, then checks
+/// that there is room for one more.
+fn make_room(cache: &Path, store: &Path) -> Result<(), FilesError> {
+    let Ok(entries) = std::fs::read_dir(cache) else { return Ok(()) };
+    let mut kept = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(stdenv) = file_name.to_str().and_then(|name| name.strip_prefix(SHADOW_PREFIX)) else { continue };
+        if store.join(stdenv).symlink_metadata().is_ok() {
+            kept += 1;
+        } else {
+            let _ = make_writable(&entry.path());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    if kept >= MAX_SHADOWS {
+        return Err(FilesError::CacheFull(cache.to_path_buf()));
+    }
+    Ok(())
 }
 
 /// `dir`, made by `fill` in a private staging directory and renamed into
@@ -268,6 +303,43 @@ mod tests {
         std::fs::File::create(big.join("huge")).unwrap().set_len(MAX_STDENV_BYTES + 1).unwrap();
         assert!(matches!(shadow_stdenv(&root.join("cache"), &big), Err(FilesError::TooLarge(_))));
         assert_eq!(std::fs::read_dir(root.join("cache")).unwrap().count(), 0, "nothing half-made is left");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A stdenv named `name` in the store `store`.
+    fn stdenv_in(store: &Path, name: &str) -> PathBuf {
+        let stdenv = store.join(name);
+        std::fs::create_dir_all(&stdenv).unwrap();
+        std::fs::write(stdenv.join("setup"), "").unwrap();
+        stdenv
+    }
+
+    #[test]
+    fn the_shadow_of_a_stdenv_that_left_the_store_is_removed_when_another_is_made() {
+        let root = scratch("collected");
+        let (store, cache) = (root.join("store"), root.join("cache"));
+        let collected = shadow_stdenv(&cache, &stdenv_in(&store, "abc-stdenv")).unwrap();
+        let kept = shadow_stdenv(&cache, &stdenv_in(&store, "def-stdenv")).unwrap();
+        std::fs::remove_dir_all(store.join("abc-stdenv")).unwrap();
+        let new = shadow_stdenv(&cache, &stdenv_in(&store, "ghi-stdenv")).unwrap();
+        assert!(!collected.exists(), "the shadow of a collected stdenv stays");
+        assert!(kept.is_dir() && new.is_dir());
+        let _ = make_writable(&root);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_full_cache_takes_no_new_shadow_and_keeps_those_in_use() {
+        let root = scratch("full");
+        let (store, cache) = (root.join("store"), root.join("cache"));
+        for i in 0..MAX_SHADOWS {
+            shadow_stdenv(&cache, &stdenv_in(&store, &format!("{i:03}-stdenv"))).unwrap();
+        }
+        let one_more = stdenv_in(&store, "new-stdenv");
+        assert!(matches!(shadow_stdenv(&cache, &one_more), Err(FilesError::CacheFull(_))));
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), MAX_SHADOWS);
+        assert!(shadow_stdenv(&cache, &store.join("000-stdenv")).is_ok(), "a shadow that is made already is still served");
+        let _ = make_writable(&root);
         let _ = std::fs::remove_dir_all(&root);
     }
 
