@@ -7,13 +7,42 @@
 //! the output paths are left out: Nix computes the copy's own. Everything
 //! else, `passAsFile` and a fixed output's hash included, is kept as it
 //! is, so the copy builds the same way.
+//!
+//! What Nix's `derivation` (`derivationStrict`, the same in 2.8 and 2.34)
+//! makes of each attribute, and so how the copy writes it back:
+//! - [`BOOLEANS`] are read as Booleans. `__structuredAttrs` is stored as
+//!   `""` when false (when true, the attributes become `__json`); the
+//!   others are consumed and never stored. One found in an environment is
+//!   written back as the Boolean it was stored from: `""` as `false`,
+//!   `"1"` as `true`.
+//! - `args` is consumed: it is the builder's arguments, written back from
+//!   them.
+//! - `outputs` is a list, stored joined by spaces: split again.
+//! - `__json` holds the structured attributes, which keep their JSON types.
+//! - Every other attribute, `builder`, `system` and `outputHash*` included,
+//!   is a string as it is stored (a list joined by spaces, a number in
+//!   decimal, `true` as `"1"`), and means the same written back so.
 
 use super::expression::{self, Paths};
 use crate::derivation::Derivation;
 use std::collections::BTreeMap;
 
+/// The attributes `derivation` reads as Booleans.
+pub const BOOLEANS: [&str; 4] = ["__structuredAttrs", "__ignoreNulls", "__contentAddressed", "__impure"];
+
+/// How `derivation` stores a Boolean: `true` as `"1"`, `false` as `""`.
+fn stored_boolean(value: &str) -> Option<bool> {
+    match value {
+        "1" => Some(true),
+        "" => Some(false),
+        _ => None,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    #[error("its attribute {key} is {value:?}, where `derivation` reads a Boolean (stored as \"\" or \"1\"); the .drv was not made by `derivation`")]
+    NotABoolean { key: String, value: String },
     #[error("its output {0} is content-addressed with no path yet (ca-derivations), which retry does not copy")]
     Floating(String),
     #[error("its structured attributes (`__json`) are not a JSON object")]
@@ -40,8 +69,14 @@ impl Attributes {
         if let Some(json) = drv.env.get("__json") {
             return serde_json::from_str(json).map(Attributes::Structured).map_err(CopyError::StructuredAttrs);
         }
-        let env = drv.env.iter().filter(|(key, _)| !drv.outputs.contains_key(*key)).map(|(key, value)| (key.clone(), value.clone()));
-        Ok(Attributes::Environment(env.collect()))
+        let env: BTreeMap<String, String> =
+            drv.env.iter().filter(|(key, _)| !drv.outputs.contains_key(*key)).map(|(key, value)| (key.clone(), value.clone())).collect();
+        for key in BOOLEANS {
+            if let Some(value) = env.get(key).filter(|value| stored_boolean(value).is_none()) {
+                return Err(CopyError::NotABoolean { key: key.to_string(), value: value.clone() });
+            }
+        }
+        Ok(Attributes::Environment(env))
     }
 
     /// The string attribute `key`, if there is one.
@@ -77,7 +112,9 @@ pub fn expression(drv: &Derivation, attributes: &Attributes, paths: &Paths, inpu
     match attributes {
         Attributes::Environment(env) => {
             for (key, value) in env {
-                written.insert(key.clone(), expression::string(value, paths));
+                let boolean = BOOLEANS.contains(&key.as_str()).then(|| stored_boolean(value)).flatten();
+                let value = boolean.map_or_else(|| expression::string(value, paths), |yes| yes.to_string());
+                written.insert(key.clone(), value);
             }
             // `derivation` takes the output names as a list, in their
             // order; the environment has them joined.
@@ -128,6 +165,21 @@ mod tests {
         assert!(text.contains("\"__structuredAttrs\" = true;"), "{text}");
         assert!(text.contains("\"outputs\" = [ \"out\" ];") && text.contains("\"n\" = (3);"), "{text}");
         assert!(text.contains("\"args\" = [ \"-e\" \"b.sh\" ];"), "{text}");
+    }
+
+    #[test]
+    fn booleans_that_derivation_stored_as_strings_are_written_back_as_booleans() {
+        let drv = drv(&[("__structuredAttrs", ""), ("__ignoreNulls", "1"), ("doCheck", ""), ("strictDeps", "1")]);
+        let text = expression(&drv, &Attributes::of(&drv).unwrap(), &Paths::new("/nix/store"), &[]);
+        assert!(text.contains("\"__structuredAttrs\" = false;") && text.contains("\"__ignoreNulls\" = true;"), "{text}");
+        // Attributes the builder reads as strings stay strings.
+        assert!(text.contains("\"doCheck\" = \"\";") && text.contains("\"strictDeps\" = \"1\";"), "{text}");
+    }
+
+    #[test]
+    fn a_boolean_attribute_that_derivation_could_not_have_stored_is_refused() {
+        let drv = drv(&[("__impure", "yes")]);
+        assert!(matches!(Attributes::of(&drv), Err(CopyError::NotABoolean { key, .. }) if key == "__impure"));
     }
 
     #[test]
