@@ -114,6 +114,34 @@ fn the_copy_keeps_several_outputs_of_its_own_and_pass_as_file() {
 }
 
 #[test]
+fn a_derivation_as_make_derivation_makes_it_is_copied_to_mean_the_same_in_either_builder_form() {
+    for (form, old_builder) in [("source-stdenv", false), ("self-sourcing", true)] {
+        let mut drv = Drv::new(&format!("retry-nixpkgs-{form}"))
+            .without_hook()
+            .attr_expr("outputs", "[ \"out\" \"dev\" \"bin\" ]")
+            .attr("outputDev", "dev")
+            .attr("outputBin", "bin")
+            .attr_expr("configureFlags", "[ \"--enable-a\" \"--with-b=c\" ]")
+            .attr_expr("enableParallelBuilding", "true")
+            .attr_expr("doCheck", "true")
+            .phase("buildPhase", "sh -c 'exit 8'");
+        if old_builder {
+            drv = drv.attr_expr("fixtureOldBuilder", "true");
+        }
+        let drv_path = failed_without_pausing(&drv);
+        let (build, paused) = paused_retry(&drv.name, &drv_path);
+        let seen = eval(
+            &paused.id,
+            "echo \"[$__structuredAttrs] [$strictDeps] [$doCheck] [$doInstallCheck] [$enableParallelBuilding] [$enableParallelChecking]\"; \
+             echo \"[$configureFlags] [$patches] [$outputDev] [$outputBin] [${userHook-unset}]\"",
+        );
+        assert_eq!(seen, "[] [] [1] [] [1] [1]\n[--enable-a --with-b=c] [] [dev] [bin] [unset]\n", "{form}");
+        assert!(eval(&paused.id, "echo \"$bin\"").trim().ends_with(&format!("{}-bin", drv.name)), "{form}");
+        released_fails_as_before(build, &paused, 8);
+    }
+}
+
+#[test]
 fn a_fixed_output_derivation_stays_fixed_output() {
     let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     let drv = Drv::new("retry-fixed")

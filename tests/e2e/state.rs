@@ -137,10 +137,11 @@ fn list_names_the_failure_and_where_to_find_it() {
     // The agent writes its metadata (which `list` reads) just before the line.
     let (id, agent) = build.pointer();
     assert_eq!(id, paused.id);
-    let pointer = format!(
-        "attach with `nix-attach attach {id}` (sudo if no broker serves you; from another machine add `--via ssh://BUILDER --agent {agent}`)"
-    );
-    assert!(build.log().contains(&pointer) && agent.starts_with("/nix/store/"), "{}", build.log());
+    let log = build.log();
+    let lines: Vec<&str> = log.lines().filter(|line| line.contains("nix-attach attach ")).collect();
+    assert_eq!(lines.len(), 1, "the pointer line is not there once:\n{log}");
+    assert!(lines[0].contains(&format!("attach with `nix-attach attach {id}` until ")), "{log}");
+    assert!(lines[0].ends_with(&format!(" (agent {agent})")) && agent.starts_with("/nix/store/"), "{log}");
     release(build, &paused);
 }
 

@@ -1,7 +1,9 @@
 //! The words the agent puts in the build log and in the shell's banner.
 //!
-//! Log lines are printed plain, for the log, and as `@nix` messages, which
-//! `nix build` shows without `-L`. The line that tells how to attach is
+//! Log lines are printed once: as an `@nix` message where Nix reads the
+//! build's output for them (`NIX_LOG_FD` is set), so that `nix-build`,
+//! `nix build` with or without `-L`, and a remote builder's output show
+//! it once; plain elsewhere. The line that tells how to attach is
 //! [`crate::pointer`]'s.
 
 use crate::metadata::Metadata;
@@ -12,11 +14,19 @@ pub fn ending(meta: &Metadata, how: &str) -> String {
     format!("nix-attach: {} {how}; the build fails with exit code {}", sanitize(&meta.drv), meta.exit_code)
 }
 
-/// Prints `line` to the build log, plain and as an `@nix` message.
+/// Prints `line` to the build log, once.
 pub fn to_log(line: &str) {
+    eprintln!("{}", for_log(line, std::env::var_os("NIX_LOG_FD").is_some()));
+}
+
+/// `line` as the build log takes it: an `@nix` message where Nix reads
+/// them, else plain.
+fn for_log(line: &str, nix_reads_messages: bool) -> String {
+    if !nix_reads_messages {
+        return line.to_string();
+    }
     let message = serde_json::json!({ "action": "msg", "level": 0, "msg": line });
-    eprintln!("{line}");
-    eprintln!("@nix {message}");
+    format!("@nix {message}")
 }
 
 /// The banner an attached shell prints first.
@@ -69,6 +79,16 @@ mod tests {
             build_top: "/build".into(),
             hostname: "localhost".into(),
         }
+    }
+
+    #[test]
+    fn a_log_line_is_one_message_where_nix_reads_them_and_plain_elsewhere() {
+        let line = "nix-attach: hello-2.12 failed";
+        assert_eq!(for_log(line, false), line);
+        let message = for_log(line, true);
+        assert!(!message.contains('\n'), "{message}");
+        let json: serde_json::Value = serde_json::from_str(message.strip_prefix("@nix ").unwrap()).unwrap();
+        assert_eq!((json["action"].as_str(), json["msg"].as_str()), (Some("msg"), Some(line)));
     }
 
     #[test]

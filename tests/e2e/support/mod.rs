@@ -241,8 +241,8 @@ impl Build {
             let log = self.log();
             if let Some(line) = log.lines().find(|line| line.contains(ATTACH)) {
                 let id = &line[line.find(ATTACH).unwrap() + ATTACH.len()..];
-                let agent = &line[line.find("--agent ").expect("the line names the agent") + 8..];
-                return (id[..12].to_string(), agent[..agent.find('`').unwrap()].to_string());
+                let agent = &line[line.find(" (agent ").expect("the line names the agent") + 8..];
+                return (id[..12].to_string(), agent[..agent.find(')').unwrap()].to_string());
             }
             assert!(Instant::now() < deadline, "no pointer line:\n{log}");
             std::thread::sleep(Duration::from_millis(100));
