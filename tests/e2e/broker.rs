@@ -5,7 +5,9 @@
 
 use crate::support::broker::{unit_value, Broker};
 use crate::support::pty::Terminal;
-use crate::support::{as_user, list, nix_attach_cmd, readable_nix_attach, release, uid_of, Build, Drv, Paused, ALICE, BOB, PATIENCE};
+use crate::support::{
+    alive, as_user, list, nix_attach_cmd, readable_nix_attach, release, uid_of, Build, Drv, Paused, ALICE, BOB, PATIENCE,
+};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -130,6 +132,11 @@ fn a_build_cannot_claim_another_users_build_id() {
     let exec = broker.run_as(ALICE, &["exec", &alices_paused.id, "--", "eval", "echo $secret"]);
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "alices\n", "{}", stderr(&exec));
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(bobs_paused.pid()), nix::sys::signal::Signal::SIGTERM);
+    // Until bob's agent is gone, two builds answer to the id.
+    while alive(bobs_paused.pid()) {
+        assert!(Instant::now() < deadline, "bob's agent never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(bobs);
     release(alices, &alices_paused);
 }

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Set, the remote builder runs the Nix of the bed's second machine
+/// (tests/bed/sid-machine), not this machine's.
+pub const OTHER_RELEASE: &str = "NIX_ATTACH_TEST_REMOTE_SID";
+
 /// The host name the ssh config gives the remote builder.
 pub const HOST: &str = "nix-attach-remote";
 
@@ -38,10 +42,16 @@ impl RemoteBuilder {
         keygen(&dir.join("host_key"));
         keygen(&dir.join("client_key"));
         let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bed/remote-builder");
-        let machine = Command::new("unshare")
-            .args(["--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"])
-            .arg(script)
+        let bed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bed");
+        let mut machine = Command::new("unshare");
+        machine.args(["--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"]);
+        // The builder runs the second machine's Nix where the specs ask
+        // for it (tests/run does, for the remote specs).
+        if std::env::var_os(OTHER_RELEASE).is_some() {
+            machine.arg(bed.join("sid-machine")).arg("boot").arg(&dir);
+        }
+        let machine = machine
+            .arg(bed.join("remote-builder"))
             .arg(&dir)
             .arg(port.to_string())
             .env_remove("NIX_REMOTE")
@@ -58,6 +68,14 @@ impl RemoteBuilder {
             assert!(remote.machine.try_wait().unwrap().is_none(), "the remote builder ended: {}", remote.logs());
             assert!(Instant::now() < deadline, "the remote builder never let root in: {}", remote.logs());
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if std::env::var_os(OTHER_RELEASE).is_some() {
+            let (theirs, ours) = (remote.ssh(&["nix", "--version"]).stdout, Command::new("nix").arg("--version").output().unwrap().stdout);
+            assert!(
+                !theirs.is_empty() && theirs != ours,
+                "the remote builder runs this machine's Nix: {}",
+                String::from_utf8_lossy(&theirs)
+            );
         }
         remote
     }
