@@ -146,12 +146,18 @@ struct InCi {
 
 impl InCi {
     fn start(flags: &[&str], drv: &Drv) -> InCi {
+        InCi::over(flags, drv, &["nix-build", "--no-out-link", "--expr", &drv.expression()])
+    }
+
+    /// `nix-attach run FLAGS -- NIX…`, for `drv`.
+    fn over(flags: &[&str], drv: &Drv, nix: &[&str]) -> InCi {
         let dir = std::env::temp_dir();
         let (stdout, stderr) = (dir.join(format!("{}.out", drv.name)), dir.join(format!("{}.err", drv.name)));
         let child = Command::new(nix_attach())
             .arg("run")
             .args(flags)
-            .args(["--", "nix-build", "--no-out-link", "--expr", &drv.expression()])
+            .arg("--")
+            .args(nix)
             .env("CI", "true")
             .env("GITHUB_ACTIONS", "true")
             .env("NIX_REMOTE", "daemon")
@@ -200,6 +206,21 @@ fn without_a_terminal_it_never_asks_releases_at_once_and_summarises_each_paused_
     assert!(stderr.contains("only builds with the attach hook pause: /etc/nix/nix.conf names no nix-attach-pre-build-hook"), "{stderr}");
     assert!(stderr.contains("original output line") && stderr.contains("failed with exit code 3"), "{stderr}");
     assert!(!stderr.contains(PROMPT) && !stdout.contains(PROMPT));
+}
+
+#[test]
+fn in_ci_over_nix_build_with_or_without_build_logs_the_pointer_shows_once_and_is_summarised() {
+    for logs in [&[][..], &["-L"][..]] {
+        let drv = failing(if logs.is_empty() { "wrap-ci-nix-build" } else { "wrap-ci-nix-build-logs" });
+        let expression = drv.expression();
+        let nix = [&["nix", "build", "--no-link", "--impure", "--expr", &expression], logs].concat();
+        let (code, _, stderr) = InCi::over(&[], &drv, &nix).finish();
+        assert_eq!(code, 1, "nix build's own status: {stderr}");
+        let pointers = stderr.lines().filter(|line| line.contains("attach with `nix-attach attach ")).count();
+        assert_eq!(pointers, 1, "{logs:?}: the pointer is not shown once:\n{stderr}");
+        let summary = format!("nix-attach: paused: {} failed in buildPhase (exit 3): sh -c 'exit 3' — released at once", drv.name);
+        assert!(stderr.contains(&summary), "{logs:?}: {stderr}");
+    }
 }
 
 #[test]
