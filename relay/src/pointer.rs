@@ -147,10 +147,13 @@ mod tests {
     #[test]
     fn a_line_that_nix_keeps_as_a_message_in_its_log_reads_back() {
         let agent = "/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-attach-hook/bin/nix-attach";
-        let message = serde_json::json!({ "action": "msg", "level": 0, "msg": line(&meta(), Some(agent)) });
+        // JSON escapes a quote of the command, which the summary must not
+        // keep.
+        let quoting = Metadata { command: r#"make "all""#.into(), ..meta() };
+        let message = serde_json::json!({ "action": "msg", "level": 0, "msg": line(&quoting, Some(agent)) });
         let pointer = Pointer::parse(&format!("@nix {message}")).unwrap();
         assert_eq!((pointer.id.as_str(), pointer.agent.as_deref()), ("4f2a9c0e11d3", Some(agent)));
-        assert_eq!(pointer.summary, "hello-2.12 failed in buildPhase (exit 2): make -j2");
+        assert_eq!(pointer.summary, r#"hello-2.12 failed in buildPhase (exit 2): make "all""#);
     }
 
     #[test]

@@ -25,7 +25,8 @@ fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_
     if !nix_honours_pre_build_hook_paths() {
         return where_nix_ignores_the_hook_the_build_is_untouched_and_the_wrapper_offers_retry(&daemon);
     }
-    let mut build = daemon.wrapped(&hookless("injected", STATE));
+    let drv = hookless("injected", STATE);
+    let mut build = daemon.wrapped(&drv);
     let paused = build.paused();
     assert_eq!(paused.entry["phase"], "buildPhase");
     assert_eq!(paused.entry["command"], "sh -c 'exit 3'");
@@ -37,6 +38,20 @@ fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_
     assert!(!finished.status.success());
     assert!(finished.log.contains("failed with exit code 3") && finished.log.contains("Running phase: buildPhase"), "{}", finished.log);
     assert!(finished.log.contains("nix-attach: failing builds pause even without the attach hook"), "{}", finished.log);
+    assert_inputs_intact(&drv);
+}
+
+/// Every store path among `drv`'s inputs still has the content the store
+/// recorded for it: the hook's mounts over the stdenv changed nothing there
+/// (Nix truncates a file that a file is mounted over).
+fn assert_inputs_intact(drv: &Drv) {
+    let drv_path = drv.instantiate();
+    let requisites = Command::new("nix-store").args(["--query", "--requisites", &drv_path]).env("NIX_REMOTE", "daemon").output().unwrap();
+    let paths: Vec<String> =
+        String::from_utf8_lossy(&requisites.stdout).lines().filter(|path| !path.ends_with(".drv")).map(String::from).collect();
+    assert!(paths.iter().any(|path| path.ends_with("-stdenv-fixture")), "no stdenv among {paths:?}");
+    let verified = Command::new("nix-store").arg("--verify-path").args(&paths).env("NIX_REMOTE", "daemon").output().unwrap();
+    assert!(verified.status.success(), "an input changed: {}", String::from_utf8_lossy(&verified.stderr));
 }
 
 /// On a release that lets an input win over the hook's paths (Nix 2.30
@@ -52,6 +67,7 @@ fn where_nix_ignores_the_hook_the_build_is_untouched_and_the_wrapper_offers_retr
     assert!(finished.log.contains("lets an input win over the pre-build hook's paths"), "{}", finished.log);
     let retry = format!("{} failed without pausing; to enter it, build it again so that it pauses: nix-attach retry ", drv.name);
     assert!(finished.log.contains(&retry), "{}", finished.log);
+    assert_inputs_intact(&drv);
 }
 
 #[test]
@@ -124,6 +140,7 @@ fn a_passing_build_under_the_injection_is_bit_identical() {
     assert!(daemon.wrapped(&drv).finish().status.success());
     let checked = daemon.build(&drv.name, &drv.expression(), nix_attach(), &["run", "--no-enter", "--", "nix-build", "--check"]).finish();
     assert!(checked.status.success(), "{}", checked.log);
+    assert_inputs_intact(&drv);
 }
 
 #[test]

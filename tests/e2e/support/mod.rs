@@ -22,21 +22,13 @@ pub fn nix_attach() -> &'static str {
 }
 
 /// Whether the Nix of this machine's daemon puts a pre-build hook's paths
-/// over the build's inputs (Nix 2.8 to 2.29, Lix 2.90 to 2.92), read from
-/// `nix --version`: the test bed runs the specs on more than one release.
+/// over the build's inputs, as `nix --version` names its release: the test
+/// bed runs the specs on more than one.
 pub fn nix_honours_pre_build_hook_paths() -> bool {
     let output = Command::new("nix").arg("--version").output().expect("run nix --version");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let version = text.split_whitespace().last().unwrap_or_default();
-    let mut parts = version.split(['.', '-', '+']).map(|part| part.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    let lix = text.contains("Lix");
-    assert_eq!(major, 2, "an unknown Nix: {text}");
-    if lix {
-        (90..=92).contains(&minor)
-    } else {
-        (8..=29).contains(&minor)
-    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let release = nix_attach::inject::version::Release::parse(&text).unwrap_or_else(|| panic!("an unknown Nix: {text}"));
+    release.honours_the_hook()
 }
 
 /// The directory of the test fixtures.
