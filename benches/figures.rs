@@ -332,7 +332,7 @@ fn injection_figures(calls: usize, pairs: usize) -> (Figure, Vec<f64>) {
         assert!(finished.status.success(), "{}", finished.log);
         started.elapsed().as_secs_f64()
     };
-    // The first calls prepare the shadow stdenv and learn the daemon's version.
+    // The first calls prepare the shadow nix-support/ and learn the daemon's version.
     timed(&hooked, "warm-hooked");
     timed(&plain, "warm-plain");
     let (mut with_hook, mut without) = (Vec::new(), Vec::new());

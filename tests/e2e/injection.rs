@@ -6,7 +6,7 @@
 //! daemon is never touched.
 
 use crate::support::daemon::SecondDaemon;
-use crate::support::{eval, fixtures, nix_attach, nix_honours_pre_build_hook_paths, nix_string, release, unique_name, Drv};
+use crate::support::{daemon_takes_pre_build_hook_paths, eval, fixtures, nix_attach, nix_string, release, unique_name, Drv};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -19,11 +19,20 @@ fn hookless(prefix: &str, phase: &str) -> Drv {
 const STATE: &str =
     "myHelper() { echo helper; }\nlocal phaseLocal=kept\ndeclare -a arr=(a 'b c')\nmkdir -p src && cd src\numask 0027\nsh -c 'exit 3'";
 
+/// What the Linux stdenv fixture's setup hooks leave in a build: a file
+/// hook's fixup step, patchelf's function and fixup step, and the
+/// cc-wrapper's variables, one read from its nix-support/ through a link;
+/// its `cc` reads its flags from there too.
+const SETUP_HOOKS_WORK: (&str, &str) = (
+    "declare -F patchELF _auditTmpdir; echo \"${postFixupHooks[*]}|${#fixupOutputHooks[@]}|${NIX_CC#/nix/store/*-}|$ccWrapperFlags\"; cc -c x.c",
+    "patchELF\n_auditTmpdir\n_auditTmpdir|1|cc-wrapper-fixture|-O2 -fixture-cflag\ncc -O2 -fixture-cflag -L/fixture-libc -c x.c\n",
+);
+
 #[test]
 fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_state() {
     let daemon = SecondDaemon::hooked();
-    if !nix_honours_pre_build_hook_paths() {
-        return where_nix_ignores_the_hook_the_build_is_untouched_and_the_wrapper_offers_retry(&daemon);
+    if !daemon_takes_pre_build_hook_paths() {
+        return where_nix_drops_the_hooks_paths_the_build_is_untouched_and_the_wrapper_offers_retry(&daemon);
     }
     let drv = hookless("injected", STATE);
     let mut build = daemon.wrapped(&drv);
@@ -34,37 +43,96 @@ fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_
         eval(&paused.id, "myHelper; echo $phaseLocal; printf '%s|' \"${arr[@]}\"; echo; echo $PWD; umask"),
         "helper\nkept\na|b c|\n/build/src\n0027\n"
     );
+    assert_eq!(eval(&paused.id, SETUP_HOOKS_WORK.0), SETUP_HOOKS_WORK.1, "the stdenv's setup hooks did not all do their work");
     let finished = release(build, &paused);
     assert!(!finished.status.success());
     assert!(finished.log.contains("failed with exit code 3") && finished.log.contains("Running phase: buildPhase"), "{}", finished.log);
-    assert!(finished.log.contains("nix-attach: failing builds pause even without the attach hook"), "{}", finished.log);
+    assert!(finished.log.contains("nix-attach: failing stdenv builds pause even without the attach hook"), "{}", finished.log);
+    assert_eq!(finished.log.matches("building '").count(), 1, "built twice:\n{}", finished.log);
+    assert!(!finished.log.contains("nix-attach retry"), "{}", finished.log);
     assert_inputs_intact(&drv);
 }
 
+#[test]
+fn where_the_only_setup_hook_package_is_the_compiler_its_nix_support_is_whole_inside() {
+    let drv = hookless("compiler-only", "sh -c 'exit 3'").attr("fixtureStdenv", "compiler-only");
+    let inside = "cc -c x.c; echo \"$ccWrapperTarget|$ccWrapperFlags\"; cd $NIX_CC/nix-support && stat -c '%n %a' add-flags.sh cc-cflags && readlink cflags-link";
+    let seen =
+        "cc -O2 -fixture-cflag -L/fixture-libc -c x.c\nfixture-linux|-O2 -fixture-cflag\nadd-flags.sh 555\ncc-cflags 444\ncc-cflags\n";
+    assert_pauses_injected(&drv, inside, seen);
+}
+
+#[test]
+fn where_the_stdenv_has_only_file_hooks_a_package_of_the_build_carries_the_hook() {
+    let drv = hookless("files-only-stdenv", "sh -c 'exit 3'").attr("fixtureStdenv", "files-only").input("f.patchelf");
+    assert_pauses_injected(&drv, "declare -F patchELF _auditTmpdir", "patchELF\n_auditTmpdir\n");
+}
+
+/// Where the daemon takes the hook's paths, `drv` pauses through a daemon
+/// with the hook, a session there sees `seen` from `command`, and every
+/// input is intact after the build.
+fn assert_pauses_injected(drv: &Drv, command: &str, seen: &str) {
+    if !daemon_takes_pre_build_hook_paths() {
+        return;
+    }
+    let daemon = SecondDaemon::hooked();
+    let mut build = daemon.wrapped(drv);
+    let paused = build.paused();
+    assert_eq!(eval(&paused.id, command), seen);
+    release(build, &paused);
+    assert_inputs_intact(drv);
+}
+
+#[test]
+fn a_stdenv_build_with_no_setup_hook_package_fails_at_once_and_the_wrapper_says_why_and_offers_retry() {
+    let daemon = SecondDaemon::hooked();
+    let drv = hookless("no-hook-package", "sh -c 'exit 3'").attr("fixtureStdenv", "files-only");
+    let finished = daemon.wrapped(&drv).finish();
+    assert!(!finished.status.success() && finished.log.contains("failed with exit code 3"), "{}", finished.log);
+    assert!(!finished.log.contains("attach with"), "it paused:\n{}", finished.log);
+    let why = if daemon_takes_pre_build_hook_paths() {
+        "failed without pausing (none of its inputs has a nix-support/setup-hook that the daemon's pre-build hook could extend); \
+         to enter it, build it again so that it pauses: nix-attach retry "
+    } else {
+        "failed without pausing; to enter it, build it again so that it pauses: nix-attach retry "
+    };
+    assert_eq!(finished.log.matches(why).count(), 1, "{}", finished.log);
+}
+
 /// Every store path among `drv`'s inputs still has the content the store
-/// recorded for it: the hook's mounts over the stdenv changed nothing there
-/// (Nix truncates a file that a file is mounted over).
+/// recorded for it: the hook's mounts inside an input changed nothing
+/// there (Nix makes a missing target, and truncates a file that a file is
+/// mounted over).
 fn assert_inputs_intact(drv: &Drv) {
     let drv_path = drv.instantiate();
-    let requisites = Command::new("nix-store").args(["--query", "--requisites", &drv_path]).env("NIX_REMOTE", "daemon").output().unwrap();
+    let requisites = Command::new("nix-store")
+        .args(["--query", "--requisites", "--include-outputs", &drv_path])
+        .env("NIX_REMOTE", "daemon")
+        .output()
+        .unwrap();
     let paths: Vec<String> =
         String::from_utf8_lossy(&requisites.stdout).lines().filter(|path| !path.ends_with(".drv")).map(String::from).collect();
-    assert!(paths.iter().any(|path| path.ends_with("-stdenv-fixture")), "no stdenv among {paths:?}");
+    assert!(paths.iter().any(|path| path.contains("-stdenv-fixture")), "no stdenv among {paths:?}");
+    let packages = ["-patchelf-fixture", "-cc-wrapper-fixture"];
+    assert!(
+        paths.iter().any(|path| packages.iter().any(|package| path.ends_with(package))),
+        "no package with a setup hook among {paths:?}"
+    );
     let verified = Command::new("nix-store").arg("--verify-path").args(&paths).env("NIX_REMOTE", "daemon").output().unwrap();
     assert!(verified.status.success(), "an input changed: {}", String::from_utf8_lossy(&verified.stderr));
 }
 
-/// On a release that lets an input win over the hook's paths (Nix 2.30
-/// and later), the build runs as it is and fails at once; the wrapper says
-/// so once the hook has found which Nix runs it, and offers a retry.
-fn where_nix_ignores_the_hook_the_build_is_untouched_and_the_wrapper_offers_retry(daemon: &SecondDaemon) {
+/// On a release that drops what the pre-build hook prints (Lix 2.93 and
+/// later), the build runs as it is and fails at once; the wrapper says so
+/// once the hook has found which Nix runs it, and offers a retry.
+fn where_nix_drops_the_hooks_paths_the_build_is_untouched_and_the_wrapper_offers_retry(daemon: &SecondDaemon) {
     let drv = hookless("ignored", STATE);
     let first = daemon.plain(&drv).finish();
     assert!(!first.status.success() && !first.log.contains("nix-attach"), "{}", first.log);
     let finished = daemon.wrapped(&drv).finish();
     assert!(!finished.status.success() && finished.log.contains("failed with exit code 3"), "{}", finished.log);
     assert!(!finished.log.contains("attach with"), "it paused:\n{}", finished.log);
-    assert!(finished.log.contains("lets an input win over the pre-build hook's paths"), "{}", finished.log);
+    assert!(finished.log.contains("drops what the pre-build hook prints"), "{}", finished.log);
     let retry = format!("{} failed without pausing; to enter it, build it again so that it pauses: nix-attach retry ", drv.name);
     assert!(finished.log.contains(&retry), "{}", finished.log);
     assert_inputs_intact(&drv);
@@ -131,6 +199,11 @@ fn a_builder_that_is_not_the_stdenv_is_left_alone() {
     let finished = daemon.build(&name, &expression, nix_attach(), &["run", "--no-enter", "--", "nix-build"]).finish();
     assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
     assert!(!finished.log.contains("attach with"), "{}", finished.log);
+    if daemon_takes_pre_build_hook_paths() {
+        let why = "failed without pausing (it is not a stdenv build, which the daemon's pre-build hook leaves alone); \
+                   to enter it, build it again so that it pauses: nix-attach retry ";
+        assert!(finished.log.contains(why), "{}", finished.log);
+    }
 }
 
 #[test]
@@ -144,16 +217,19 @@ fn a_passing_build_under_the_injection_is_bit_identical() {
 }
 
 #[test]
-fn where_the_daemon_would_not_honour_the_hook_it_prints_nothing() {
+fn where_the_daemon_drops_the_hooks_output_it_prints_nothing() {
     // The daemon's Nix is asked its version once and the answer kept in
-    // the cache; here the cache says Nix 2.30, where the input wins.
+    // the cache; here the cache says Lix 2.93, which drops the hook's output.
     let daemon = SecondDaemon::hooked();
     let nix = std::fs::metadata("/usr/bin/nix").unwrap();
     use std::os::unix::fs::MetadataExt;
     let cache = daemon.dir.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
-    std::fs::write(cache.join(format!("version-{}-{}-{}-{}", nix.dev(), nix.ino(), nix.size(), nix.mtime())), "nix (Nix) 2.30.0\n")
-        .unwrap();
+    std::fs::write(
+        cache.join(format!("version-{}-{}-{}-{}", nix.dev(), nix.ino(), nix.size(), nix.mtime())),
+        "nix (Lix, like Nix) 2.93.0\n",
+    )
+    .unwrap();
     let finished = daemon.wrapped(&hookless("not-honoured", "sh -c 'exit 3'")).finish();
     assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
     assert!(!finished.log.contains("attach with"), "{}", finished.log);

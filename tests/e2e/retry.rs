@@ -6,7 +6,7 @@
 use crate::support::daemon::SecondDaemon;
 use crate::support::pty::Terminal;
 use crate::support::{
-    eval, exec, fixtures, instantiate, nix_attach, nix_attach_cmd, nix_honours_pre_build_hook_paths, nix_string, release, unique_name,
+    daemon_takes_pre_build_hook_paths, eval, exec, fixtures, instantiate, nix_attach, nix_attach_cmd, nix_string, release, unique_name,
     Build, Drv, Paused,
 };
 use std::process::Command;
@@ -266,7 +266,7 @@ fn where_the_daemon_injects_the_hook_the_same_derivation_is_built_again_and_else
     let mut build = Build::spawn(&drv.name, command);
     let paused = build.paused();
     let out = vec![eval(&paused.id, "echo \"$out\"").trim().to_string()];
-    if nix_honours_pre_build_hook_paths() {
+    if daemon_takes_pre_build_hook_paths() {
         assert!(build.log().contains("again, as it is"), "{}", build.log());
         assert_eq!(outputs_of(&drv_path), out, "not the same derivation");
     } else {

@@ -4,20 +4,23 @@
 //! - `hook-<binary>/`: the attach hook, its agent path pointing at this
 //!   directory's place in the sandbox, and the static agent (this very
 //!   binary, which is linked statically);
-//! - `shadow-<stdenv>/`: a copy of a stdenv's files, whose `setup` sources
-//!   the attach hook after its own code, as a setup hook from the inputs
-//!   would be. A build that reads any other file of `$stdenv` reads the
-//!   same bytes.
+//! - `nix-support-<input>/`: a copy of an input's `nix-support/`
+//!   directory, every file with its mode and every link as it is, whose
+//!   `setup-hook` sources the attach hook and then goes on with its own
+//!   text (first, so that a hook that returns early cannot skip it). A
+//!   build, or a wrapper it runs, that reads any other file there reads
+//!   the same bytes.
 //!
 //! Everything is made in a private directory and renamed into place, so a
 //! build never sees half of it; it is owned by root and read-only, so no
-//! build can change it. A stdenv is copied only within bounds (its files
-//! are small), links are copied as links and never followed.
+//! build can change it. A directory is copied only within bounds (its
+//! files are small), links are copied as links and never followed.
 //!
-//! The cache stays bounded: before a shadow is made, the shadows of
-//! stdenvs no longer in the store (collected as garbage, so no build runs
-//! with them) are removed, and no more than [`MAX_SHADOWS`] are kept; past
-//! that, builds with a new stdenv go on without the attach hook.
+//! The cache stays bounded: before a shadow is made, the shadows of inputs
+//! no longer in the store (collected as garbage, so no build runs with
+//! them) are removed, with those an older release made of whole stdenvs;
+//! no more than [`MAX_SHADOWS`] are kept, and past that, builds with a new
+//! input go on without the attach hook.
 
 use nix::dir::Dir;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
@@ -31,13 +34,17 @@ use std::path::{Path, PathBuf};
 
 /// Where the files appear inside the sandbox.
 pub const SANDBOX_DIR: &str = "/nix-attach";
-/// The most a stdenv may hold to be copied.
-const MAX_STDENV_BYTES: u64 = 8 * 1024 * 1024;
-const MAX_STDENV_ENTRIES: usize = 1000;
+/// The directory of an input that the shadow goes over.
+pub const SUPPORT: &str = "nix-support";
+/// The most a `nix-support/` directory may hold to be copied.
+const MAX_SUPPORT_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_SUPPORT_ENTRIES: usize = 1000;
 /// The most shadows the cache holds (so at most 512 MiB of them).
 pub const MAX_SHADOWS: usize = 64;
-/// The start of a shadow's name in the cache; the rest is its stdenv's.
-const SHADOW_PREFIX: &str = "shadow-";
+/// The start of a shadow's name in the cache; the rest is its input's.
+const SHADOW_PREFIX: &str = "nix-support-";
+/// The start of the names of the whole-stdenv shadows of older releases.
+const OLD_SHADOW_PREFIX: &str = "shadow-";
 /// The attach hook, as the repository ships it.
 pub const HOOK: &str = include_str!("../../../setup-hooks/attach-hook.sh");
 
@@ -45,13 +52,13 @@ pub const HOOK: &str = include_str!("../../../setup-hooks/attach-hook.sh");
 pub enum FilesError {
     #[error("cannot prepare {0}")]
     Io(PathBuf, #[source] std::io::Error),
-    #[error("the stdenv {0} is too large to copy ({MAX_STDENV_ENTRIES} entries, {MAX_STDENV_BYTES} bytes at most)")]
+    #[error("{0} is too large to copy ({MAX_SUPPORT_ENTRIES} entries, {MAX_SUPPORT_BYTES} bytes at most)")]
     TooLarge(PathBuf),
-    #[error("the stdenv {0} holds something other than files, directories and links")]
+    #[error("{0} holds something other than files, directories and links")]
     Special(PathBuf),
-    #[error("the stdenv {0} has no setup file")]
-    NoSetup(PathBuf),
-    #[error("the cache {0} holds {MAX_SHADOWS} shadows of stdenvs still in the store; remove some, or collect garbage")]
+    #[error("{0} has no setup-hook file")]
+    NoSetupHook(PathBuf),
+    #[error("the cache {0} holds {MAX_SHADOWS} shadows of inputs still in the store; remove some, or collect garbage")]
     CacheFull(PathBuf),
 }
 
@@ -81,47 +88,56 @@ pub fn hook_dir(cache: &Path) -> Result<PathBuf, FilesError> {
     })
 }
 
-/// The shadow of the stdenv at `stdenv`, one of the build's inputs (a store
-/// path, immutable, whose name is unique).
-pub fn shadow_stdenv(cache: &Path, stdenv: &Path) -> Result<PathBuf, FilesError> {
-    let name = stdenv.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+/// The shadow of the `nix-support/` directory of `input`, one of the
+/// build's inputs (a store path, immutable, whose name is unique).
+pub fn shadow_support(cache: &Path, input: &Path) -> Result<PathBuf, FilesError> {
+    let name = input.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let dir = cache.join(format!("{SHADOW_PREFIX}{name}"));
     if !dir.is_dir() {
-        make_room(cache, stdenv.parent().unwrap_or(Path::new("/")))?;
+        make_room(cache, input.parent().unwrap_or(Path::new("/")))?;
     }
+    let support = input.join(SUPPORT);
     prepared(&dir, |staging| {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let top = nix::fcntl::open(stdenv, flags, Mode::empty()).map_err(|errno| FilesError::Io(stdenv.into(), errno.into()))?;
-        let mut budget = (MAX_STDENV_ENTRIES, MAX_STDENV_BYTES);
+        let opened = nix::fcntl::open(input, flags, Mode::empty()).and_then(|top| openat(&top, SUPPORT, flags, Mode::empty()));
+        let top = opened.map_err(|errno| FilesError::Io(support.clone(), errno.into()))?;
+        let mut budget = (MAX_SUPPORT_ENTRIES, MAX_SUPPORT_BYTES);
         copy_tree(&top, staging, &mut budget).map_err(|err| match err {
-            CopyError::Io(err) => FilesError::Io(stdenv.into(), err),
-            CopyError::TooLarge => FilesError::TooLarge(stdenv.into()),
-            CopyError::Special => FilesError::Special(stdenv.into()),
+            CopyError::Io(err) => FilesError::Io(support.clone(), err),
+            CopyError::TooLarge => FilesError::TooLarge(support.clone()),
+            CopyError::Special => FilesError::Special(support.clone()),
         })?;
-        // The copy is root's own, in a private directory; `setup` must be a
-        // regular file there (a link, copied as a link, is refused).
-        let setup = staging.join("setup");
-        let is_file = std::fs::symlink_metadata(&setup).is_ok_and(|meta| meta.file_type().is_file());
-        let original = if is_file { std::fs::read_to_string(&setup).ok() } else { None };
-        let original = original.ok_or_else(|| FilesError::NoSetup(stdenv.into()))?;
-        let hooked = format!(
-            "{original}\n# Added by nix-attach's pre-build hook: a failing build pauses, as with attachHook in nativeBuildInputs.\n\
-             source {SANDBOX_DIR}/attach-hook.sh\n"
-        );
-        std::fs::write(&setup, hooked).map_err(io(&setup))?;
+        // The copy is root's own, in a private directory; `setup-hook` must
+        // be a regular file there (a link, copied as a link, is refused).
+        let hook = staging.join("setup-hook");
+        let is_file = std::fs::symlink_metadata(&hook).is_ok_and(|meta| meta.file_type().is_file());
+        let original = if is_file { std::fs::read(&hook).ok() } else { None };
+        let original = original.ok_or_else(|| FilesError::NoSetupHook(support.clone()))?;
+        let mut hooked = format!(
+            "# Added by nix-attach's pre-build hook: a failing build pauses, as with attachHook in nativeBuildInputs.\n\
+             if [[ -f {SANDBOX_DIR}/attach-hook.sh ]]; then source {SANDBOX_DIR}/attach-hook.sh; fi\n"
+        )
+        .into_bytes();
+        hooked.extend_from_slice(&original);
+        std::fs::write(&hook, hooked).map_err(io(&hook))?;
         Ok(())
     })
 }
 
-/// Removes the shadows whose stdenv is no longer in `store`, then checks
-/// that there is room for one more.
+/// Removes the shadows whose input is no longer in `store`, and those of
+/// older releases, then checks that there is room for one more.
 fn make_room(cache: &Path, store: &Path) -> Result<(), FilesError> {
     let Ok(entries) = std::fs::read_dir(cache) else { return Ok(()) };
     let mut kept = 0;
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(stdenv) = file_name.to_str().and_then(|name| name.strip_prefix(SHADOW_PREFIX)) else { continue };
-        if store.join(stdenv).symlink_metadata().is_ok() {
+        let Some(name) = file_name.to_str() else { continue };
+        let input = match (name.strip_prefix(SHADOW_PREFIX), name.starts_with(OLD_SHADOW_PREFIX)) {
+            (Some(input), _) => Some(input),
+            (None, true) => None,
+            (None, false) => continue,
+        };
+        if input.is_some_and(|input| store.join(input).symlink_metadata().is_ok()) {
             kept += 1;
         } else {
             let _ = make_writable(&entry.path());
@@ -255,74 +271,85 @@ mod tests {
         dir
     }
 
+    /// An input named `name` in the store `store`, whose nix-support/
+    /// holds a setup-hook.
+    fn input_in(store: &Path, name: &str) -> PathBuf {
+        let input = store.join(name);
+        std::fs::create_dir_all(input.join(SUPPORT)).unwrap();
+        std::fs::write(input.join("nix-support/setup-hook"), "").unwrap();
+        input
+    }
+
     #[test]
-    fn a_shadow_stdenv_has_the_same_files_and_a_setup_that_sources_the_hook_last() {
+    fn a_shadow_has_every_file_mode_and_link_and_a_setup_hook_that_sources_the_attach_hook_first() {
         let root = scratch("shadow");
-        let stdenv = root.join("abc-stdenv");
-        std::fs::create_dir_all(stdenv.join("nix-support")).unwrap();
-        std::fs::write(stdenv.join("setup"), "echo original setup\n").unwrap();
-        std::fs::write(stdenv.join("nix-support/propagated"), "x").unwrap();
-        std::os::unix::fs::symlink("/nowhere", stdenv.join("link")).unwrap();
-        let shadow = shadow_stdenv(&root.join("cache"), &stdenv).unwrap();
-        let setup = std::fs::read_to_string(shadow.join("setup")).unwrap();
-        assert!(setup.starts_with("echo original setup\n") && setup.ends_with("source /nix-attach/attach-hook.sh\n"), "{setup}");
-        assert_eq!(std::fs::read(shadow.join("nix-support/propagated")).unwrap(), b"x");
-        assert_eq!(std::fs::read_link(shadow.join("link")).unwrap(), Path::new("/nowhere"));
+        let input = input_in(&root, "abc-cc-wrapper");
+        std::fs::write(input.join("nix-support/setup-hook"), "echo original hook\n").unwrap();
+        std::fs::write(input.join("nix-support/cc-cflags"), "-O2").unwrap();
+        std::fs::set_permissions(input.join("nix-support/cc-cflags"), std::fs::Permissions::from_mode(0o555)).unwrap();
+        std::fs::create_dir(input.join("nix-support/deeper")).unwrap();
+        std::os::unix::fs::symlink("cc-cflags", input.join("nix-support/link")).unwrap();
+        std::fs::write(input.join("outside"), "not copied").unwrap();
+        let shadow = shadow_support(&root.join("cache"), &input).unwrap();
+        let hook = std::fs::read_to_string(shadow.join("setup-hook")).unwrap();
+        assert!(hook.contains("source /nix-attach/attach-hook.sh") && hook.ends_with("\necho original hook\n"), "{hook}");
+        assert_eq!(std::fs::read(shadow.join("cc-cflags")).unwrap(), b"-O2");
+        assert_eq!(std::fs::metadata(shadow.join("cc-cflags")).unwrap().permissions().mode() & 0o777, 0o555);
+        assert!(shadow.join("deeper").is_dir());
+        assert_eq!(std::fs::read_link(shadow.join("link")).unwrap(), Path::new("cc-cflags"));
+        assert!(!shadow.join("outside").exists(), "only nix-support/ is copied");
         assert_eq!(std::fs::metadata(&shadow).unwrap().permissions().mode() & 0o777, 0o555);
-        assert_eq!(shadow_stdenv(&root.join("cache"), &stdenv).unwrap(), shadow, "made once, then reused");
+        assert_eq!(shadow_support(&root.join("cache"), &input).unwrap(), shadow, "made once, then reused");
         let _ = make_writable(&root);
         let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
-    fn a_setup_or_a_stdenv_that_is_a_link_is_never_followed() {
+    fn a_setup_hook_or_a_nix_support_that_is_a_link_is_never_followed() {
         let root = scratch("links");
         let secret = root.join("secret");
         std::fs::write(&secret, "root's only\n").unwrap();
-        let linked_setup = root.join("abc-stdenv");
-        std::fs::create_dir_all(&linked_setup).unwrap();
-        std::os::unix::fs::symlink(&secret, linked_setup.join("setup")).unwrap();
-        assert!(matches!(shadow_stdenv(&root.join("cache"), &linked_setup), Err(FilesError::NoSetup(_))));
+        let linked_hook = input_in(&root, "abc-patchelf");
+        std::fs::remove_file(linked_hook.join("nix-support/setup-hook")).unwrap();
+        std::os::unix::fs::symlink(&secret, linked_hook.join("nix-support/setup-hook")).unwrap();
+        assert!(matches!(shadow_support(&root.join("cache"), &linked_hook), Err(FilesError::NoSetupHook(_))));
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root's only\n", "the link's target was written");
-        let linked_stdenv = root.join("def-stdenv");
-        std::os::unix::fs::symlink(&linked_setup, &linked_stdenv).unwrap();
-        assert!(matches!(shadow_stdenv(&root.join("cache"), &linked_stdenv), Err(FilesError::Io(..))));
+        let linked_support = root.join("def-patchelf");
+        std::fs::create_dir(&linked_support).unwrap();
+        std::os::unix::fs::symlink(linked_hook.join(SUPPORT), linked_support.join(SUPPORT)).unwrap();
+        assert!(matches!(shadow_support(&root.join("cache"), &linked_support), Err(FilesError::Io(..))));
+        let linked_input = root.join("ghi-patchelf");
+        std::os::unix::fs::symlink(&linked_hook, &linked_input).unwrap();
+        assert!(matches!(shadow_support(&root.join("cache"), &linked_input), Err(FilesError::Io(..))));
         let _ = make_writable(&root);
         let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
-    fn a_stdenv_without_setup_or_too_large_is_not_copied() {
+    fn a_nix_support_without_setup_hook_or_too_large_is_not_copied() {
         let root = scratch("bad");
-        let stdenv = root.join("def-stdenv");
-        std::fs::create_dir_all(&stdenv).unwrap();
-        assert!(matches!(shadow_stdenv(&root.join("cache"), &stdenv), Err(FilesError::NoSetup(_))));
-        let big = root.join("big-stdenv");
-        std::fs::create_dir_all(&big).unwrap();
-        std::fs::write(big.join("setup"), "").unwrap();
-        std::fs::File::create(big.join("huge")).unwrap().set_len(MAX_STDENV_BYTES + 1).unwrap();
-        assert!(matches!(shadow_stdenv(&root.join("cache"), &big), Err(FilesError::TooLarge(_))));
+        let input = root.join("def-input");
+        std::fs::create_dir_all(input.join(SUPPORT)).unwrap();
+        assert!(matches!(shadow_support(&root.join("cache"), &input), Err(FilesError::NoSetupHook(_))));
+        let big = input_in(&root, "big-input");
+        std::fs::File::create(big.join("nix-support/huge")).unwrap().set_len(MAX_SUPPORT_BYTES + 1).unwrap();
+        assert!(matches!(shadow_support(&root.join("cache"), &big), Err(FilesError::TooLarge(_))));
         assert_eq!(std::fs::read_dir(root.join("cache")).unwrap().count(), 0, "nothing half-made is left");
         let _ = std::fs::remove_dir_all(&root);
     }
 
-    /// A stdenv named `name` in the store `store`.
-    fn stdenv_in(store: &Path, name: &str) -> PathBuf {
-        let stdenv = store.join(name);
-        std::fs::create_dir_all(&stdenv).unwrap();
-        std::fs::write(stdenv.join("setup"), "").unwrap();
-        stdenv
-    }
-
     #[test]
-    fn the_shadow_of_a_stdenv_that_left_the_store_is_removed_when_another_is_made() {
+    fn the_shadow_of_an_input_that_left_the_store_is_removed_when_another_is_made() {
         let root = scratch("collected");
         let (store, cache) = (root.join("store"), root.join("cache"));
-        let collected = shadow_stdenv(&cache, &stdenv_in(&store, "abc-stdenv")).unwrap();
-        let kept = shadow_stdenv(&cache, &stdenv_in(&store, "def-stdenv")).unwrap();
-        std::fs::remove_dir_all(store.join("abc-stdenv")).unwrap();
-        let new = shadow_stdenv(&cache, &stdenv_in(&store, "ghi-stdenv")).unwrap();
-        assert!(!collected.exists(), "the shadow of a collected stdenv stays");
+        let collected = shadow_support(&cache, &input_in(&store, "abc-patchelf")).unwrap();
+        let kept = shadow_support(&cache, &input_in(&store, "def-patchelf")).unwrap();
+        let old_release = cache.join("shadow-def-stdenv");
+        std::fs::create_dir_all(&old_release).unwrap();
+        std::fs::remove_dir_all(store.join("abc-patchelf")).unwrap();
+        let new = shadow_support(&cache, &input_in(&store, "ghi-patchelf")).unwrap();
+        assert!(!collected.exists(), "the shadow of a collected input stays");
+        assert!(!old_release.exists(), "an older release's whole-stdenv shadow stays");
         assert!(kept.is_dir() && new.is_dir());
         let _ = make_writable(&root);
         let _ = std::fs::remove_dir_all(&root);
@@ -333,26 +360,24 @@ mod tests {
         let root = scratch("full");
         let (store, cache) = (root.join("store"), root.join("cache"));
         for i in 0..MAX_SHADOWS {
-            shadow_stdenv(&cache, &stdenv_in(&store, &format!("{i:03}-stdenv"))).unwrap();
+            shadow_support(&cache, &input_in(&store, &format!("{i:03}-patchelf"))).unwrap();
         }
-        let one_more = stdenv_in(&store, "new-stdenv");
-        assert!(matches!(shadow_stdenv(&cache, &one_more), Err(FilesError::CacheFull(_))));
+        let one_more = input_in(&store, "new-patchelf");
+        assert!(matches!(shadow_support(&cache, &one_more), Err(FilesError::CacheFull(_))));
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), MAX_SHADOWS);
-        assert!(shadow_stdenv(&cache, &store.join("000-stdenv")).is_ok(), "a shadow that is made already is still served");
+        assert!(shadow_support(&cache, &store.join("000-patchelf")).is_ok(), "a shadow that is made already is still served");
         let _ = make_writable(&root);
         let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
-    fn a_stdenv_with_more_entries_than_the_budget_is_not_copied() {
+    fn a_nix_support_with_more_entries_than_the_budget_is_not_copied() {
         let root = scratch("wide");
-        let wide = root.join("wide-stdenv");
-        std::fs::create_dir_all(&wide).unwrap();
-        std::fs::write(wide.join("setup"), "").unwrap();
-        for i in 0..MAX_STDENV_ENTRIES {
-            std::fs::write(wide.join(format!("f{i}")), "").unwrap();
+        let wide = input_in(&root, "wide-input");
+        for i in 0..MAX_SUPPORT_ENTRIES {
+            std::fs::write(wide.join(format!("nix-support/f{i}")), "").unwrap();
         }
-        assert!(matches!(shadow_stdenv(&root.join("cache"), &wide), Err(FilesError::TooLarge(_))));
+        assert!(matches!(shadow_support(&root.join("cache"), &wide), Err(FilesError::TooLarge(_))));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

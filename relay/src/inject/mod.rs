@@ -6,19 +6,26 @@
 //! build, as root, with the derivation's path and the sandbox's root, and
 //! bind-mounts each `TARGET=SOURCE` line it prints after
 //! `extra-sandbox-paths`. For a stdenv build that should pause, this hook
-//! maps a shadow of the build's own `$stdenv` over it, whose `setup`
-//! sources the attach hook, and maps the hook and the static agent at
-//! `/nix-attach` ([`files`]). Only directories are mapped: Nix would first
-//! truncate a file it maps a file over.
+//! chooses an input whose setup hook the stdenv sources ([`input`]), and
+//! maps a shadow of that input's `nix-support/` directory over it, whose
+//! `setup-hook` sources the attach hook first; it maps the hook and the
+//! static agent at `/nix-attach` ([`files`]). Only directories are mapped,
+//! over directories inside an input: Nix would truncate a file it maps a
+//! file over, and the input's own path is one Nix 2.30 and later keep for
+//! the input.
 //!
-//! It takes effect only where the daemon lets the hook's entry win over
-//! an input's ([`version`]); elsewhere it prints nothing. Who pauses
+//! Every Nix from 2.8 takes such paths; Lix 2.93 and later drop the hook's
+//! output ([`version`]), and there it prints nothing. Who pauses
 //! ([`policy`]): by default, only builds that `nix-attach build` or `run`
 //! asked for, as the kernel says of the daemon worker's client. Whatever
 //! goes wrong, it prints nothing, logs one line to the daemon's log and
 //! exits 0: Nix fails the build if a pre-build hook fails.
+//!
+//! Uses: [`crate::derivation`], [`crate::host`], [`crate::nix_conf`],
+//! [`crate::sanitize`].
 
 pub mod files;
+pub mod input;
 pub mod policy;
 pub mod version;
 
@@ -36,16 +43,14 @@ pub const DEFAULT_CACHE: &str = "/nix/var/nix-attach";
 pub enum InjectError {
     #[error(transparent)]
     Derivation(#[from] DerivationError),
-    #[error("the build's `stdenv` {0} is not one of its inputs, a directory directly in the store")]
-    Stdenv(String),
+    #[error(transparent)]
+    Input(#[from] input::InputError),
     #[error("the path {0:?} cannot be written on a line of `TARGET=SOURCE` (it holds `=` or a line break)")]
     Unprintable(PathBuf),
     #[error("the cache {0} must be a directory of root's that nobody else may write")]
     Cache(PathBuf),
     #[error(transparent)]
     Files(#[from] files::FilesError),
-    #[error("cannot read the structured attributes")]
-    StructuredAttrs(#[source] serde_json::Error),
 }
 
 /// Whether the daemon's pre-build hook puts the attach hook into builds
@@ -54,9 +59,9 @@ pub enum InjectError {
 pub enum Injection {
     /// nix.conf (the file named) names no pre-build hook of ours.
     NotConfigured(PathBuf),
-    /// Configured, and the Nix the hook found honours it.
+    /// Configured, and the Nix the hook found takes its paths.
     Honoured(version::Release),
-    /// Configured, but the Nix the hook found lets inputs win.
+    /// Configured, but the Nix the hook found drops its output.
     Ignored(version::Release),
     /// Configured; the hook has not yet run to find the Nix.
     Unknown,
@@ -73,7 +78,7 @@ pub fn injection() -> Injection {
     let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
     let nix = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("nix")).find(|nix| nix.is_file()));
     match nix.and_then(|nix| version::known_release_of(&std::fs::canonicalize(nix).ok()?, &cache)) {
-        Some(release) if release.honours_the_hook() => Injection::Honoured(release),
+        Some(release) if release.takes_hook_paths() => Injection::Honoured(release),
         Some(release) => Injection::Ignored(release),
         None => Injection::Unknown,
     }
@@ -87,15 +92,36 @@ pub fn notice() -> String {
             format!("only builds with the attach hook pause: {} names no {PROGRAM} (see the README, \"No edit at all\")", conf.display())
         }
         Injection::Honoured(release) => {
-            format!("failing builds pause even without the attach hook: the daemon's pre-build hook puts it in ({release})")
+            format!("failing stdenv builds pause even without the attach hook: the daemon's pre-build hook puts it in ({release})")
         }
         Injection::Ignored(release) => {
-            format!("only builds with the attach hook pause: {release} lets an input win over the pre-build hook's paths")
+            format!("only builds with the attach hook pause: {release} drops what the pre-build hook prints")
         }
-        Injection::Unknown => "failing builds pause even without the attach hook where the daemon's Nix honours its pre-build hook \
-                               (Nix 2.8-2.29, Lix 2.90-2.92)"
+        Injection::Unknown => "failing stdenv builds pause even without the attach hook where the daemon's Nix takes its pre-build \
+                               hook's paths (Nix 2.8 and later, Lix 2.90-2.92)"
             .to_string(),
     }
+}
+
+/// Why the failed build `drv_path` did not pause although the injection
+/// is configured here and not known to be dropped, where the hook tells
+/// without running: a build it leaves alone. `None` where it would have
+/// put the hook in, or is off (the wrapper's first line said so).
+pub fn why_unhooked(drv_path: &Path) -> Option<String> {
+    if !matches!(injection(), Injection::Honoured(_) | Injection::Unknown) {
+        return None;
+    }
+    match Derivation::read(drv_path).map_err(InjectError::from).and_then(|drv| Ok(input::setup_hook_input(&drv)?)) {
+        Ok(Ok(_)) => None,
+        Ok(Err(unhooked)) => Some(unhooked.to_string()),
+        Err(err) => Some(format!("the daemon's pre-build hook leaves it alone: {:#}", anyhow::Error::from(err))),
+    }
+}
+
+/// Whether the daemon's pre-build hook would put the attach hook into the
+/// build of `drv`, as far as this machine tells without running it.
+pub fn would_hook(drv: &Derivation) -> bool {
+    matches!(injection(), Injection::Honoured(_)) && input::setup_hook_input(drv).is_ok_and(|input| input.is_ok())
 }
 
 /// Runs the hook for `DRV [SANDBOX]`; always returns 0. With
@@ -160,49 +186,19 @@ fn section(paths: &[(PathBuf, PathBuf)]) -> Result<String, InjectError> {
 /// The sandbox paths that hook the build at `drv`, or none.
 fn paths_for(drv_path: &Path) -> Result<Vec<(PathBuf, PathBuf)>, InjectError> {
     let drv = Derivation::read(drv_path)?;
-    let Some(stdenv) = stdenv_of(&drv)? else { return Ok(Vec::new()) };
+    if input::stdenv_of(&drv)?.is_none() {
+        return Ok(Vec::new());
+    }
     let Some(worker) = daemon_worker() else { return Ok(Vec::new()) };
     let cache = cache_dir()?;
     // The version is a cached file read; who asked takes a socket copy.
-    if !honoured(&worker, &cache) || !policy::Pause::from_env().wants(&worker) {
+    if !takes_hook_paths(&worker, &cache) || !policy::Pause::from_env().wants(&worker) {
         return Ok(Vec::new());
     }
-    let stdenv = input_stdenv(&drv, &stdenv)?;
+    let Ok(input) = input::setup_hook_input(&drv)? else { return Ok(Vec::new()) };
     let hook = files::hook_dir(&cache)?;
-    let shadow = files::shadow_stdenv(&cache, &stdenv)?;
-    Ok(vec![(stdenv, shadow), (PathBuf::from(files::SANDBOX_DIR), hook)])
-}
-
-/// `stdenv`, checked to be one of the build's own inputs: a store path
-/// directly below /nix/store (no `..`, no deeper path), and an output of
-/// one of its input derivations or one of its input sources. Store paths
-/// are immutable and their names unique, so the shadow made for one can
-/// serve every build that uses it. A derivation may not name any other
-/// path as its stdenv.
-fn input_stdenv(drv: &Derivation, stdenv: &str) -> Result<PathBuf, InjectError> {
-    let refused = || InjectError::Stdenv(stdenv.to_string());
-    let name = stdenv.strip_prefix("/nix/store/").filter(|name| is_store_name(name)).ok_or_else(refused)?;
-    let is_source = drv.input_sources.iter().any(|source| source == stdenv);
-    // The derivation that makes `HASH-NAME` is `HASH2-NAME.drv`: only the
-    // inputs with that name are read.
-    let suffix = name.split_once('-').map(|(_, rest)| format!("-{rest}.drv")).ok_or_else(refused)?;
-    let is_output = || {
-        drv.input_derivations.iter().filter(|(path, _)| path.ends_with(&suffix)).any(|(path, used)| {
-            Derivation::read(Path::new(path))
-                .is_ok_and(|input| used.iter().any(|output| input.outputs.get(output).is_some_and(|out| out == stdenv)))
-        })
-    };
-    if !(is_source || is_output()) {
-        return Err(refused());
-    }
-    Ok(PathBuf::from(stdenv))
-}
-
-/// A store path's name: `HASH-NAME`, of the characters Nix allows, and not
-/// `.` or `..`.
-fn is_store_name(name: &str) -> bool {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "+-._?=".contains(c);
-    !name.is_empty() && !name.starts_with('.') && name.chars().all(allowed)
+    let shadow = files::shadow_support(&cache, &input)?;
+    Ok(vec![(input.join(files::SUPPORT), shadow), (PathBuf::from(files::SANDBOX_DIR), hook)])
 }
 
 /// The cache directory (`NIX_ATTACH_CACHE` in the daemon's environment, or
@@ -218,20 +214,6 @@ fn cache_dir() -> Result<PathBuf, InjectError> {
     }
 }
 
-/// The `stdenv` of a stdenv build run by bash: from its environment, or
-/// from its structured attributes. `None` for any other build.
-pub fn stdenv_of(drv: &Derivation) -> Result<Option<String>, InjectError> {
-    if !drv.runs_bash() {
-        return Ok(None);
-    }
-    if let Some(stdenv) = drv.env.get("stdenv") {
-        return Ok(Some(stdenv.clone()));
-    }
-    let Some(json) = drv.env.get("__json") else { return Ok(None) };
-    let attrs: serde_json::Value = serde_json::from_str(json).map_err(InjectError::StructuredAttrs)?;
-    Ok(attrs.get("stdenv").and_then(|stdenv| stdenv.as_str()).map(String::from))
-}
-
 /// The daemon worker that runs this hook: our parent, a Nix program of
 /// root's.
 fn daemon_worker() -> Option<Process> {
@@ -240,38 +222,14 @@ fn daemon_worker() -> Option<Process> {
     (facts.uid == 0 && facts.euid == 0 && crate::host::builders::is_nix_program(&worker)).then_some(worker)
 }
 
-/// Whether the worker's Nix lets the hook's entries replace inputs.
-fn honoured(worker: &Process, cache: &Path) -> bool {
-    worker.program().ok().and_then(|program| version::release_of(&program, cache)).is_some_and(|release| release.honours_the_hook())
+/// Whether the worker's Nix takes the hook's sandbox paths.
+fn takes_hook_paths(worker: &Process, cache: &Path) -> bool {
+    worker.program().ok().and_then(|program| version::release_of(&program, cache)).is_some_and(|release| release.takes_hook_paths())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn with_stdenv(stdenv: &str, sources: &[&str]) -> Derivation {
-        Derivation {
-            input_sources: sources.iter().map(|source| source.to_string()).collect(),
-            env: [("stdenv".to_string(), stdenv.to_string())].into(),
-            ..Derivation::default()
-        }
-    }
-
-    #[test]
-    fn only_a_stdenv_that_is_an_input_directly_in_the_store_is_taken() {
-        let ok = "/nix/store/0123-stdenv-linux";
-        assert!(input_stdenv(&with_stdenv(ok, &[ok]), ok).is_ok());
-        assert!(input_stdenv(&with_stdenv(ok, &[]), ok).is_err(), "not an input");
-        for bad in [
-            "/nix/store/0123-x/deeper-stdenv-linux",
-            "/nix/store/../../tmp/x",
-            "/tmp/0123-stdenv",
-            "/nix/store/0123-a\n/host=/",
-            "/nix/store/..",
-        ] {
-            assert!(input_stdenv(&with_stdenv(bad, &[bad]), bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn a_path_with_a_line_break_or_an_equals_sign_is_never_printed() {

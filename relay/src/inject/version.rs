@@ -1,11 +1,11 @@
-//! Whether the daemon that runs the pre-build hook lets the hook's sandbox
-//! paths replace an input's.
+//! Whether the daemon that runs the pre-build hook takes the sandbox paths
+//! it prints at all.
 //!
-//! Nix 2.8 to 2.29 and Lix 2.90 to 2.92 put the inputs in the sandbox map
-//! first and the hook's entries after them, so the hook's entry for the
-//! stdenv wins. Nix 2.30 and later write the inputs after the hook (the
-//! input wins, silently); Lix 2.93 and later drop the hook's output. The
-//! version is asked of the daemon's own program (`--version`) once per
+//! Every Nix from 2.8 mounts them, and Lix 2.90 to 2.92. (Nix 2.30 and
+//! later let an input's own entry win over the hook's for the same path;
+//! the hook maps a directory inside an input, which no input names, so
+//! that changes nothing here.) Lix 2.93 and later drop the hook's output.
+//! The version is asked of the daemon's own program (`--version`) once per
 //! program file, and remembered.
 
 use std::os::unix::fs::MetadataExt;
@@ -31,10 +31,11 @@ impl Release {
         Some(Release { lix, major, minor })
     }
 
-    /// Whether a pre-build hook's entry replaces an input's in the sandbox.
-    pub fn honours_the_hook(&self) -> bool {
+    /// Whether the sandbox gets the paths a pre-build hook prints.
+    pub fn takes_hook_paths(&self) -> bool {
         match (self.lix, self.major, self.minor) {
-            (false, 2, minor) => (8..=29).contains(&minor),
+            (false, 2, minor) => minor >= 8,
+            (false, major, _) => major > 2,
             (true, 2, minor) => (90..=92).contains(&minor),
             _ => false,
         }
@@ -101,26 +102,26 @@ fn version_output(program: &Path) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn honours(version: &str) -> bool {
-        Release::parse(version).unwrap().honours_the_hook()
+    fn takes(version: &str) -> bool {
+        Release::parse(version).unwrap().takes_hook_paths()
     }
 
     #[test]
-    fn nix_2_8_to_2_29_and_lix_2_90_to_2_92_honour_the_hook() {
-        assert!(honours("nix (Nix) 2.8.0"));
-        assert!(honours("nix (Nix) 2.29.1\n"));
-        assert!(honours("nix (Lix, like Nix) 2.91.1"));
-        assert!(honours("nix (Lix, like Nix) 2.92.0"));
+    fn every_nix_from_2_8_and_lix_2_90_to_2_92_take_the_hooks_paths() {
+        assert!(takes("nix (Nix) 2.8.0"));
+        assert!(takes("nix (Nix) 2.29.1\n"));
+        assert!(takes("nix (Nix) 2.30.0"));
+        assert!(takes("nix (Nix) 2.34.8"));
+        assert!(takes("nix (Nix) 3.0.0"));
+        assert!(takes("nix (Lix, like Nix) 2.91.1"));
+        assert!(takes("nix (Lix, like Nix) 2.92.0"));
     }
 
     #[test]
-    fn later_and_earlier_releases_do_not() {
-        assert!(!honours("nix (Nix) 2.30.0"));
-        assert!(!honours("nix (Nix) 2.31.2"));
-        assert!(!honours("nix (Nix) 2.7.0"));
-        assert!(!honours("nix (Lix, like Nix) 2.93.0"));
-        assert!(!honours("nix (Lix, like Nix) 2.94.1"));
-        assert!(!honours("nix (Nix) 3.0.0"));
+    fn lix_from_2_93_and_nix_before_2_8_do_not() {
+        assert!(!takes("nix (Nix) 2.7.0"));
+        assert!(!takes("nix (Lix, like Nix) 2.93.0"));
+        assert!(!takes("nix (Lix, like Nix) 2.95.3"));
     }
 
     #[test]

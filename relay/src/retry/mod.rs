@@ -23,7 +23,7 @@ pub mod store;
 pub mod target;
 
 use crate::derivation::{Derivation, DerivationError};
-use crate::inject::{self, files::HOOK, Injection};
+use crate::inject::{self, files::HOOK};
 use crate::wrapper;
 use carrier::{Carrier, CarrierError};
 use copy::{Attributes, CopyError};
@@ -113,7 +113,7 @@ pub fn plan(drv_path: &Path) -> Result<Plan, RetryError> {
     if !gone.is_empty() {
         return Err(RetryError::Gone { drv: drv_path.to_path_buf(), gone: gone.join(", ") });
     }
-    if matches!(inject::injection(), Injection::Honoured(_)) && inject::stdenv_of(&drv).ok().flatten().is_some() {
+    if inject::would_hook(&drv) {
         return Ok(Plan::Same(drv_path.to_path_buf()));
     }
     let name = name_of(drv_path);

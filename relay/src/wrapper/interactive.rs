@@ -161,18 +161,18 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
 async fn choose_retries(unpaused: Vec<PathBuf>, options: &Options) -> anyhow::Result<Vec<PathBuf>> {
     let mut chosen = Vec::new();
     for drv in unpaused {
-        let name = crate::retry::name_of(&drv);
+        let unpaused = super::unpaused_line(&drv);
         let yes = match options.enter {
             Enter::Never => {
                 say(&super::retry_line(&drv));
                 false
             }
             Enter::Always => {
-                say(&format!("{name} failed without pausing; building it again so that it pauses"));
+                say(&format!("{unpaused}; building it again so that it pauses"));
                 true
             }
             Enter::Ask => {
-                let question = format!("{name} failed without pausing; build it again so that it pauses?");
+                let question = format!("{unpaused}; build it again so that it pauses?");
                 matches!(ask(&question, options.release_after).await?, Answer::Enter)
             }
         };

@@ -109,9 +109,15 @@ fn unpaused(failed: &[PathBuf], paused: &HashSet<String>) -> Vec<PathBuf> {
 
 /// What to run to enter `drv`, which failed without pausing.
 fn retry_line(drv: &Path) -> String {
-    format!(
-        "{} failed without pausing; to enter it, build it again so that it pauses: nix-attach retry {}",
-        crate::retry::name_of(drv),
-        drv.display()
-    )
+    format!("{}; to enter it, build it again so that it pauses: nix-attach retry {}", unpaused_line(drv), drv.display())
+}
+
+/// `NAME failed without pausing`, with why where the daemon's pre-build
+/// hook is on and left it alone.
+fn unpaused_line(drv: &Path) -> String {
+    let name = crate::retry::name_of(drv);
+    match crate::inject::why_unhooked(drv) {
+        Some(why) => format!("{name} failed without pausing ({why})"),
+        None => format!("{name} failed without pausing"),
+    }
 }

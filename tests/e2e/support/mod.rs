@@ -21,14 +21,14 @@ pub fn nix_attach() -> &'static str {
     env!("CARGO_BIN_EXE_nix-attach")
 }
 
-/// Whether the Nix of this machine's daemon puts a pre-build hook's paths
-/// over the build's inputs, as `nix --version` names its release: the test
-/// bed runs the specs on more than one.
-pub fn nix_honours_pre_build_hook_paths() -> bool {
+/// Whether the Nix of this machine's daemon mounts the paths a pre-build
+/// hook prints, as `nix --version` names its release: the test bed runs
+/// the specs on more than one.
+pub fn daemon_takes_pre_build_hook_paths() -> bool {
     let output = Command::new("nix").arg("--version").output().expect("run nix --version");
     let text = String::from_utf8_lossy(&output.stdout);
     let release = nix_attach::inject::version::Release::parse(&text).unwrap_or_else(|| panic!("an unknown Nix: {text}"));
-    release.honours_the_hook()
+    release.takes_hook_paths()
 }
 
 /// The directory of the test fixtures.
