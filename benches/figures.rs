@@ -2,7 +2,9 @@
 //! tools people use today, each figure a ratio against a baseline measured
 //! in the same run, on the real daemon. `BENCH_ONLY=injection` runs the
 //! daemon's pre-build hook figures alone, `BENCH_ONLY=retry` the retry's,
-//! `BENCH_ONLY=remote` those through `--via`.
+//! `BENCH_ONLY=remote` those through `--via`, `BENCH_ONLY=release` the
+//! figures that depend on the Nix release (benches/run runs them on each
+//! machine of the test bed). `BENCH_RESULTS=NAME` names the results files.
 //! Writes target/bench/results.md and target/bench/results.json.
 
 #[path = "../tests/e2e/support/mod.rs"]
@@ -450,6 +452,46 @@ fn remote_figures(reps: usize) -> Vec<Figure> {
     vec![attach, keys]
 }
 
+/// "attach to prompt": `nix-attach attach` into a paused build, against
+/// breakpointHook's attach, a bash started in a PTY (the floor) and cntr
+/// where it is installed; taken in turns, so that a slow spell of the
+/// machine hits every tool.
+fn attach_figure(reps: usize, build: &support::Build, paused: &Paused) -> Figure {
+    let bash = bash_in_sandbox(paused);
+    let baseline_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/breakpoint-attach.sh");
+    let shell = ["/bin/bash-static", "--norc", "--noprofile", "-i"];
+    let agent = paused.pid().to_string();
+    let cntr = cntr();
+    let cntr_args = ["attach", "-t", "process_id", &agent, "--", "/bin/bash-static", "--norc", "-i"];
+    let (mut attach, mut nsenter, mut bare, mut entered) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps * 2 {
+        attach.push(to_prompt(nix_attach(), &["attach", &paused.id], &[]));
+        nsenter.push(to_prompt(baseline_script.to_str().unwrap(), &[&build.name, &bash], &[]));
+        bare.push(to_prompt(shell[0], &shell[1..], &[]));
+        if let Some(cntr) = &cntr {
+            entered.push(to_prompt(cntr, &cntr_args, &[("SHELL", "/bin/bash-static")]));
+        }
+    }
+    let mut baselines = vec![
+        Baseline::with_goal("breakpointHook attach (nsenter)", nsenter, "≤ 0.5×", |ours, base| ours <= 0.5 * base),
+        Baseline::reference("bash started in a PTY, no tool", bare),
+    ];
+    if cntr.is_some() {
+        baselines.push(Baseline::with_goal("cntr attach", entered, "≤ 0.5×", |ours, base| ours <= 0.5 * base));
+    }
+    Figure { name: "attach to prompt (s)", unit: "s", ours: attach, baselines }
+}
+
+/// The figures that depend on the Nix release, for `BENCH_ONLY=release` on
+/// each machine of the test bed: attach to prompt and retry to paused.
+fn release_figures(reps: usize) -> Vec<Figure> {
+    let mut build = Drv::new("bench-release").phase("buildPhase", "false").start();
+    let paused = build.paused();
+    let attach = attach_figure(reps, &build, &paused);
+    release(build, &paused);
+    vec![attach, retry_figure(reps)]
+}
+
 fn main() {
     let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
     let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS").ok().and_then(|r| r.parse().ok()).unwrap_or(60);
@@ -457,6 +499,11 @@ fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("remote") {
         eprintln!("bench: through --via");
         write_results(&remote_figures(reps), None, &[]);
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("release") {
+        eprintln!("bench: attach to prompt and retry to paused");
+        write_results(&release_figures(reps), None, &[]);
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("retry") {
@@ -490,30 +537,8 @@ fn main() {
     eprintln!("bench: attach to prompt, keystrokes, bulk output, idle cost");
     let mut build = Drv::new("bench-session").phase("buildPhase", "false").start();
     let paused = build.paused();
-    let bash = bash_in_sandbox(&paused);
-    let baseline_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/breakpoint-attach.sh");
     let shell = ["/bin/bash-static", "--norc", "--noprofile", "-i"];
-    let agent = paused.pid().to_string();
-    let cntr = cntr();
-    let cntr_args = ["attach", "-t", "process_id", &agent, "--", "/bin/bash-static", "--norc", "-i"];
-    // Taken in turns, so that a slow spell of the machine hits every tool.
-    let (mut attach, mut nsenter, mut bare, mut entered) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..reps * 2 {
-        attach.push(to_prompt(nix_attach(), &["attach", &paused.id], &[]));
-        nsenter.push(to_prompt(baseline_script.to_str().unwrap(), &[&build.name, &bash], &[]));
-        bare.push(to_prompt(shell[0], &shell[1..], &[]));
-        if let Some(cntr) = &cntr {
-            entered.push(to_prompt(cntr, &cntr_args, &[("SHELL", "/bin/bash-static")]));
-        }
-    }
-    let mut baselines = vec![
-        Baseline::with_goal("breakpointHook attach (nsenter)", nsenter, "≤ 0.5×", |ours, base| ours <= 0.5 * base),
-        Baseline::reference("bash started in a PTY, no tool", bare),
-    ];
-    if cntr.is_some() {
-        baselines.push(Baseline::with_goal("cntr attach", entered, "≤ 0.5×", |ours, base| ours <= 0.5 * base));
-    }
-    figures.push(Figure { name: "attach to prompt (s)", unit: "s", ours: attach, baselines });
+    figures.push(attach_figure(reps, &build, &paused));
 
     let ssh = SshBaseline::start();
     let mut ours_pty = Pty::spawn(nix_attach(), &["attach", &paused.id]);
@@ -597,7 +622,10 @@ struct AgentCosts {
 
 fn write_results(figures: &[Figure], agent: Option<AgentCosts>, hook_calls: &[f64]) {
     let date = humantime::format_rfc3339_seconds(SystemTime::now());
-    let mut md = format!("Measured {date} on this machine (2 cores), `benches/run`.\n\n| figure | nix-attach median | p90 | baseline | baseline median | ratio | goal (ratio) | met |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    // Lix prints more lines after the first.
+    let version = std::process::Command::new("nix").arg("--version").output().map(|out| out.stdout).unwrap_or_default();
+    let release = String::from_utf8_lossy(&version).lines().next().unwrap_or("nix ?").to_string();
+    let mut md = format!("Measured {date} on this machine (2 cores), {release}, `benches/run`.\n\n| figure | nix-attach median | p90 | baseline | baseline median | ratio | goal (ratio) | met |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let mut json = Vec::new();
     for figure in figures {
         let ours = median(&figure.ours);
@@ -636,8 +664,9 @@ fn write_results(figures: &[Figure], agent: Option<AgentCosts>, hook_calls: &[f6
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("results.md"), &md).unwrap();
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    let name = std::env::var("BENCH_RESULTS").unwrap_or_else(|_| "results".into());
+    std::fs::write(out.join(format!("{name}.md")), &md).unwrap();
+    std::fs::write(out.join(format!("{name}.json")), serde_json::to_string_pretty(&json).unwrap()).unwrap();
     println!("{md}");
 }
 

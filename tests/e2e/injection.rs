@@ -31,8 +31,8 @@ const SETUP_HOOKS_WORK: (&str, &str) = (
 #[test]
 fn a_build_without_the_hook_pauses_when_the_wrapper_asked_for_it_with_its_whole_state() {
     let daemon = SecondDaemon::hooked();
-    if !daemon_takes_pre_build_hook_paths() {
-        return where_nix_drops_the_hooks_paths_the_build_is_untouched_and_the_wrapper_offers_retry(&daemon);
+    if drops_the_hooks_output(&daemon) {
+        return;
     }
     let drv = hookless("injected", STATE);
     let mut build = daemon.wrapped(&drv);
@@ -72,10 +72,10 @@ fn where_the_stdenv_has_only_file_hooks_a_package_of_the_build_carries_the_hook(
 /// with the hook, a session there sees `seen` from `command`, and every
 /// input is intact after the build.
 fn assert_pauses_injected(drv: &Drv, command: &str, seen: &str) {
-    if !daemon_takes_pre_build_hook_paths() {
+    let daemon = SecondDaemon::hooked();
+    if drops_the_hooks_output(&daemon) {
         return;
     }
-    let daemon = SecondDaemon::hooked();
     let mut build = daemon.wrapped(drv);
     let paused = build.paused();
     assert_eq!(eval(&paused.id, command), seen);
@@ -122,6 +122,17 @@ fn assert_inputs_intact(drv: &Drv) {
     assert!(verified.status.success(), "an input changed: {}", String::from_utf8_lossy(&verified.stderr));
 }
 
+/// Whether the daemon's release drops what the pre-build hook prints (Lix
+/// 2.93 and later): there, every spec of a pause by injection checks this
+/// instead, that builds are untouched and the wrapper offers a retry.
+fn drops_the_hooks_output(daemon: &SecondDaemon) -> bool {
+    let drops = !daemon_takes_pre_build_hook_paths();
+    if drops {
+        where_nix_drops_the_hooks_paths_the_build_is_untouched_and_the_wrapper_offers_retry(daemon);
+    }
+    drops
+}
+
 /// On a release that drops what the pre-build hook prints (Lix 2.93 and
 /// later), the build runs as it is and fails at once; the wrapper says so
 /// once the hook has found which Nix runs it, and offers a retry.
@@ -150,6 +161,9 @@ fn a_plain_nix_build_through_the_same_daemon_fails_at_once_without_a_pointer() {
 #[test]
 fn a_failing_dependency_pauses_not_only_the_top_level() {
     let daemon = SecondDaemon::hooked();
+    if drops_the_hooks_output(&daemon) {
+        return;
+    }
     let dependency = unique_name("deep-dependency");
     let top = Drv::new("top-level")
         .without_hook()
@@ -168,6 +182,9 @@ fn a_failing_dependency_pauses_not_only_the_top_level() {
 #[test]
 fn structured_attributes_builds_pause_too() {
     let daemon = SecondDaemon::hooked();
+    if drops_the_hooks_output(&daemon) {
+        return;
+    }
     let drv = hookless("injected-structured", "sh -c 'exit 3'").structured().attr_expr("makeFlags", r#"[ "-j2" "A=b c" ]"#);
     let mut build = daemon.wrapped(&drv);
     let paused = build.paused();
@@ -221,7 +238,7 @@ fn where_the_daemon_drops_the_hooks_output_it_prints_nothing() {
     // The daemon's Nix is asked its version once and the answer kept in
     // the cache; here the cache says Lix 2.93, which drops the hook's output.
     let daemon = SecondDaemon::hooked();
-    let nix = std::fs::metadata("/usr/bin/nix").unwrap();
+    let nix = std::fs::metadata(nix_program()).unwrap();
     use std::os::unix::fs::MetadataExt;
     let cache = daemon.dir.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
@@ -233,6 +250,13 @@ fn where_the_daemon_drops_the_hooks_output_it_prints_nothing() {
     let finished = daemon.wrapped(&hookless("not-honoured", "sh -c 'exit 3'")).finish();
     assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
     assert!(!finished.log.contains("attach with"), "{}", finished.log);
+}
+
+/// The Nix program that `nix` on PATH runs (nix-daemon is a link to it).
+fn nix_program() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap();
+    let nix = std::env::split_paths(&path).map(|dir| dir.join("nix")).find(|nix| nix.is_file()).expect("nix on PATH");
+    std::fs::canonicalize(nix).unwrap()
 }
 
 /// The hook run by hand on `drv`: status, stdout, stderr.

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Set, the remote builder runs the Nix of the bed's second machine
-/// (tests/bed/sid-machine), not this machine's.
-pub const OTHER_RELEASE: &str = "NIX_ATTACH_TEST_REMOTE_SID";
+/// Set to a machine of the bed (`sid` or `lix`, tests/bed/machine), the
+/// remote builder runs that machine's Nix, not this machine's.
+pub const OTHER_RELEASE: &str = "NIX_ATTACH_TEST_REMOTE_MACHINE";
 
 /// The host name the ssh config gives the remote builder.
 pub const HOST: &str = "nix-attach-remote";
@@ -45,10 +45,10 @@ impl RemoteBuilder {
         let bed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bed");
         let mut machine = Command::new("unshare");
         machine.args(["--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"]);
-        // The builder runs the second machine's Nix where the specs ask
-        // for it (tests/run does, for the remote specs).
-        if std::env::var_os(OTHER_RELEASE).is_some() {
-            machine.arg(bed.join("sid-machine")).arg("boot").arg(&dir);
+        // The builder runs another machine's Nix where the specs ask for
+        // it (tests/run does, for the remote specs).
+        if let Some(other) = std::env::var_os(OTHER_RELEASE) {
+            machine.arg(bed.join("machine")).arg(other).arg("boot").arg(&dir);
         }
         let machine = machine
             .arg(bed.join("remote-builder"))
