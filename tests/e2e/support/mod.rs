@@ -25,10 +25,14 @@ pub fn nix_attach() -> &'static str {
 /// hook prints, as `nix --version` names its release: the test bed runs
 /// the specs on more than one.
 pub fn daemon_takes_pre_build_hook_paths() -> bool {
+    nix_release().takes_hook_paths()
+}
+
+/// The release of the Nix that the specs run (`nix --version`).
+pub fn nix_release() -> nix_attach::inject::version::Release {
     let output = Command::new("nix").arg("--version").output().expect("run nix --version");
     let text = String::from_utf8_lossy(&output.stdout);
-    let release = nix_attach::inject::version::Release::parse(&text).unwrap_or_else(|| panic!("an unknown Nix: {text}"));
-    release.takes_hook_paths()
+    nix_attach::inject::version::Release::parse(&text).unwrap_or_else(|| panic!("an unknown Nix: {text}"))
 }
 
 /// The directory of the test fixtures.
