@@ -63,6 +63,19 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Write a waiting build to one file: its build directory, its shell
+    /// state and what its sandbox was, to enter later, elsewhere.
+    Capture {
+        /// The build's id, a unique prefix of it, or its derivation name.
+        id: Option<String>,
+        /// The file to write (default: NAME.nix-attach here); never
+        /// overwritten.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// The most the build directory may hold (bytes, or with K, M, G).
+        #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = crate::capture::parse_size)]
+        max_size: u64,
+    },
     /// Run `nix build ARGS…`; when a build pauses, offer to enter it.
     Build {
         #[command(flatten)]
@@ -222,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let args = ["release".to_string()].into_iter().chain(id.clone()).collect();
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::release(id.as_deref()))
         }
+        Command::Capture { id, output, max_size } => host::capture::capture(id.as_deref(), output, max_size),
         Command::Build { wrap, nix_args } => {
             wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())
         }
@@ -261,7 +275,7 @@ mod tests {
         let mut manual = Vec::new();
         clap_mangen::Man::new(Cli::command()).render(&mut manual).unwrap();
         let (completions, manual) = (String::from_utf8(completions).unwrap(), String::from_utf8(manual).unwrap());
-        for command in ["list", "attach", "exec", "release", "build", "run", "retry", "broker"] {
+        for command in ["list", "attach", "exec", "release", "capture", "build", "run", "retry", "broker"] {
             assert!(completions.contains(command), "{command} is not completed");
             assert!(manual.contains(command), "{command} is not in the manual");
         }

@@ -15,6 +15,8 @@
 //! - [`retry`] builds a failed derivation again so that it pauses, with no
 //!   edit to its expression.
 //! - [`remote`] runs a command on a remote builder over ssh (`--via`).
+//! - `capture` ([`host::capture`], [`agent`]'s capture session) makes a
+//!   paused build portable: one file, [`capture`], to enter later elsewhere.
 //! - [`broker`] is a small root service that hands each ordinary user a
 //!   connection to the builds that user asked for, so nobody needs sudo.
 //!
@@ -26,6 +28,7 @@
 
 pub mod agent;
 pub mod broker;
+pub mod capture;
 pub mod cli;
 pub mod derivation;
 pub mod handoff;

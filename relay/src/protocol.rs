@@ -12,7 +12,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use std::io;
+use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
@@ -50,6 +50,9 @@ pub enum Request {
     Exec { argv: Vec<String> },
     /// Let the build go on to fail now.
     Release,
+    /// The build directory and what the sandbox was, as a tar archive in
+    /// output frames ([`crate::capture`]), then the exit status.
+    Capture,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +243,31 @@ impl<In, Out: Frame> Encoder<Out> for Codec<In, Out> {
     }
 }
 
+/// Writes one frame to a blocking stream, as [`Codec`] frames it.
+pub fn write_frame<F: Frame>(out: &mut impl Write, frame: &F) -> io::Result<()> {
+    let mut body = BytesMut::new();
+    frame.encode(&mut body);
+    out.write_all(&(body.len() as u32).to_be_bytes())?;
+    out.write_all(&body)
+}
+
+/// Reads one frame from a blocking stream, as [`Codec`] reads it: at most
+/// [`MAX_FRAME`] bytes. `None` where the stream ends between frames.
+pub fn read_frame<F: Frame>(input: &mut impl Read) -> Result<Option<F>, ProtocolError> {
+    let mut length = [0u8; 4];
+    match input.read_exact(&mut length) {
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        other => other?,
+    }
+    let length = u32::from_be_bytes(length) as usize;
+    if length > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes, over {MAX_FRAME}")).into());
+    }
+    let mut body = vec![0u8; length];
+    input.read_exact(&mut body)?;
+    F::decode(Bytes::from(body)).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +292,25 @@ mod tests {
         round_trip(AgentFrame::Exit(-1));
         round_trip(AgentFrame::Error("too many sessions".into()));
         round_trip(AgentFrame::Terminal);
+        round_trip(ClientFrame::Hello(Hello { version: VERSION, request: Request::Capture }));
+    }
+
+    #[test]
+    fn blocking_frames_read_back_as_the_codec_writes_them() {
+        let mut codec = AgentCodec::default();
+        let mut wire = BytesMut::new();
+        codec.encode(AgentFrame::Output(Bytes::from_static(b"tar")), &mut wire).unwrap();
+        codec.encode(AgentFrame::Exit(0), &mut wire).unwrap();
+        let mut input = &wire[..];
+        assert_eq!(read_frame::<AgentFrame>(&mut input).unwrap(), Some(AgentFrame::Output(Bytes::from_static(b"tar"))));
+        assert_eq!(read_frame::<AgentFrame>(&mut input).unwrap(), Some(AgentFrame::Exit(0)));
+        assert_eq!(read_frame::<AgentFrame>(&mut input).unwrap(), None);
+        let mut written = Vec::new();
+        write_frame(&mut written, &ClientFrame::InputEof).unwrap();
+        let mut decoder = Codec::<ClientFrame, AgentFrame>::default();
+        assert_eq!(decoder.decode(&mut BytesMut::from(&written[..])).unwrap(), Some(ClientFrame::InputEof));
+        let too_long = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(read_frame::<AgentFrame>(&mut &too_long[..]).is_err());
     }
 
     #[test]

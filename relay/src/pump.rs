@@ -66,3 +66,20 @@ pub fn exit_code(mut child: Box<dyn portable_pty::Child + Send + Sync>) -> onesh
     });
     rx
 }
+
+/// A blocking writer whose bytes go to a channel as chunks, so that a
+/// thread producing a stream (an archive) feeds an async sender. Writing
+/// fails once the receiver is gone.
+pub struct ChannelWriter(pub mpsc::Sender<Bytes>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK);
+        self.0.blocking_send(Bytes::copy_from_slice(&data[..n])).map_err(|_| std::io::ErrorKind::BrokenPipe)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -6,6 +6,7 @@ mod support;
 
 mod attach;
 mod broker;
+mod capture;
 mod discovery;
 mod ending;
 mod errors;

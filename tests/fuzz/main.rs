@@ -1,12 +1,14 @@
 //! Bounded fuzzing of everything that parses what a build or a peer sent:
 //! the frame decoders of both sides, the metadata parser, the pointer
 //! finder, the broker's request decoder (what any local user may send to a
-//! root service), and the derivation reader (the daemon's pre-build hook
-//! reads, as root, derivations anyone may write). Each runs first over the checked-in corpus (tests/fuzz/corpus),
+//! root service), the derivation reader (the daemon's pre-build hook
+//! reads, as root, derivations anyone may write), and the capture archive
+//! checker (what a build's agent sends `nix-attach capture`). Each runs first over the checked-in corpus (tests/fuzz/corpus),
 //! then over proptest's random inputs and mutations of the corpus. A run is
 //! bounded by its case count (`PROPTEST_CASES`, 512 by default).
 
 use bytes::BytesMut;
+use nix_attach::host::capture::check_archive;
 use nix_attach::metadata::Metadata;
 use nix_attach::protocol::{AgentCodec, ClientCodec, MAX_FRAME};
 use nix_attach::wrapper::markers::Markers;
@@ -122,6 +124,12 @@ fn the_corpus_parses_without_panicking() {
         check_broker_request(&bytes);
     }
     assert!(nix_attach::broker::wire::decode_request(&corpus_entry("broker", "open-id")).is_ok());
+    for name in ["escape", "fifo", "cut", "no-manifest"] {
+        assert!(check_archive(&corpus_entry("capture", name)[..]).is_err(), "{name} was accepted");
+    }
+    for name in ["valid", "long-name"] {
+        assert!(check_archive(&corpus_entry("capture", name)[..]).is_ok(), "{name} was refused");
+    }
 }
 
 fn corpus_entry(kind: &str, name: &str) -> Vec<u8> {
@@ -169,6 +177,11 @@ proptest! {
     #[test]
     fn the_broker_takes_mutated_requests(bytes in mutated("broker")) {
         check_broker_request(&bytes);
+    }
+
+    #[test]
+    fn the_capture_checker_takes_mutated_archives(bytes in mutated("capture")) {
+        let _ = check_archive(&bytes[..]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! removes its files and returns, and the hook lets the build fail.
 
 mod announce;
+mod capture;
 mod exec;
 pub mod isolate;
 pub mod restore;
@@ -96,6 +97,10 @@ pub struct SessionContext {
     pub shell: PathBuf,
     pub restore: PathBuf,
     pub cwd: PathBuf,
+    /// The build directory (`$NIX_BUILD_TOP`) and the derivation's name,
+    /// for a capture.
+    pub build_top: PathBuf,
+    pub name: String,
     /// A shell started ahead of the next client.
     pub spare: shell::Spare,
     /// Held while a child is started: PTY descriptors are made
@@ -142,10 +147,15 @@ async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<(
 /// is on the build's machine too, which a person on another machine can
 /// run over ssh (`--agent`). Under the daemon's pre-build hook it is not.
 fn store_path_of_this_binary() -> Option<String> {
-    let store = std::env::var("NIX_STORE").unwrap_or_else(|_| "/nix/store".to_string());
+    let store = store_dir();
     let exe = std::env::current_exe().ok()?;
     let exe = exe.to_str()?;
     exe.strip_prefix(&store).is_some_and(|rest| rest.starts_with('/')).then(|| exe.to_string())
+}
+
+/// The store directory, as Nix tells a build (`$NIX_STORE`).
+fn store_dir() -> String {
+    std::env::var("NIX_STORE").unwrap_or_else(|_| "/nix/store".to_string())
 }
 
 /// Makes the private state directory and enters it, so that the host can
@@ -212,6 +222,8 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
         shell: session_shell(&config.shell)?,
         restore: restore_path,
         cwd,
+        build_top: config.build_top.clone(),
+        name: meta.drv.clone(),
         spare: shell::Spare::default(),
         spawning: Default::default(),
         ending: Default::default(),

@@ -4,7 +4,7 @@
 //! for its longest pause (sessions or not: a paused build holds its
 //! outputs' locks, which other builds may wait for).
 
-use super::{exec, shell, SessionContext};
+use super::{capture, exec, shell, SessionContext};
 use crate::protocol::{AgentCodec, AgentFrame, ClientFrame, Request, VERSION};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -143,6 +143,7 @@ async fn handle(stream: UnixStream, guard: Option<SessionGuard>, context: Arc<Se
     let outcome = match request {
         Request::Attach { rows, cols, term } => shell::run(framed, rows, cols, term, &context, &release).await,
         Request::Exec { argv } => exec::run(framed, argv, &context, &release).await,
+        Request::Capture => capture::run(framed, &context).await,
         Request::Release => {
             let answered = framed.send(AgentFrame::Exit(0)).await.map_err(Into::into);
             release.cancel();

@@ -9,9 +9,11 @@
 //! asks the [`broker`](crate::broker) instead. An attach then relays the
 //! user's terminal to the build's PTY, handed over by the agent
 //! ([`pty_relay`], [`terminal`]); an exec relays pipes through the agent
-//! ([`relay`], [`input`]).
+//! ([`relay`], [`input`]); a capture writes the build out as a file
+//! ([`capture`]).
 
 pub mod builders;
+pub mod capture;
 pub mod connect;
 pub mod discovery;
 mod escape;

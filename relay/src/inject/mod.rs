@@ -76,7 +76,7 @@ pub fn injection() -> Injection {
         return Injection::NotConfigured(crate::nix_conf::conf_file());
     }
     let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
-    let nix = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("nix")).find(|nix| nix.is_file()));
+    let nix = version::nix_on_path();
     match nix.and_then(|nix| version::known_release_of(&std::fs::canonicalize(nix).ok()?, &cache)) {
         Some(release) if release.takes_hook_paths() => Injection::Honoured(release),
         Some(release) => Injection::Ignored(release),

@@ -73,8 +73,14 @@ pub fn release_of(program: &Path, cache: &Path) -> Option<Release> {
     Some(release)
 }
 
+/// The `nix` program on PATH.
+pub fn nix_on_path() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join("nix")).find(|nix| nix.is_file())
+}
+
 /// What `program --version` prints, if it answers within a few seconds.
-fn version_output(program: &Path) -> Option<String> {
+pub(crate) fn version_output(program: &Path) -> Option<String> {
     use std::io::Read;
     let mut child = std::process::Command::new(program)
         .arg("--version")

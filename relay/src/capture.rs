@@ -1,0 +1,266 @@
+//! The capture file: a paused build made portable (`nix-attach capture`).
+//!
+//! A capture is a tar archive, compressed with zstd, of two parts:
+//! - [`BUILD`]`/…`: the build directory as the sandbox had it, with modes
+//!   and links. The shell snapshot that sessions start from lives there
+//!   too (the hook's `.nix-attach-*` files and the agent's state
+//!   directory). Sockets, fifos and device files are left out, and the
+//!   manifest names them.
+//! - [`MANIFEST`]: what the sandbox was ([`Sandbox`], as the agent saw it
+//!   from inside) and where it was taken ([`Origin`], as the client saw
+//!   it).
+//!
+//! The agent streams the first part and its half of the manifest, as a
+//! plain tar archive; the client checks every entry ([`check_entry`]) and
+//! writes the file. Whoever reads a capture reads what a build wrote: every
+//! name, size and field is checked here, and nothing else is trusted.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+
+/// The archive's directory that holds the build directory.
+pub const BUILD: &str = "build";
+/// The archive's entry that holds the manifest.
+pub const MANIFEST: &str = "nix-attach-capture.json";
+/// Bumped when the file changes incompatibly.
+pub const FORMAT: u32 = 1;
+/// The largest manifest accepted (the store paths dominate it).
+pub const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+/// The most store paths a sandbox may list.
+const MAX_STORE_PATHS: usize = 20_000;
+/// The most special files a manifest names as left out.
+pub const MAX_LEFT_OUT: usize = 1_000;
+/// The longest string field accepted.
+const MAX_FIELD: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("archive entry {0:?} is not a plain relative path under {BUILD}/")]
+    BadPath(String),
+    #[error("archive entry {path:?} is a {kind}, which a capture never holds")]
+    BadKind { path: String, kind: &'static str },
+    #[error("the manifest is larger than {MAX_MANIFEST} bytes")]
+    ManifestTooLarge,
+    #[error("the manifest does not parse")]
+    Manifest(#[source] serde_json::Error),
+    #[error("the manifest's {0} is not valid: {1}")]
+    Field(&'static str, String),
+    #[error("the capture has no manifest")]
+    NoManifest,
+    #[error("the capture's format is {0}; this nix-attach reads format {FORMAT}")]
+    Format(u32),
+}
+
+/// What the sandbox was, as the agent saw it from inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sandbox {
+    pub format: u32,
+    /// The derivation's name.
+    pub name: String,
+    /// The build directory's path inside the sandbox (`$NIX_BUILD_TOP`).
+    pub build_top: String,
+    /// The failure's working directory inside the sandbox.
+    pub cwd: String,
+    pub hostname: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Every store path the sandbox had: its input closure.
+    pub store_paths: Vec<String>,
+    /// What else was at the sandbox's root (`bin/sh`, `etc/passwd`, …).
+    pub other_paths: Vec<String>,
+    /// Special files of the build directory left out, relative to it.
+    pub left_out: Vec<String>,
+}
+
+/// Where the capture was taken, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// The first line of `nix --version` there.
+    pub nix: String,
+    /// The Nix system type (`x86_64-linux`).
+    pub system: String,
+    /// When, in seconds since the epoch.
+    pub taken: u64,
+}
+
+/// The manifest of a capture file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub sandbox: Sandbox,
+    pub origin: Origin,
+}
+
+/// The kinds of archive entry a capture holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+/// Checks one archive entry's path and kind: a plain relative path (no
+/// `..`, no root, nothing odd) either under [`BUILD`] or the manifest
+/// itself, and a file, directory or symlink. Returns its kind.
+pub fn check_entry(path: &Path, kind: tar::EntryType) -> Result<EntryKind, CaptureError> {
+    let shown = || path.to_string_lossy().into_owned();
+    let mut components = path.components();
+    let first = components.next();
+    let plain = path.components().all(|component| matches!(component, Component::Normal(_)));
+    let under_build = first == Some(Component::Normal(BUILD.as_ref()));
+    if !plain || !(under_build || path == Path::new(MANIFEST)) {
+        return Err(CaptureError::BadPath(shown()));
+    }
+    let bad = |kind| Err(CaptureError::BadKind { path: shown(), kind });
+    // `build` itself is the build directory: a directory and nothing else.
+    let inside = !under_build || path.components().count() > 1;
+    match kind {
+        tar::EntryType::Directory if under_build => Ok(EntryKind::Directory),
+        _ if !inside => bad("non-directory"),
+        tar::EntryType::Regular | tar::EntryType::Continuous => Ok(EntryKind::File),
+        tar::EntryType::Symlink if under_build => Ok(EntryKind::Symlink),
+        tar::EntryType::Link => bad("hard link"),
+        tar::EntryType::Char | tar::EntryType::Block => bad("device file"),
+        tar::EntryType::Fifo => bad("fifo"),
+        _ => bad("special entry"),
+    }
+}
+
+/// A mode as a capture keeps it: permission bits only, never setuid,
+/// setgid or sticky.
+pub fn plain_mode(mode: u32) -> u32 {
+    mode & 0o777
+}
+
+/// Whether `path` is a store path: `/nix/store/` (or this store's
+/// directory) and one plain name with a hash.
+pub fn is_store_path(path: &str, store: &Path) -> bool {
+    let Some(name) = Path::new(path).strip_prefix(store).ok().and_then(|rest| rest.to_str()) else { return false };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "+-._?=".contains(c);
+    let hash = name.split('-').next().unwrap_or_default();
+    hash.len() == 32 && name.len() > 33 && !name.contains('/') && name.chars().all(allowed)
+}
+
+impl Sandbox {
+    /// Checks every field of a sandbox description that came from a build.
+    pub fn check(&self, store: &Path) -> Result<(), CaptureError> {
+        if self.format != FORMAT {
+            return Err(CaptureError::Format(self.format));
+        }
+        let field = |name, value: &str| {
+            let ok = !value.is_empty() && value.len() <= MAX_FIELD && !value.chars().any(char::is_control);
+            if ok {
+                Ok(())
+            } else {
+                Err(CaptureError::Field(name, value.chars().take(80).collect()))
+            }
+        };
+        field("name", &self.name)?;
+        field("hostname", &self.hostname)?;
+        for (name, path) in [("build_top", &self.build_top), ("cwd", &self.cwd)] {
+            field(name, path)?;
+            let absolute = Path::new(path).is_absolute() && Path::new(path).components().all(|c| !matches!(c, Component::ParentDir));
+            if !absolute {
+                return Err(CaptureError::Field(name, path.clone()));
+            }
+        }
+        if self.store_paths.len() > MAX_STORE_PATHS || self.left_out.len() > MAX_LEFT_OUT || self.other_paths.len() > MAX_LEFT_OUT {
+            return Err(CaptureError::Field("lists", "too many entries".into()));
+        }
+        if let Some(bad) = self.store_paths.iter().find(|path| !is_store_path(path, store)) {
+            return Err(CaptureError::Field("store_paths", bad.chars().take(200).collect()));
+        }
+        for path in self.other_paths.iter().chain(&self.left_out) {
+            field("other_paths", path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a manifest from at most [`MAX_MANIFEST`] bytes.
+pub fn parse_manifest<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, CaptureError> {
+    if text.len() as u64 > MAX_MANIFEST {
+        return Err(CaptureError::ManifestTooLarge);
+    }
+    serde_json::from_slice(text).map_err(CaptureError::Manifest)
+}
+
+/// The file name a capture of the build `name` gets by default.
+pub fn default_file_name(name: &str) -> PathBuf {
+    let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "+-._".contains(c) { c } else { '_' }).collect();
+    let safe = safe.trim_start_matches('.');
+    PathBuf::from(format!("{}.nix-attach", if safe.is_empty() { "build" } else { safe }))
+}
+
+/// Reads a size such as `4G`, `512M`, `64K` or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return Err(format!("{text:?} is not a size (a number of bytes, or with K, M or G)")),
+    };
+    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (a number of bytes, or with K, M or G)"))?;
+    number.checked_shl(shift).filter(|size| size >> shift == number).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_plain_paths_under_build_or_the_manifest() {
+        let file = tar::EntryType::Regular;
+        assert_eq!(check_entry(Path::new("build/src/a.c"), file).unwrap(), EntryKind::File);
+        assert_eq!(check_entry(Path::new(MANIFEST), file).unwrap(), EntryKind::File);
+        for bad in ["/etc/passwd", "build/../../x", "../x", "./build/x", "other/x", "build2/x"] {
+            assert!(matches!(check_entry(Path::new(bad), file), Err(CaptureError::BadPath(_))), "{bad}");
+        }
+        assert!(matches!(check_entry(Path::new(BUILD), file), Err(CaptureError::BadKind { .. })));
+    }
+
+    #[test]
+    fn only_files_directories_and_symlinks_are_kept() {
+        assert_eq!(check_entry(Path::new("build/d"), tar::EntryType::Directory).unwrap(), EntryKind::Directory);
+        assert_eq!(check_entry(Path::new("build/l"), tar::EntryType::Symlink).unwrap(), EntryKind::Symlink);
+        for kind in [tar::EntryType::Char, tar::EntryType::Block, tar::EntryType::Fifo, tar::EntryType::Link] {
+            assert!(matches!(check_entry(Path::new("build/x"), kind), Err(CaptureError::BadKind { .. })), "{kind:?}");
+        }
+        assert!(check_entry(Path::new(MANIFEST), tar::EntryType::Symlink).is_err());
+    }
+
+    #[test]
+    fn modes_lose_setuid_setgid_and_sticky() {
+        assert_eq!(plain_mode(0o104755), 0o755);
+        assert_eq!(plain_mode(0o3777), 0o777);
+    }
+
+    #[test]
+    fn store_paths_are_one_hashed_name_under_the_store() {
+        let store = Path::new("/nix/store");
+        assert!(is_store_path("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash-5.2", store));
+        for bad in ["/nix/store/short-bash", "/etc/passwd", "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-a/../b", "/nix/store/"] {
+            assert!(!is_store_path(bad, store), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_read_with_units_and_refuse_overflow() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("4T").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999999G").is_err());
+    }
+
+    #[test]
+    fn default_names_are_safe_file_names() {
+        assert_eq!(default_file_name("hello-2.12"), PathBuf::from("hello-2.12.nix-attach"));
+        assert_eq!(default_file_name("../x/y"), PathBuf::from("_x_y.nix-attach"));
+    }
+}

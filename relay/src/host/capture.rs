@@ -1,0 +1,326 @@
+//! `nix-attach capture`: asks a paused build's agent for its capture
+//! ([`crate::capture`]), checks every entry as it arrives, and writes the
+//! file, compressed with zstd.
+//!
+//! The agent runs in the build, so its archive is as hostile as the build:
+//! each entry must be a plain path under `build/` (or the manifest), a
+//! file, directory or link; modes lose setuid, setgid and sticky bits; the
+//! manifest is bounded and checked field by field; and the whole stream is
+//! bounded by `--max-size`. The file is written beside its final name and
+//! renamed once whole, so a failed capture leaves nothing behind.
+
+use crate::capture::{self, check_entry, plain_mode, CaptureError, EntryKind, Manifest, Origin, Sandbox, MANIFEST, MAX_MANIFEST};
+use crate::protocol::{read_frame, write_frame, AgentFrame, ClientFrame, Hello, ProtocolError, Request, VERSION};
+use crate::sanitize::sanitize;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+/// zstd's level for captures: quick, and most of the ratio.
+const LEVEL: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureFileError {
+    #[error("the build directory is larger than --max-size ({0} bytes); raise it with --max-size")]
+    TooLarge(u64),
+    #[error("the agent could not capture the build: {0}")]
+    Agent(String),
+    #[error("the agent sent a {0} frame during a capture (is it an older nix-attach?)")]
+    Unexpected(&'static str),
+    #[error("the agent ended the capture with status {0}")]
+    Status(i32),
+    #[error("the connection to the agent broke")]
+    Protocol(#[from] ProtocolError),
+    #[error("the agent's archive is not valid")]
+    Archive(#[source] io::Error),
+    #[error("the agent's archive is not valid")]
+    Capture(#[from] CaptureError),
+    #[error("{0} exists already; choose another name with -o")]
+    Exists(PathBuf),
+    #[error("cannot write {0}")]
+    Write(PathBuf, #[source] io::Error),
+}
+
+/// Captures the build `query` names into `output` (by default
+/// `NAME.nix-attach` here); at most `max_size` bytes of archive.
+pub fn capture(query: Option<&str>, output: Option<PathBuf>, max_size: u64) -> anyhow::Result<i32> {
+    if let Some(path) = output.as_ref().filter(|path| path.symlink_metadata().is_ok()) {
+        return Err(CaptureFileError::Exists(path.clone()).into());
+    }
+    let mut connection = super::reach(query)?;
+    write_frame(&mut connection, &ClientFrame::Hello(Hello { version: VERSION, request: Request::Capture }))
+        .map_err(|err| CaptureFileError::Protocol(err.into()))?;
+    let directory = output.as_deref().and_then(Path::parent).filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let partial = directory.join(format!(".nix-attach-capture-{}.partial", std::process::id()));
+    let written = write_file(&mut connection, &partial, max_size);
+    let manifest = match written {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(err.into());
+        }
+    };
+    let path = output.unwrap_or_else(|| capture::default_file_name(&manifest.sandbox.name));
+    if path.symlink_metadata().is_ok() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(CaptureFileError::Exists(path).into());
+    }
+    std::fs::rename(&partial, &path).map_err(|err| CaptureFileError::Write(path.clone(), err))?;
+    let size = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or_default();
+    eprintln!(
+        "nix-attach: captured {} to {} ({size} bytes; {} store paths; {} special files left out)",
+        sanitize(&manifest.sandbox.name),
+        sanitize(&path.to_string_lossy()),
+        manifest.sandbox.store_paths.len(),
+        manifest.sandbox.left_out.len()
+    );
+    Ok(0)
+}
+
+/// Reads the agent's archive from `connection`, checked, into `path`.
+fn write_file(connection: &mut UnixStream, path: &Path, max_size: u64) -> Result<Manifest, CaptureFileError> {
+    let write_error = |err| CaptureFileError::Write(path.to_path_buf(), err);
+    let file = File::options().write(true).create_new(true).open(path).map_err(write_error)?;
+    let encoder = zstd::Encoder::new(BufWriter::new(file), LEVEL).map_err(write_error)?;
+    let mut stream = FrameStream { connection, pending: bytes::Bytes::new(), ended: false, left: max_size, max_size, failure: None };
+    let mut out = tar::Builder::new(encoder);
+    let copied = copy_checked(&mut tar::Archive::new(&mut stream), &mut out);
+    let sandbox = match (copied, stream.failure.take()) {
+        (_, Some(failure)) => return Err(failure),
+        (Err(err), None) => return Err(err),
+        (Ok(sandbox), None) => sandbox,
+    };
+    let manifest = Manifest { sandbox, origin: origin() };
+    let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
+    out.append_data(&mut file_header(json.len() as u64, 0o644, 0), MANIFEST, &json[..]).map_err(write_error)?;
+    let encoder = out.into_inner().map_err(write_error)?;
+    encoder.finish().and_then(|mut file| file.flush()).map_err(write_error)?;
+    Ok(manifest)
+}
+
+/// Checks a whole archive as the agent sends it (a plain tar stream),
+/// writing nothing: the sandbox its manifest describes, or why not.
+pub fn check_archive(input: impl Read) -> Result<Sandbox, CaptureFileError> {
+    copy_checked(&mut tar::Archive::new(input), &mut tar::Builder::new(io::sink()))
+}
+
+/// Copies every entry of `archive` into `out`, checked, and returns the
+/// sandbox its manifest describes.
+fn copy_checked<R: Read, W: Write>(archive: &mut tar::Archive<R>, out: &mut tar::Builder<W>) -> Result<Sandbox, CaptureFileError> {
+    let mut sandbox = None;
+    for entry in archive.entries().map_err(CaptureFileError::Archive)? {
+        let mut entry = entry.map_err(CaptureFileError::Archive)?;
+        let path = entry.path().map_err(CaptureFileError::Archive)?.into_owned();
+        let header = entry.header();
+        let (mode, mtime, size) = (header.mode().unwrap_or(0o644), header.mtime().unwrap_or(0), entry.size());
+        let kind = check_entry(&path, header.entry_type())?;
+        if path == Path::new(MANIFEST) {
+            sandbox = Some(read_sandbox(&mut entry, size)?);
+            continue;
+        }
+        let copied = match kind {
+            EntryKind::File => out.append_data(&mut file_header(size, mode, mtime), &path, &mut entry),
+            EntryKind::Directory => {
+                let mut header = file_header(0, mode, mtime);
+                header.set_entry_type(tar::EntryType::Directory);
+                out.append_data(&mut header, &path, io::empty())
+            }
+            EntryKind::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(CaptureFileError::Archive)?
+                    .ok_or_else(|| CaptureFileError::Archive(io::Error::new(io::ErrorKind::InvalidData, "a link without a target")))?;
+                let mut header = file_header(0, 0o777, mtime);
+                header.set_entry_type(tar::EntryType::Symlink);
+                out.append_link(&mut header, &path, &target)
+            }
+        };
+        copied.map_err(CaptureFileError::Archive)?;
+    }
+    sandbox.ok_or(CaptureFileError::Capture(CaptureError::NoManifest))
+}
+
+/// The agent's half of the manifest, bounded and checked.
+fn read_sandbox(entry: &mut impl Read, size: u64) -> Result<Sandbox, CaptureFileError> {
+    if size > MAX_MANIFEST {
+        return Err(CaptureError::ManifestTooLarge.into());
+    }
+    let mut text = Vec::new();
+    entry.take(MAX_MANIFEST).read_to_end(&mut text).map_err(CaptureFileError::Archive)?;
+    let sandbox: Sandbox = capture::parse_manifest(&text)?;
+    sandbox.check(&crate::nix_conf::store_dir())?;
+    Ok(sandbox)
+}
+
+fn file_header(size: u64, mode: u32, mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(plain_mode(mode));
+    header.set_mtime(mtime);
+    header
+}
+
+/// Where this capture is taken.
+fn origin() -> Origin {
+    let version = crate::inject::version::nix_on_path().and_then(|nix| crate::inject::version::version_output(&nix));
+    let nix = version.and_then(|text| text.lines().next().map(str::to_string));
+    let taken = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|since| since.as_secs()).unwrap_or_default();
+    Origin { nix: nix.unwrap_or_else(|| "unknown".into()), system: format!("{}-linux", std::env::consts::ARCH), taken }
+}
+
+/// The agent's output frames as one byte stream, at most `max_size`
+/// bytes; it ends at the agent's exit status. Why it failed is kept in
+/// `failure`, as the archive reader sees only an I/O error.
+struct FrameStream<'a> {
+    connection: &'a mut UnixStream,
+    pending: bytes::Bytes,
+    ended: bool,
+    left: u64,
+    max_size: u64,
+    failure: Option<CaptureFileError>,
+}
+
+impl FrameStream<'_> {
+    fn fail(&mut self, failure: CaptureFileError) -> io::Error {
+        let shown = failure.to_string();
+        self.failure.get_or_insert(failure);
+        io::Error::other(shown)
+    }
+
+    /// The next chunk of output; `None` at the agent's exit status 0.
+    fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, CaptureFileError> {
+        match read_frame::<AgentFrame>(self.connection)? {
+            Some(AgentFrame::Output(data)) if data.len() as u64 > self.left => Err(CaptureFileError::TooLarge(self.max_size)),
+            Some(AgentFrame::Output(data)) => {
+                self.left -= data.len() as u64;
+                Ok(Some(data))
+            }
+            Some(AgentFrame::Exit(0)) => {
+                self.ended = true;
+                Ok(None)
+            }
+            Some(AgentFrame::Exit(status)) => Err(CaptureFileError::Status(status)),
+            Some(AgentFrame::Error(message)) => Err(CaptureFileError::Agent(sanitize(&message))),
+            Some(AgentFrame::Stderr(_)) => Err(CaptureFileError::Unexpected("stderr")),
+            Some(AgentFrame::Terminal) => Err(CaptureFileError::Unexpected("terminal")),
+            None => Err(CaptureFileError::Agent("it left before the capture was whole".into())),
+        }
+    }
+}
+
+impl Read for FrameStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pending.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.next_chunk() {
+                Ok(Some(chunk)) => self.pending = chunk,
+                Ok(None) => return Ok(0),
+                Err(failure) => return Err(self.fail(failure)),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending = self.pending.slice(n..);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{Sandbox, FORMAT};
+
+    fn sandbox() -> Sandbox {
+        Sandbox {
+            format: FORMAT,
+            name: "hello".into(),
+            build_top: "/build".into(),
+            cwd: "/build/src".into(),
+            hostname: "localhost".into(),
+            uid: 1000,
+            gid: 100,
+            store_paths: vec!["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash".into()],
+            other_paths: vec!["/etc/passwd".into()],
+            left_out: vec![],
+        }
+    }
+
+    /// A raw tar header for `name`, written byte by byte, as a hostile
+    /// archive would have it (the tar crate refuses to write such names).
+    fn raw_entry(name: &str, kind: tar::EntryType, data: &[u8], declared: u64) -> Vec<u8> {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(declared);
+        header.set_cksum();
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(data);
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        bytes
+    }
+
+    fn manifest_entry(sandbox: &Sandbox) -> Vec<u8> {
+        let json = serde_json::to_vec(sandbox).unwrap();
+        raw_entry(MANIFEST, tar::EntryType::Regular, &json, json.len() as u64)
+    }
+
+    /// Copies the archive made of `entries` (and its end) as a capture does.
+    fn copy(entries: &[Vec<u8>]) -> Result<Sandbox, CaptureFileError> {
+        let mut bytes = entries.concat();
+        bytes.extend_from_slice(&[0; 1024]);
+        let mut out = tar::Builder::new(Vec::new());
+        copy_checked(&mut tar::Archive::new(&bytes[..]), &mut out)
+    }
+
+    #[test]
+    fn a_well_formed_archive_is_copied_and_its_sandbox_returned() {
+        let file = raw_entry("build/a", tar::EntryType::Regular, b"data", 4);
+        assert_eq!(copy(&[file, manifest_entry(&sandbox())]).unwrap(), sandbox());
+    }
+
+    #[test]
+    fn a_path_out_of_the_build_directory_is_refused() {
+        for name in ["build/../../etc/cron.d/x", "/etc/passwd", "elsewhere"] {
+            let entry = raw_entry(name, tar::EntryType::Regular, b"x", 1);
+            assert!(
+                matches!(copy(&[entry, manifest_entry(&sandbox())]), Err(CaptureFileError::Capture(CaptureError::BadPath(_)))),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn device_files_fifos_and_hard_links_are_refused() {
+        for kind in [tar::EntryType::Char, tar::EntryType::Block, tar::EntryType::Fifo, tar::EntryType::Link] {
+            let entry = raw_entry("build/x", kind, b"", 0);
+            assert!(matches!(copy(&[entry]), Err(CaptureFileError::Capture(CaptureError::BadKind { .. }))), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_size_that_lies_or_a_cut_stream_is_an_error_not_a_short_file() {
+        let mut lying = raw_entry("build/a", tar::EntryType::Regular, b"short", 4096);
+        lying.truncate(512 + 5);
+        let bytes = lying;
+        let mut out = tar::Builder::new(Vec::new());
+        assert!(matches!(copy_checked(&mut tar::Archive::new(&bytes[..]), &mut out), Err(CaptureFileError::Archive(_))));
+    }
+
+    #[test]
+    fn an_archive_without_a_manifest_or_with_a_bad_one_is_refused() {
+        assert!(matches!(copy(&[]), Err(CaptureFileError::Capture(CaptureError::NoManifest))));
+        let mut bad = sandbox();
+        bad.store_paths.push("/etc".into());
+        assert!(matches!(copy(&[manifest_entry(&bad)]), Err(CaptureFileError::Capture(CaptureError::Field("store_paths", _)))));
+        let garbage = raw_entry(MANIFEST, tar::EntryType::Regular, b"{not json", 9);
+        assert!(matches!(copy(&[garbage]), Err(CaptureFileError::Capture(CaptureError::Manifest(_)))));
+        let mut relative = sandbox();
+        relative.build_top = "../build".into();
+        assert!(matches!(copy(&[manifest_entry(&relative)]), Err(CaptureFileError::Capture(CaptureError::Field("build_top", _)))));
+    }
+}

@@ -1,0 +1,118 @@
+//! `nix-attach capture` writes a paused build to one file: its build
+//! directory with the shell snapshot in it, and what its sandbox was. Each
+//! spec reads the file back with the crates a replay reads it with.
+
+use crate::support::broker::Broker;
+use crate::support::{eval, nix_attach_cmd, release, Drv, ALICE};
+use nix_attach::capture::{Manifest, MANIFEST};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One entry of a capture file.
+#[derive(Debug)]
+struct Entry {
+    kind: tar::EntryType,
+    mode: u32,
+    content: Vec<u8>,
+    link: Option<PathBuf>,
+}
+
+/// Every entry of the capture at `path`, by name, and its manifest.
+fn read_capture(path: &Path) -> (BTreeMap<String, Entry>, Manifest) {
+    let file = std::fs::File::open(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let mut archive = tar::Archive::new(zstd::Decoder::new(file).unwrap());
+    let mut entries = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let (kind, mode) = (entry.header().entry_type(), entry.header().mode().unwrap());
+        let link = entry.link_name().unwrap().map(|link| link.into_owned());
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        entries.insert(name, Entry { kind, mode, content, link });
+    }
+    let manifest = serde_json::from_slice(&entries.get(MANIFEST).expect("a manifest").content).unwrap();
+    (entries, manifest)
+}
+
+/// A directory every test user may write to, for their captures.
+fn scratch(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(crate::support::unique_name(prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    dir
+}
+
+const FAILING: &str = "echo made > made-here\nchmod 755 made-here\nmkdir -p sub && ln -s ../made-here sub/link\nmkfifo a-fifo\n\
+                       local kept=yes\nsh -c 'exit 3'";
+
+#[test]
+fn a_paused_build_is_written_to_one_file_with_its_build_directory_shell_state_and_sandbox() {
+    let (build, paused) = Drv::new("captured").phase("buildPhase", FAILING).pause();
+    let file = scratch("capture").join("it.nix-attach");
+    let captured = nix_attach_cmd(&["capture", &paused.id, "-o", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&captured.stderr);
+    assert!(captured.status.success() && said.contains(&format!("captured {} to", build.name)), "{said}");
+    let (entries, manifest) = read_capture(&file);
+
+    let made = &entries["build/made-here"];
+    assert_eq!((made.kind, made.content.as_slice(), made.mode), (tar::EntryType::Regular, &b"made\n"[..], 0o755));
+    assert_eq!(entries["build/sub/link"].link.as_deref(), Some(Path::new("../made-here")));
+    assert!(!entries.contains_key("build/a-fifo") && !entries.contains_key("build/.nix-attach/agent.sock"));
+    let mut left_out = manifest.sandbox.left_out.clone();
+    left_out.sort();
+    assert_eq!(left_out, [".nix-attach/agent.sock", "a-fifo"]);
+    let variables = String::from_utf8_lossy(&entries["build/.nix-attach-variables.sh"].content).into_owned();
+    assert!(variables.contains("kept=\"yes\""), "the snapshot holds the failing phase's locals: {variables}");
+    assert!(entries.contains_key("build/.nix-attach/restore.sh"));
+
+    let sandbox = &manifest.sandbox;
+    assert_eq!(
+        (sandbox.build_top.clone() + "\n", sandbox.cwd.clone() + "\n"),
+        (eval(&paused.id, "echo $NIX_BUILD_TOP"), eval(&paused.id, "pwd"))
+    );
+    assert_eq!(sandbox.name, build.name);
+    let bash = eval(&paused.id, "echo ${BASH%/bin/*}");
+    assert!(sandbox.store_paths.contains(&bash.trim().to_string()), "{bash} not among {:?}", sandbox.store_paths);
+    assert!(sandbox.other_paths.iter().any(|path| path == "/etc/passwd"), "{:?}", sandbox.other_paths);
+    assert_eq!(sandbox.uid.to_string() + "\n", eval(&paused.id, "echo $UID"));
+    assert!(manifest.origin.nix.starts_with("nix ("), "{:?}", manifest.origin);
+
+    let finished = release(build, &paused);
+    assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
+}
+
+#[test]
+fn a_build_directory_over_the_bound_is_refused_in_one_line_and_no_file_is_left() {
+    let (build, paused) = Drv::new("too-large").phase("buildPhase", "head -c 3000000 /dev/urandom > big\nfalse").pause();
+    let dir = scratch("capture-bound");
+    let file = dir.join("big.nix-attach");
+    let refused = nix_attach_cmd(&["capture", &paused.id, "--max-size", "1M", "-o", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(125), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("larger than --max-size (1048576 bytes)"), "{said}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "something was left in {}", dir.display());
+
+    std::fs::write(&file, "mine").unwrap();
+    let kept = nix_attach_cmd(&["capture", &paused.id, "-o", file.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&kept.stderr).contains("exists already"), "{}", String::from_utf8_lossy(&kept.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    release(build, &paused);
+}
+
+#[test]
+fn the_owner_captures_their_build_through_the_broker_without_sudo() {
+    let broker = Broker::start();
+    let mut build = Drv::new("captured-by-owner").phase("buildPhase", "local secret=alices\nfalse").start_as(ALICE);
+    let paused = build.paused();
+    let file = scratch("capture-owner").join("alices.nix-attach");
+    let captured = broker.run_as(ALICE, &["capture", &paused.id, "-o", file.to_str().unwrap()]);
+    assert!(captured.status.success(), "{}", String::from_utf8_lossy(&captured.stderr));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().uid(), crate::support::uid_of(ALICE), "the file is alice's");
+    let (entries, _) = read_capture(&file);
+    assert!(String::from_utf8_lossy(&entries["build/.nix-attach-variables.sh"].content).contains("secret=\"alices\""));
+    release(build, &paused);
+}
