@@ -62,6 +62,8 @@ pub struct Sandbox {
     pub build_top: String,
     /// The failure's working directory inside the sandbox.
     pub cwd: String,
+    /// The shell that sessions run (the builder's bash), inside the sandbox.
+    pub shell: String,
     pub hostname: String,
     pub uid: u32,
     pub gid: u32,
@@ -159,7 +161,7 @@ impl Sandbox {
         };
         field("name", &self.name)?;
         field("hostname", &self.hostname)?;
-        for (name, path) in [("build_top", &self.build_top), ("cwd", &self.cwd)] {
+        for (name, path) in [("build_top", &self.build_top), ("cwd", &self.cwd), ("shell", &self.shell)] {
             field(name, path)?;
             let absolute = Path::new(path).is_absolute() && Path::new(path).components().all(|c| !matches!(c, Component::ParentDir));
             if !absolute {

@@ -76,6 +76,22 @@ pub enum Command {
         #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = crate::capture::parse_size)]
         max_size: u64,
     },
+    /// Enter a captured build (`capture`), on any machine with its store
+    /// paths, as an ordinary user: the sandbox is recreated with bubblewrap
+    /// and the shell restored; with `-- CMD`, run CMD there instead.
+    Replay {
+        /// The capture file.
+        file: std::path::PathBuf,
+        /// Fetch missing store paths from the configured caches first.
+        #[arg(long)]
+        fetch: bool,
+        /// The most the capture may unpack to (bytes, or with K, M, G).
+        #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = crate::capture::parse_size)]
+        max_size: u64,
+        /// The command and its arguments, run in the restored shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Run `nix build ARGS…`; when a build pauses, offer to enter it.
     Build {
         #[command(flatten)]
@@ -236,6 +252,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::release(id.as_deref()))
         }
         Command::Capture { id, output, max_size } => host::capture::capture(id.as_deref(), output, max_size),
+        Command::Replay { file, fetch, max_size, command } => crate::replay::run(crate::replay::Options { file, command, fetch, max_size }),
         Command::Build { wrap, nix_args } => {
             wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())
         }
@@ -275,7 +292,7 @@ mod tests {
         let mut manual = Vec::new();
         clap_mangen::Man::new(Cli::command()).render(&mut manual).unwrap();
         let (completions, manual) = (String::from_utf8(completions).unwrap(), String::from_utf8(manual).unwrap());
-        for command in ["list", "attach", "exec", "release", "capture", "build", "run", "retry", "broker"] {
+        for command in ["list", "attach", "exec", "release", "capture", "replay", "build", "run", "retry", "broker"] {
             assert!(completions.contains(command), "{command} is not completed");
             assert!(manual.contains(command), "{command} is not in the manual");
         }

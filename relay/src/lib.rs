@@ -16,7 +16,8 @@
 //!   edit to its expression.
 //! - [`remote`] runs a command on a remote builder over ssh (`--via`).
 //! - `capture` ([`host::capture`], [`agent`]'s capture session) makes a
-//!   paused build portable: one file, [`capture`], to enter later elsewhere.
+//!   paused build portable: one file, [`capture`]; [`replay`] enters it
+//!   later, elsewhere, in a sandbox bubblewrap recreates.
 //! - [`broker`] is a small root service that hands each ordinary user a
 //!   connection to the builds that user asked for, so nobody needs sudo.
 //!
@@ -40,6 +41,7 @@ pub mod pointer;
 pub mod protocol;
 pub mod pump;
 pub mod remote;
+pub mod replay;
 pub mod retry;
 pub mod runtime;
 pub mod sanitize;

@@ -116,3 +116,132 @@ fn the_owner_captures_their_build_through_the_broker_without_sudo() {
     assert!(String::from_utf8_lossy(&entries["build/.nix-attach-variables.sh"].content).contains("secret=\"alices\""));
     release(build, &paused);
 }
+
+/// What a session sees of the build's state, live or replayed.
+const PROBE: &str = "myHelper; echo $phaseLocal; printf '%s|' \"${arr[@]}\"; echo; echo $PWD; umask; cat made-here; echo $UID $HOSTNAME";
+
+/// A build that pauses with state for [`PROBE`], captured into a file
+/// every user may read; returns the file and what a live session saw.
+fn captured_for_replay(prefix: &str) -> (PathBuf, String) {
+    let state = "myHelper() { echo helper; }\nlocal phaseLocal=kept\ndeclare -a arr=(a 'b c')\nmkdir -p src && cd src\n\
+                 echo made > made-here\numask 0027\nsh -c 'exit 3'";
+    let (build, paused) = Drv::new(prefix).phase("buildPhase", state).pause();
+    let file = scratch(prefix).join("it.nix-attach");
+    let captured = nix_attach_cmd(&["capture", &paused.id, "-o", file.to_str().unwrap()]);
+    assert!(captured.status.success(), "{}", String::from_utf8_lossy(&captured.stderr));
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let live = eval(&paused.id, PROBE);
+    release(build, &paused);
+    (file, live)
+}
+
+/// `nix-attach replay ARGS…` run by alice.
+fn alice_replays(args: &[&str]) -> std::process::Output {
+    let mut replay = crate::support::as_user(ALICE, crate::support::readable_nix_attach());
+    replay.arg("replay").args(args).env_remove("XDG_RUNTIME_DIR").stdin(std::process::Stdio::null());
+    replay.output().unwrap()
+}
+
+#[test]
+fn an_ordinary_user_replays_a_capture_with_the_state_a_live_session_had() {
+    let (file, live) = captured_for_replay("replayed");
+    let replayed = alice_replays(&[file.to_str().unwrap(), "--", "eval", PROBE]);
+    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
+    assert_eq!(String::from_utf8_lossy(&replayed.stdout), live);
+    let status = alice_replays(&[file.to_str().unwrap(), "--", "eval", "exit 7"]);
+    assert_eq!(status.status.code(), Some(7), "the command's own status");
+}
+
+#[test]
+fn a_replay_at_a_terminal_is_an_attach_in_the_recreated_sandbox_and_leaves_nothing_behind() {
+    let (file, _) = captured_for_replay("replayed-attach");
+    let (user, group) = (format!("--reuid={ALICE}"), format!("--regid={ALICE}"));
+    // A temporary directory of this replay's own, to see that it is left empty.
+    let tmp = scratch("replay-tmp");
+    let tmpdir = format!("TMPDIR={}", tmp.display());
+    let args =
+        [user.as_str(), &group, "--init-groups", "env", "-u", "XDG_RUNTIME_DIR", &tmpdir, crate::support::readable_nix_attach(), "replay"];
+    let mut terminal = crate::support::pty::Terminal::spawn("setpriv", &[&args[..], &[file.to_str().unwrap()]].concat(), 24, 100);
+    let inside = terminal.expect(" $ ");
+    terminal.send("echo \"local=$phaseLocal etc=$(echo /etc/*) root=$(echo /*)\"\r");
+    terminal.expect_after(inside, "local=kept etc=/etc/group /etc/hosts /etc/passwd root=/build /dev /etc /nix /proc /tmp");
+    terminal.send("exit 4\r");
+    assert_eq!(terminal.wait(), 4);
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|entry| entry.path()).collect();
+    assert!(left.is_empty(), "replay left {left:?}");
+}
+
+/// `file` written again with its manifest changed by `change`.
+fn rewritten(file: &Path, change: impl FnOnce(&mut Manifest)) -> PathBuf {
+    let (entries, mut manifest) = read_capture(file);
+    change(&mut manifest);
+    let out = file.with_extension("changed");
+    let mut archive = tar::Builder::new(zstd::Encoder::new(std::fs::File::create(&out).unwrap(), 3).unwrap().auto_finish());
+    for (name, entry) in entries.iter().filter(|(name, _)| name.as_str() != MANIFEST) {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(entry.kind);
+        header.set_mode(entry.mode);
+        header.set_size(entry.content.len() as u64);
+        match &entry.link {
+            Some(link) => archive.append_link(&mut header, name, link).unwrap(),
+            None => archive.append_data(&mut header, name, &entry.content[..]).unwrap(),
+        }
+    }
+    let json = serde_json::to_vec(&manifest).unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(json.len() as u64);
+    header.set_mode(0o644);
+    archive.append_data(&mut header, MANIFEST, &json[..]).unwrap();
+    archive.finish().unwrap();
+    drop(archive);
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    out
+}
+
+#[test]
+fn store_paths_missing_here_are_counted_and_named_in_one_line() {
+    let (file, _) = captured_for_replay("replay-missing");
+    let absent = "/nix/store/0000000000000000000000000000000a-not-in-this-store";
+    let file = rewritten(&file, |manifest| manifest.sandbox.store_paths.push(absent.to_string()));
+    let refused = alice_replays(&[file.to_str().unwrap(), "--", "true"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!((refused.status.code(), said.lines().count()), (Some(125), 1), "{said}");
+    assert!(said.contains("1 of the ") && said.contains(&format!("(the first: {absent}); fetch them with")), "{said}");
+}
+
+#[test]
+fn a_capture_that_writes_through_its_own_link_is_refused_and_nothing_lands_outside() {
+    let (file, _) = captured_for_replay("replay-hostile");
+    let outside = scratch("replay-outside");
+    let (entries, manifest) = read_capture(&file);
+    let hostile = file.with_extension("hostile");
+    let mut archive = tar::Builder::new(zstd::Encoder::new(std::fs::File::create(&hostile).unwrap(), 3).unwrap().auto_finish());
+    for (name, entry) in entries.iter().filter(|(name, _)| name.as_str() == "build" || name.starts_with("build/.nix-attach")) {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(entry.kind);
+        header.set_mode(entry.mode);
+        header.set_size(entry.content.len() as u64);
+        archive.append_data(&mut header, name, &entry.content[..]).unwrap();
+    }
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    archive.append_link(&mut link, "build/out", &outside).unwrap();
+    let mut through = tar::Header::new_gnu();
+    through.set_size(4);
+    through.set_mode(0o644);
+    archive.append_data(&mut through, "build/out/planted", &b"evil"[..]).unwrap();
+    let json = serde_json::to_vec(&manifest).unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(json.len() as u64);
+    archive.append_data(&mut header, MANIFEST, &json[..]).unwrap();
+    archive.finish().unwrap();
+    drop(archive);
+    std::fs::set_permissions(&hostile, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let refused = alice_replays(&[hostile.to_str().unwrap(), "--", "true"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!((refused.status.code(), said.lines().count()), (Some(125), 1), "{said}");
+    assert!(said.contains("\"build/out/planted\" is reached through a link in the archive"), "{said}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something landed outside");
+}

@@ -30,8 +30,9 @@ const NOT_LISTED: &[&str] = &["proc", "dev", "nix", "tmp", "sys"];
 /// Streams the capture to one client.
 pub async fn run(mut framed: Framed<UnixStream, AgentCodec>, context: &SessionContext) -> Result<(), SessionError> {
     let (tx, mut rx) = mpsc::channel(IN_FLIGHT);
-    let (build_top, name, cwd) = (context.build_top.clone(), context.name.clone(), context.cwd.clone());
-    let walk = tokio::task::spawn_blocking(move || write_archive(ChannelWriter(tx), &build_top, name, &cwd));
+    let (build_top, name) = (context.build_top.clone(), context.name.clone());
+    let (cwd, shell) = (context.cwd.clone(), context.shell.clone());
+    let walk = tokio::task::spawn_blocking(move || write_archive(ChannelWriter(tx), &build_top, name, &cwd, &shell));
     while let Some(chunk) = rx.recv().await {
         framed.send(AgentFrame::Output(chunk)).await?;
     }
@@ -46,7 +47,7 @@ pub async fn run(mut framed: Framed<UnixStream, AgentCodec>, context: &SessionCo
 
 /// Writes the whole archive: the build directory under [`BUILD`], then the
 /// manifest.
-fn write_archive(out: impl Write, build_top: &Path, name: String, cwd: &Path) -> io::Result<()> {
+fn write_archive(out: impl Write, build_top: &Path, name: String, cwd: &Path, shell: &Path) -> io::Result<()> {
     let mut archive = tar::Builder::new(out);
     let mut left_out = Vec::new();
     add_tree(&mut archive, build_top, Path::new(BUILD), &mut left_out)?;
@@ -55,6 +56,7 @@ fn write_archive(out: impl Write, build_top: &Path, name: String, cwd: &Path) ->
         name,
         build_top: build_top.to_string_lossy().into_owned(),
         cwd: cwd.to_string_lossy().into_owned(),
+        shell: shell.to_string_lossy().into_owned(),
         hostname: nix::unistd::gethostname().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(),
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),

@@ -240,6 +240,7 @@ mod tests {
             name: "hello".into(),
             build_top: "/build".into(),
             cwd: "/build/src".into(),
+            shell: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash/bin/bash".into(),
             hostname: "localhost".into(),
             uid: 1000,
             gid: 100,

@@ -75,9 +75,13 @@ pub fn list(build_dirs: &[PathBuf], json: bool) -> anyhow::Result<i32> {
 /// `unfiltered`, the clipboard and terminal queries are kept from the
 /// user's terminal ([`terminal_filter`]).
 pub fn attach(query: Option<&str>, unfiltered: bool) -> anyhow::Result<i32> {
+    attach_over(reach(query)?, unfiltered)
+}
+
+/// An attach's session over a `connection` to an agent.
+pub fn attach_over(connection: std::os::unix::net::UnixStream, unfiltered: bool) -> anyhow::Result<i32> {
     let (rows, cols) = terminal::size();
     let term = std::env::var("TERM").ok();
-    let connection = reach(query)?;
     let (master, frames) = pty_relay::open_session(&connection, Request::Attach { rows, cols, term })?;
     let filter = (!unfiltered).then(terminal_filter::TerminalFilter::default);
     Ok(pty_relay::relay(master, connection, frames, std::io::stdin().is_terminal(), filter)?)
@@ -123,7 +127,17 @@ fn reach(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> 
 
 /// Relays one framed session with the build `query` names.
 fn session(query: Option<&str>, request: Request, forward_stdin: bool, filter: bool) -> anyhow::Result<i32> {
-    let connection = reach(query)?;
+    session_over(reach(query)?, request, forward_stdin, filter)
+}
+
+/// A framed session over a `connection` to an agent: stdin forwarded if
+/// `forward_stdin`, output for a terminal filtered if `filter`.
+pub fn session_over(
+    connection: std::os::unix::net::UnixStream,
+    request: Request,
+    forward_stdin: bool,
+    filter: bool,
+) -> anyhow::Result<i32> {
     connection.set_nonblocking(true)?;
     crate::runtime::run(async {
         let connection = tokio::net::UnixStream::from_std(connection)?;

@@ -1,0 +1,231 @@
+//! `nix-attach replay FILE [-- CMD…]`: enters a captured build
+//! ([`crate::capture`]) later, on any Linux machine that has its store
+//! paths, as an ordinary user, with no daemon and no root.
+//!
+//! The file is unpacked into a scratch directory of the user's
+//! ([`unpack`], treating it as hostile); its store paths must be valid
+//! here (or fetched, with `--fetch`); then [`sandbox`] recreates the
+//! build's sandbox with bubblewrap and runs nix-attach's own agent in it,
+//! on the captured snapshot. The session is a live attach's (or exec's),
+//! over that agent's socket. The scratch directory is removed afterwards.
+
+pub mod sandbox;
+pub mod unpack;
+
+use crate::capture::Sandbox;
+use crate::host;
+use crate::metadata::{Metadata, METADATA, SOCKET, STATE_DIR};
+use crate::protocol::Request;
+use crate::sanitize::sanitize;
+use std::io::IsTerminal;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the sandbox's agent may take to listen.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+/// How long the sandbox may take to end once its agent is released.
+const END_PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot make a scratch directory in {0}")]
+    Scratch(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Unpack(#[from] unpack::UnpackError),
+    #[error("the capture has no agent metadata (build/{STATE_DIR}/{METADATA}), or it is not valid")]
+    Metadata,
+    #[error(
+        "{missing} of the {total} store paths the build had are not in this store (the first: {first}); \
+         fetch them with `nix-store --realise PATH…`, or replay with --fetch"
+    )]
+    Missing { missing: usize, total: usize, first: String },
+    #[error("cannot run bwrap (bubblewrap), which makes the sandbox; install it (Debian: apt install bubblewrap; nixpkgs: bubblewrap)")]
+    NoBwrap(#[source] std::io::Error),
+    #[error("the sandbox ended before its agent listened: {0}")]
+    SandboxEnded(String),
+    #[error("the sandbox's agent did not listen within {0:?}")]
+    NoAgent(Duration),
+    #[error("cannot connect to the sandbox's agent")]
+    Connect(#[source] std::io::Error),
+    #[error("the sandbox's socket is served by uid {0}, not by us")]
+    WrongPeer(u32),
+}
+
+/// What `replay` was asked.
+pub struct Options {
+    pub file: PathBuf,
+    pub command: Vec<String>,
+    pub fetch: bool,
+    pub max_size: u64,
+}
+
+/// Runs the replay; returns the session's exit status.
+pub fn run(options: Options) -> anyhow::Result<i32> {
+    host::privileges::give_up_root()?;
+    let scratch = Scratch::new()?;
+    let manifest = unpack::unpack(&options.file, &scratch.0, options.max_size)?;
+    let build_dir = scratch.0.join(crate::capture::BUILD);
+    let meta = captured_metadata(&build_dir)?;
+    // The sandbox's agent makes its state afresh; until it has, nobody
+    // should take the captured state for its.
+    let state = build_dir.join(STATE_DIR);
+    std::fs::remove_dir_all(&state).map_err(|err| ReplayError::Scratch(state, err))?;
+    ensure_store_paths(&manifest.sandbox, options.fetch)?;
+    let etc = scratch.0.join("etc");
+    std::fs::create_dir(&etc).map_err(|err| ReplayError::Scratch(etc.clone(), err))?;
+    for (name, text) in sandbox::etc_files(manifest.sandbox.uid, manifest.sandbox.gid) {
+        std::fs::write(etc.join(name), text).map_err(|err| ReplayError::Scratch(etc.clone(), err))?;
+    }
+    let layout = sandbox::Layout { build_dir: build_dir.clone(), etc, agent: std::env::current_exe()? };
+    let log = std::fs::File::create(scratch.0.join("agent.log"))?;
+    let mut child = sandbox::command(&manifest.sandbox, &meta, &layout)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(ReplayError::NoBwrap)?;
+    let result = session(&mut child, &build_dir, &scratch.0, options.command);
+    end(&mut child, &build_dir);
+    result
+}
+
+/// The metadata the agent wrote when the build paused, from the capture.
+fn captured_metadata(build_dir: &Path) -> Result<Metadata, ReplayError> {
+    let path = build_dir.join(STATE_DIR).join(METADATA);
+    let meta = std::fs::symlink_metadata(&path).map_err(|_| ReplayError::Metadata)?;
+    if !meta.is_file() || meta.len() > crate::metadata::MAX_METADATA {
+        return Err(ReplayError::Metadata);
+    }
+    let text = std::fs::read(&path).map_err(|_| ReplayError::Metadata)?;
+    Metadata::parse(&text).map_err(|_| ReplayError::Metadata)
+}
+
+/// Every store path of the sandbox must be valid here; with `fetch`, the
+/// missing ones are realised (substituted) first.
+fn ensure_store_paths(sandbox: &Sandbox, fetch: bool) -> Result<(), ReplayError> {
+    let mut missing = missing_paths(&sandbox.store_paths);
+    if fetch && !missing.is_empty() {
+        let _ = std::process::Command::new("nix-store").arg("--realise").args(&missing).stdout(Stdio::null()).status();
+        missing = missing_paths(&sandbox.store_paths);
+    }
+    match missing.first() {
+        None => Ok(()),
+        Some(first) => Err(ReplayError::Missing { missing: missing.len(), total: sandbox.store_paths.len(), first: sanitize(first) }),
+    }
+}
+
+/// The store paths of `paths` that are not valid in this store, as
+/// `nix-store` says; where it cannot be asked, those that do not exist.
+fn missing_paths(paths: &[String]) -> Vec<String> {
+    let asked = std::process::Command::new("nix-store")
+        .args(["--check-validity", "--print-invalid", "--"])
+        .args(paths)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match asked {
+        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect(),
+        _ => paths.iter().filter(|path| std::fs::symlink_metadata(path).is_err()).cloned().collect(),
+    }
+}
+
+/// Waits for the sandbox's agent and runs the session: an attach, or
+/// `command` through exec.
+fn session(child: &mut Child, build_dir: &Path, scratch: &Path, command: Vec<String>) -> anyhow::Result<i32> {
+    let connection = connect(child, build_dir, scratch)?;
+    if command.is_empty() {
+        host::attach_over(connection, false)
+    } else {
+        host::session_over(connection, Request::Exec { argv: command }, !std::io::stdin().is_terminal(), true)
+    }
+}
+
+/// Connects to the agent once it listens; the peer must be of our uid
+/// (everything in the sandbox is), so that a link the replayed build made
+/// in place of its socket leads nowhere else.
+fn connect(child: &mut Child, build_dir: &Path, scratch: &Path) -> Result<UnixStream, ReplayError> {
+    let state = build_dir.join(STATE_DIR);
+    let deadline = Instant::now() + START_PATIENCE;
+    while !state.join(METADATA).exists() {
+        if let Ok(Some(_)) = child.try_wait() {
+            let log = std::fs::read_to_string(scratch.join("agent.log")).unwrap_or_default();
+            return Err(ReplayError::SandboxEnded(sanitize(log.trim())));
+        }
+        if Instant::now() > deadline {
+            return Err(ReplayError::NoAgent(START_PATIENCE));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let connection = UnixStream::connect(state.join(SOCKET)).map_err(ReplayError::Connect)?;
+    let peer = nix::sys::socket::getsockopt(&connection, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|errno| ReplayError::Connect(errno.into()))?;
+    if peer.uid() != nix::unistd::getuid().as_raw() {
+        return Err(ReplayError::WrongPeer(peer.uid()));
+    }
+    Ok(connection)
+}
+
+/// Releases the sandbox's agent, and ends the sandbox if it lingers.
+fn end(child: &mut Child, build_dir: &Path) {
+    if let Ok(connection) = UnixStream::connect(build_dir.join(STATE_DIR).join(SOCKET)) {
+        let _ = host::session_over(connection, Request::Release, false, true);
+    }
+    let deadline = Instant::now() + END_PATIENCE;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A directory of the user's own, removed with all in it when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A new directory in `$XDG_RUNTIME_DIR`, or else the temporary
+    /// directory, private to the user.
+    fn new() -> Result<Scratch, ReplayError> {
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        let mut tried = Err(ReplayError::Scratch(std::env::temp_dir(), std::io::ErrorKind::NotFound.into()));
+        for base in runtime.into_iter().chain([std::env::temp_dir()]) {
+            tried = Self::new_in(base);
+            if tried.is_ok() {
+                break;
+            }
+        }
+        tried
+    }
+
+    fn new_in(base: PathBuf) -> Result<Scratch, ReplayError> {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|err| ReplayError::Scratch(base.clone(), std::io::Error::other(err.to_string())))?;
+        let name: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        let dir = base.join(format!("nix-attach-replay-{name}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|err| ReplayError::Scratch(base, err))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        make_writable(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes every directory under `dir` writable by its owner, so that what
+/// the build left read-only can be removed; links are not followed.
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        entries.flatten().for_each(|entry| make_writable(&entry.path()));
+    }
+}
