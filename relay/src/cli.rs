@@ -212,6 +212,10 @@ pub struct Wrap {
     /// Release a paused build when the prompt has no answer after SECS.
     #[arg(long, value_name = "SECS")]
     release_after: Option<u64>,
+    /// Without a terminal (CI): capture each paused build into DIR before
+    /// it is released, to enter later elsewhere with `replay`.
+    #[arg(long, value_name = "DIR", env = "NIX_ATTACH_CAPTURE")]
+    capture: Option<std::path::PathBuf>,
 }
 
 impl From<Wrap> for wrapper::Options {
@@ -221,7 +225,8 @@ impl From<Wrap> for wrapper::Options {
             (_, true) => wrapper::Enter::Never,
             _ => wrapper::Enter::Ask,
         };
-        wrapper::Options { enter, release_after: wrap.release_after.map(Duration::from_secs), offer_retries: true }
+        let release_after = wrap.release_after.map(Duration::from_secs);
+        wrapper::Options { enter, release_after, offer_retries: true, capture: wrap.capture }
     }
 }
 

@@ -245,3 +245,26 @@ fn a_capture_that_writes_through_its_own_link_is_refused_and_nothing_lands_outsi
     assert!(said.contains("\"build/out/planted\" is reached through a link in the archive"), "{said}");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something landed outside");
 }
+
+#[test]
+fn in_ci_capture_writes_each_paused_build_to_a_file_before_it_is_released_and_names_it() {
+    let drv = Drv::new("ci-captured").phase("buildPhase", "local insideVar=here\nsh -c 'exit 3'");
+    let dir = scratch("ci-capture");
+    let ran = std::process::Command::new(crate::support::nix_attach())
+        .args(["run", "--capture", dir.to_str().unwrap(), "--", "nix-build", "--no-out-link", "--expr", &drv.expression()])
+        .env("GITHUB_ACTIONS", "true")
+        .env("NIX_REMOTE", "daemon")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert!(!ran.status.success() && stderr.contains("failed with exit code 3"), "the build fails as it would have: {stderr}");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().flatten().map(|entry| entry.path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
+    let replay = format!("enter it later, anywhere, with `nix-attach replay {}`", files[0].display());
+    assert!(stderr.contains(&replay), "{stderr}");
+    assert!(stdout.contains("::notice title=nix-attach::captured build"), "{stdout}");
+    std::fs::set_permissions(&files[0], std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let replayed = alice_replays(&[files[0].to_str().unwrap(), "--", "eval", "echo $insideVar"]);
+    assert_eq!(String::from_utf8_lossy(&replayed.stdout), "here\n", "{}", String::from_utf8_lossy(&replayed.stderr));
+}

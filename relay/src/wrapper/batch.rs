@@ -9,6 +9,11 @@
 //! - `--no-enter` leaves it waiting for its own timeout
 //!   (`NIX_ATTACH_TIMEOUT`).
 //!
+//! With `--capture DIR` (`NIX_ATTACH_CAPTURE`), each paused build is
+//! first written to a file in DIR (`nix-attach capture`), to enter later
+//! elsewhere with `nix-attach replay`; the log names the file, and so does
+//! a `::notice` on GitHub Actions.
+//!
 //! Each paused build gets one summary line at the end, and a `::error`
 //! workflow command on GitHub Actions as soon as it is seen. A derivation
 //! that failed without pausing is never built again from here: it gets
@@ -74,9 +79,12 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
                 }
                 let attach = reach.attach_command(&pointer.id);
                 annotate(&pointer, &attach).await?;
-                if let Some(after) = hold {
-                    releases.spawn(release_after(reach.command(&pointer.id, &["release", &pointer.id]), pointer.id.clone(), after));
-                }
+                let capture = options.capture.as_deref().map(|dir| {
+                    let file = capture_file(dir, &pointer);
+                    (reach.command(&pointer.id, &["capture", &pointer.id, "-o", &file.to_string_lossy()]), file)
+                });
+                let release = hold.map(|after| (reach.command(&pointer.id, &["release", &pointer.id]), after));
+                releases.spawn(keep(pointer.id.clone(), capture, release));
                 paused.push((pointer, attach));
             }
         }
@@ -107,6 +115,42 @@ async fn notice(line: &str) -> anyhow::Result<()> {
         stdout.flush().await?;
     }
     Ok(())
+}
+
+/// Where the capture of the build `pointer` names goes in `dir`.
+fn capture_file(dir: &std::path::Path, pointer: &Pointer) -> PathBuf {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    dir.join(crate::capture::default_file_name(&format!("{}-{}", pointer.drv_name(), pointer.id)))
+}
+
+/// What becomes of the paused build `id`: captured first, where asked,
+/// then released as `release` says (or left to its own timeout).
+async fn keep(id: String, capture: Option<(Command, PathBuf)>, release: Option<(Command, Duration)>) {
+    if let Some((command, file)) = capture {
+        captured(command, &id, &file).await;
+    }
+    if let Some((command, after)) = release {
+        release_after(command, id, after).await;
+    }
+}
+
+/// Runs `capture` and says where the file is, or why there is none.
+async fn captured(mut capture: Command, id: &str, file: &std::path::Path) {
+    let output = capture.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output().await;
+    match output {
+        Ok(output) if output.status.success() => {
+            let line =
+                format!("captured build {id} to {}; enter it later, anywhere, with `nix-attach replay {}`", file.display(), file.display());
+            eprintln!("nix-attach: {line}");
+            let _ = notice(&line).await;
+        }
+        Ok(output) => {
+            let why = String::from_utf8_lossy(&output.stderr);
+            let why = why.trim().strip_prefix("nix-attach: error: ").unwrap_or(why.trim());
+            eprintln!("nix-attach: could not capture build {id}: {}", crate::sanitize::sanitize(why));
+        }
+        Err(err) => eprintln!("nix-attach: could not capture build {id}: {err}"),
+    }
 }
 
 /// Runs `release` for build `id` once `after` has passed. If it fails (sudo
@@ -156,7 +200,7 @@ mod tests {
     use super::*;
 
     fn options(enter: Enter, release_after: Option<u64>) -> Options {
-        Options { enter, release_after: release_after.map(Duration::from_secs), offer_retries: true }
+        Options { enter, release_after: release_after.map(Duration::from_secs), offer_retries: true, capture: None }
     }
 
     #[test]

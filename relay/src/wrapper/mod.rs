@@ -52,6 +52,9 @@ pub struct Options {
     /// Whether a derivation that failed without pausing is offered for
     /// `retry` (not when the build is already a retry).
     pub offer_retries: bool,
+    /// Without a terminal, where each paused build is captured before it
+    /// is released.
+    pub capture: Option<std::path::PathBuf>,
 }
 
 /// How the wrapped command ended.
