@@ -28,6 +28,9 @@
 #                         shell, else the builder's own bash, found by the
 #                         agent: $BASH is not reliable when bash was started
 #                         without a path)
+#   NIX_ATTACH_ON_FAILURE commands run in the restored shell at the failure,
+#                         before the build waits; their output goes to the
+#                         build log, bounded (`cat config.log`)
 
 # Not in nix-shell (leaving it with a failing status is no failed build),
 # not twice, and not where the derivation opts out.
@@ -151,6 +154,7 @@ nixAttachFailureHook() {
         --max-pause "${NIX_ATTACH_MAX_PAUSE:-14400}"
     )
     [[ $__nixAttachKind != err ]] || __nixAttachArgs+=(--locals)
+    [[ -z "${NIX_ATTACH_ON_FAILURE-}" ]] || __nixAttachArgs+=(--on-failure "$NIX_ATTACH_ON_FAILURE")
     local __nixAttachShell=${NIX_ATTACH_SHELL:-@shell@}
     [[ -z "$__nixAttachShell" ]] || __nixAttachArgs+=(--shell "$__nixAttachShell")
     local __nixAttachFrame

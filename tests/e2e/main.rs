@@ -15,6 +15,7 @@ mod hook;
 mod hostile;
 mod injection;
 mod msrv;
+mod on_failure;
 mod overlay;
 mod remote;
 mod retry;

@@ -62,7 +62,9 @@ pub async fn run(
     }
 }
 
-fn command(context: &SessionContext, argv: &[String]) -> Command {
+/// `argv` run in the restored shell, in namespaces of its own, with its
+/// three standard streams piped.
+pub(super) fn command(context: &SessionContext, argv: &[String]) -> Command {
     let script = format!("source {}; \"$@\"", quote(&context.restore.to_string_lossy()));
     let mut command = Command::new(&context.agent);
     command

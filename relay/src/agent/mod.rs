@@ -11,6 +11,7 @@ mod announce;
 mod capture;
 mod exec;
 pub mod isolate;
+mod on_failure;
 pub mod restore;
 mod server;
 pub mod shell;
@@ -59,6 +60,10 @@ pub struct AgentConfig {
     /// NIX_ATTACH_MAX_PAUSE.
     #[arg(long, default_value = "14400", value_parser = seconds)]
     pub max_pause: Duration,
+    /// Commands run in the restored shell before the build waits, their
+    /// output to the build log (NIX_ATTACH_ON_FAILURE).
+    #[arg(long)]
+    pub on_failure: Option<String>,
     /// Functions and aliases.
     #[arg(long)]
     pub state_file: PathBuf,
@@ -133,6 +138,9 @@ async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<(
     make_state_dir(state_dir)?;
     let meta = metadata(config)?;
     let context = prepare_shell(config, &meta, state_dir)?;
+    if let Some(commands) = &config.on_failure {
+        on_failure::run(&context, commands).await;
+    }
     let listener = tokio::net::UnixListener::bind(SOCKET).context("cannot listen on the agent socket")?;
     fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o600))?;
     write_metadata(&meta)?;
