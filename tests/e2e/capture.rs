@@ -268,3 +268,25 @@ fn in_ci_capture_writes_each_paused_build_to_a_file_before_it_is_released_and_na
     let replayed = alice_replays(&[files[0].to_str().unwrap(), "--", "eval", "echo $insideVar"]);
     assert_eq!(String::from_utf8_lossy(&replayed.stdout), "here\n", "{}", String::from_utf8_lossy(&replayed.stderr));
 }
+
+#[test]
+fn root_captures_where_it_asks_and_under_sudo_the_file_is_the_sudo_users() {
+    let (build, paused) = Drv::new("captured-by-root").phase("buildPhase", "false").pause();
+    let dir = std::env::temp_dir().join(crate::support::unique_name("capture-root-only"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let owner_of = |name: &str, env: &[(&str, String)]| {
+        let file = dir.join(name);
+        let mut capture = std::process::Command::new(crate::support::nix_attach());
+        capture.args(["capture", &paused.id, "-o", file.to_str().unwrap()]).env_remove("SUDO_UID").env_remove("SUDO_GID");
+        let captured = capture.envs(env.iter().map(|(key, value)| (key, value))).output().unwrap();
+        assert!(captured.status.success(), "{}", String::from_utf8_lossy(&captured.stderr));
+        std::fs::metadata(&file).unwrap().uid()
+    };
+    assert_eq!(owner_of("roots.nix-attach", &[]), 0, "root's own capture is root's");
+    let alice = crate::support::uid_of(ALICE);
+    let sudo = [("SUDO_UID", alice.to_string()), ("SUDO_GID", alice.to_string())];
+    assert_eq!(owner_of("alices.nix-attach", &sudo), alice, "under sudo, the file is the sudo user's");
+    release(build, &paused);
+}

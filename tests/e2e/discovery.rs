@@ -126,7 +126,10 @@ fn an_agent_run_through_a_wrapper_is_found_by_its_command_name() {
     let dir = PathBuf::from(format!("/tmp/{}", unique_name("wrapper")));
     std::fs::create_dir_all(&dir).unwrap();
     let wrapped = dir.join(".nix-attach-wrapped");
-    std::fs::copy(nix_attach(), &wrapped).unwrap();
+    // Copied by another process: a copy written here could still be open
+    // for writing in a child another test forked but has not yet executed,
+    // and running it would then fail with ETXTBSY.
+    assert!(std::process::Command::new("cp").arg(nix_attach()).arg(&wrapped).status().unwrap().success());
     let build = HandMadeBuild::start_as(&dir.join("work"), unique_name("wrapped"), &wrapped, "/wrapped/bin/nix-attach");
     let id = build.listed(&[])["id"].as_str().unwrap().to_owned();
     assert_eq!(String::from_utf8_lossy(&exec(&id, &["eval", "echo $handMade"]).stdout), "yes\n");

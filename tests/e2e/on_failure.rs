@@ -21,7 +21,7 @@ fn the_commands_run_in_the_failures_state_and_their_output_is_in_the_log_before_
 #[test]
 fn their_output_reaches_the_log_bounded_and_their_status_is_reported() {
     let drv = Drv::new("on-failure-bounded")
-        .attr("NIX_ATTACH_ON_FAILURE", "head -c 200000 /dev/zero | tr '\\\\0' x")
+        .attr("NIX_ATTACH_ON_FAILURE", "head -c 200000 /dev/zero | tr '\\0' x")
         .phase("buildPhase", "sh -c 'exit 3'");
     let (build, paused) = drv.pause();
     let finished = release(build, &paused);
@@ -30,5 +30,6 @@ fn their_output_reaches_the_log_bounded_and_their_status_is_reported() {
         "{}",
         &finished.log[finished.log.len().saturating_sub(600)..]
     );
+    assert!(finished.log.contains(&"x".repeat(65536)), "the output reached the log up to the bound");
     assert!(!finished.log.contains(&"x".repeat(65537)), "more than the bound reached the log");
 }

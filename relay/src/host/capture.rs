@@ -9,6 +9,7 @@
 //! bounded by `--max-size`. The file is written beside its final name and
 //! renamed once whole, so a failed capture leaves nothing behind.
 
+use super::privileges;
 use crate::capture::{self, check_entry, plain_mode, CaptureError, EntryKind, Manifest, Origin, Sandbox, MANIFEST, MAX_MANIFEST};
 use crate::protocol::{read_frame, write_frame, AgentFrame, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
@@ -44,44 +45,110 @@ pub enum CaptureFileError {
 
 /// Captures the build `query` names into `output` (by default
 /// `NAME.nix-attach` here); at most `max_size` bytes of archive.
+///
+/// The file is made by the caller, beside its final name, and given to the
+/// person root becomes ([`privileges::successor`]); a child process gives
+/// up root and alone reads what the agent sends, into that file; the
+/// caller then renames it into place, or removes it. So a capture run by
+/// root itself (CI) lands where root asked, and no root process reads a
+/// byte the build wrote.
 pub fn capture(query: Option<&str>, output: Option<PathBuf>, max_size: u64) -> anyhow::Result<i32> {
     if let Some(path) = output.as_ref().filter(|path| path.symlink_metadata().is_ok()) {
         return Err(CaptureFileError::Exists(path.clone()).into());
     }
-    let mut connection = super::reach(query)?;
-    write_frame(&mut connection, &ClientFrame::Hello(Hello { version: VERSION, request: Request::Capture }))
-        .map_err(|err| CaptureFileError::Protocol(err.into()))?;
+    let connection = super::reach_keeping_root(query)?;
     let directory = output.as_deref().and_then(Path::parent).filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let partial = directory.join(format!(".nix-attach-capture-{}.partial", std::process::id()));
-    let written = write_file(&mut connection, &partial, max_size);
-    let manifest = match written {
-        Ok(manifest) => manifest,
-        Err(err) => {
+    let file = File::options().write(true).create_new(true).open(&partial).map_err(|err| CaptureFileError::Write(partial.clone(), err))?;
+    let written = give_to_successor(&file).and_then(|()| write_as_successor(connection, file, max_size));
+    let summary = match written {
+        Ok(Some(summary)) => summary,
+        failed => {
             let _ = std::fs::remove_file(&partial);
-            return Err(err.into());
+            return failed.map(|_| super::ERROR_EXIT);
         }
     };
-    let path = output.unwrap_or_else(|| capture::default_file_name(&manifest.sandbox.name));
+    let path = output.unwrap_or_else(|| capture::default_file_name(&summary.name));
     if path.symlink_metadata().is_ok() {
         let _ = std::fs::remove_file(&partial);
         return Err(CaptureFileError::Exists(path).into());
     }
     std::fs::rename(&partial, &path).map_err(|err| CaptureFileError::Write(path.clone(), err))?;
-    let size = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or_default();
     eprintln!(
-        "nix-attach: captured {} to {} ({size} bytes; {} store paths; {} special files left out)",
-        sanitize(&manifest.sandbox.name),
+        "nix-attach: captured {} to {} ({} store paths; {} special files left out)",
+        sanitize(&summary.name),
         sanitize(&path.to_string_lossy()),
-        manifest.sandbox.store_paths.len(),
-        manifest.sandbox.left_out.len()
+        summary.store_paths,
+        summary.left_out
     );
     Ok(0)
 }
 
-/// Reads the agent's archive from `connection`, checked, into `path`.
-fn write_file(connection: &mut UnixStream, path: &Path, max_size: u64) -> Result<Manifest, CaptureFileError> {
-    let write_error = |err| CaptureFileError::Write(path.to_path_buf(), err);
-    let file = File::options().write(true).create_new(true).open(path).map_err(write_error)?;
+/// What the child tells the caller of a capture it wrote.
+struct Summary {
+    name: String,
+    store_paths: usize,
+    left_out: usize,
+}
+
+/// Gives the file to the person root becomes, where root asked on
+/// someone's behalf (sudo); root's own capture stays root's.
+fn give_to_successor(file: &File) -> anyhow::Result<()> {
+    match privileges::successor()? {
+        Some(who) if !privileges::is_nobody(who) => {
+            nix::unistd::fchown(file, Some(nix::unistd::Uid::from_raw(who.0)), Some(nix::unistd::Gid::from_raw(who.1)))?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes the capture into `file` in a child that has given up root; its
+/// summary, or `None` where it failed (it said why on stderr).
+fn write_as_successor(mut connection: UnixStream, file: File, max_size: u64) -> anyhow::Result<Option<Summary>> {
+    let (mut from_child, to_parent) = std::io::pipe()?;
+    // SAFETY: the client is single-threaded here; the child only runs
+    // this function's code and exits.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            drop(from_child);
+            let code = match privileges::give_up_root().map_err(anyhow::Error::from).and_then(|()| {
+                let manifest = write_file(&mut connection, file, max_size)?;
+                let sandbox = &manifest.sandbox;
+                let line = format!("{}\n{}\n{}\n", sandbox.name, sandbox.store_paths.len(), sandbox.left_out.len());
+                (&to_parent).write_all(line.as_bytes())?;
+                Ok(())
+            }) {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("nix-attach: error: {err:#}");
+                    super::ERROR_EXIT
+                }
+            };
+            std::process::exit(code);
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop((to_parent, connection, file));
+            let mut said = String::new();
+            let _ = (&mut from_child).take(8192).read_to_string(&mut said);
+            let status = nix::sys::wait::waitpid(child, None)?;
+            let mut lines = said.lines();
+            let summary = match (status, lines.next(), lines.next(), lines.next()) {
+                (nix::sys::wait::WaitStatus::Exited(_, 0), Some(name), Some(paths), Some(left)) => {
+                    Some(Summary { name: name.to_string(), store_paths: paths.parse().unwrap_or(0), left_out: left.parse().unwrap_or(0) })
+                }
+                _ => None,
+            };
+            Ok(summary)
+        }
+    }
+}
+
+/// Reads the agent's archive from `connection`, checked, into `file`.
+fn write_file(connection: &mut UnixStream, file: File, max_size: u64) -> Result<Manifest, CaptureFileError> {
+    let write_error = |err| CaptureFileError::Write(PathBuf::from("the capture file"), err);
+    write_frame(connection, &ClientFrame::Hello(Hello { version: VERSION, request: Request::Capture }))
+        .map_err(|err| CaptureFileError::Protocol(err.into()))?;
     let encoder = zstd::Encoder::new(BufWriter::new(file), LEVEL).map_err(write_error)?;
     let mut stream = FrameStream { connection, pending: bytes::Bytes::new(), ended: false, left: max_size, max_size, failure: None };
     let mut out = tar::Builder::new(encoder);

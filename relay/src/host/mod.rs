@@ -105,6 +105,14 @@ pub fn release(query: Option<&str>) -> anyhow::Result<i32> {
 /// An ordinary user who may not enter the build directories asks the
 /// broker for a build of its own; where none runs, the error says so.
 fn reach(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> {
+    let connection = reach_keeping_root(query)?;
+    privileges::give_up_root()?;
+    Ok(connection)
+}
+
+/// [`reach`], keeping root: for a caller that gives it up itself, in a
+/// child process ([`capture`]).
+fn reach_keeping_root(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> {
     let found = discovery::discover_agents(false);
     let denied = found.denied.len();
     let build = match select::select(found, query) {
@@ -119,10 +127,7 @@ fn reach(query: Option<&str>) -> anyhow::Result<std::os::unix::net::UnixStream> 
         }
         Err(err) => return Err(err.into()),
     };
-    let connection =
-        connect::connect(&build).with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
-    privileges::give_up_root()?;
-    Ok(connection)
+    connect::connect(&build).with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))
 }
 
 /// Relays one framed session with the build `query` names.

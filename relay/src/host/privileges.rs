@@ -34,16 +34,27 @@ pub enum PrivilegeError {
 /// Becomes the person who asked for root (or `nobody`), if running as
 /// root; otherwise does nothing.
 pub fn give_up_root() -> Result<(), PrivilegeError> {
-    if !getuid().is_root() {
-        return Ok(());
-    }
-    let (uid, gid) = invoking_user()?.filter(|(uid, _)| *uid != 0).unwrap_or_else(nobody);
+    let Some((uid, gid)) = successor()? else { return Ok(()) };
     let switch = || -> nix::Result<()> {
         setgroups(&[Gid::from_raw(gid)])?;
         setgid(Gid::from_raw(gid))?;
         setuid(Uid::from_raw(uid))
     };
     switch().map_err(|source| PrivilegeError::Switch { uid, gid, source })
+}
+
+/// Whom root becomes ([`give_up_root`]): the person who asked for root,
+/// or `nobody` ([`is_nobody`]). `None` where not root.
+pub fn successor() -> Result<Option<(u32, u32)>, PrivilegeError> {
+    if !getuid().is_root() {
+        return Ok(None);
+    }
+    Ok(Some(invoking_user()?.filter(|(uid, _)| *uid != 0).unwrap_or_else(nobody)))
+}
+
+/// Whether `who` is the `nobody` root becomes when nobody else asked.
+pub fn is_nobody(who: (u32, u32)) -> bool {
+    who == NOBODY
 }
 
 /// The uid and gid of whoever asked for root, as the tool that gave it

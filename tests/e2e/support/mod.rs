@@ -404,7 +404,9 @@ pub fn readable_copy() -> &'static (PathBuf, PathBuf) {
             for (from, to) in [(fixtures(), dir.join("tests/fixtures")), (repository.join("setup-hooks"), dir.join("setup-hooks"))] {
                 assert!(Command::new("cp").arg("-R").arg(&from).arg(&to).status().unwrap().success(), "copy {from:?}");
             }
-            std::fs::copy(nix_attach(), dir.join("nix-attach")).unwrap();
+            // Copied by another process, so that no child forked here holds
+            // it open for writing when it runs (ETXTBSY).
+            assert!(Command::new("cp").arg(nix_attach()).arg(dir.join("nix-attach")).status().unwrap().success());
             assert!(Command::new("chmod").args(["-R", "a+rX"]).arg(parent).status().unwrap().success());
             std::fs::write(dir.join("done"), "").unwrap();
         }
