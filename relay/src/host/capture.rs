@@ -149,7 +149,12 @@ fn write_file(connection: &mut UnixStream, file: File, max_size: u64) -> Result<
     let write_error = |err| CaptureFileError::Write(PathBuf::from("the capture file"), err);
     write_frame(connection, &ClientFrame::Hello(Hello { version: VERSION, request: Request::Capture }))
         .map_err(|err| CaptureFileError::Protocol(err.into()))?;
-    let encoder = zstd::Encoder::new(BufWriter::new(file), LEVEL).map_err(write_error)?;
+    let mut encoder = zstd::Encoder::new(BufWriter::new(file), LEVEL).map_err(write_error)?;
+    // zstd's own workers compress while this thread reads and checks.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
+    encoder.multithread(workers).map_err(write_error)?;
+    // Frames are read through a buffer: two reads per frame otherwise.
+    let connection = std::io::BufReader::with_capacity(4 * crate::protocol::MAX_FRAME, connection);
     let mut stream = FrameStream { connection, pending: bytes::Bytes::new(), ended: false, left: max_size, max_size, failure: None };
     let mut out = tar::Builder::new(encoder);
     let copied = copy_checked(&mut tar::Archive::new(&mut stream), &mut out);
@@ -241,7 +246,7 @@ fn origin() -> Origin {
 /// bytes; it ends at the agent's exit status. Why it failed is kept in
 /// `failure`, as the archive reader sees only an I/O error.
 struct FrameStream<'a> {
-    connection: &'a mut UnixStream,
+    connection: std::io::BufReader<&'a mut UnixStream>,
     pending: bytes::Bytes,
     ended: bool,
     left: u64,
@@ -258,7 +263,7 @@ impl FrameStream<'_> {
 
     /// The next chunk of output; `None` at the agent's exit status 0.
     fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, CaptureFileError> {
-        match read_frame::<AgentFrame>(self.connection)? {
+        match read_frame::<AgentFrame>(&mut self.connection)? {
             Some(AgentFrame::Output(data)) if data.len() as u64 > self.left => Err(CaptureFileError::TooLarge(self.max_size)),
             Some(AgentFrame::Output(data)) => {
                 self.left -= data.len() as u64;
