@@ -162,7 +162,8 @@ fn a_replay_at_a_terminal_is_an_attach_in_the_recreated_sandbox_and_leaves_nothi
     let args =
         [user.as_str(), &group, "--init-groups", "env", "-u", "XDG_RUNTIME_DIR", &tmpdir, crate::support::readable_nix_attach(), "replay"];
     let mut terminal = crate::support::pty::Terminal::spawn("setpriv", &[&args[..], &[file.to_str().unwrap()]].concat(), 24, 100);
-    let inside = terminal.expect(" $ ");
+    let banner = terminal.expect("a replay of a capture: `exit` leaves");
+    let inside = terminal.expect_after(banner, " $ ");
     terminal.send("echo \"local=$phaseLocal etc=$(echo /etc/*) root=$(echo /*)\"\r");
     terminal.expect_after(inside, "local=kept etc=/etc/group /etc/hosts /etc/passwd root=/build /dev /etc /nix /proc /tmp");
     terminal.send("exit 4\r");

@@ -30,7 +30,9 @@ fn for_log(line: &str, nix_reads_messages: bool) -> String {
 }
 
 /// The banner an attached shell prints first.
-pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String]) -> Vec<String> {
+/// `replay`: the build is a replay of a capture, and no build waits on
+/// any host.
+pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String], replay: bool) -> Vec<String> {
     let mut lines = vec![
         format!(
             "nix-attach: inside the build of {}, stopped after {} failed (exit {}).",
@@ -51,10 +53,15 @@ pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String]) -> Vec<String> {
     for option in left_out {
         lines.push(format!("  not restored: `set -o {option}` (a failing command would end this session)"));
     }
-    lines.push(format!(
-        "  `exit` detaches; `nix-attach release {}` on the host lets the build fail now; with no session it waits {} s.",
-        meta.id, meta.timeout
-    ));
+    lines.push(if replay {
+        "  a replay of a capture: `exit` leaves, and the replay's copy of the build directory is removed; the original build is not touched."
+            .to_string()
+    } else {
+        format!(
+            "  `exit` detaches; `nix-attach release {}` on the host lets the build fail now; with no session it waits {} s.",
+            meta.id, meta.timeout
+        )
+    });
     lines
 }
 
@@ -95,9 +102,16 @@ mod tests {
     fn the_banner_says_what_was_not_restored() {
         let mut exited = meta();
         exited.locals = false;
-        let lines = banner(&exited, "/build/src", &["errexit".into()]);
+        let lines = banner(&exited, "/build/src", &["errexit".into()], false);
         assert!(lines.iter().any(|l| l.contains("locals")));
         assert!(lines.iter().any(|l| l.contains("set -o errexit")));
         assert!(lines.iter().any(|l| l.contains("nix-attach release 4f2a9c0e11d3")));
+    }
+
+    #[test]
+    fn a_replays_banner_names_no_build_to_release() {
+        let lines = banner(&meta(), "/build/src", &[], true);
+        assert!(lines.iter().any(|l| l.contains("a replay of a capture")));
+        assert!(!lines.iter().any(|l| l.contains("nix-attach release")));
     }
 }

@@ -92,5 +92,6 @@ fn agent_args(sandbox: &Sandbox, meta: &Metadata) -> Vec<String> {
     }
     args.extend(meta.stack.iter().map(|frame| format!("--frame={frame}")));
     args.extend(meta.locals.then(|| "--locals".to_string()));
+    args.push("--replay".to_string());
     args
 }
