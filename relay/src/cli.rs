@@ -216,6 +216,10 @@ pub struct Wrap {
     /// it is released, to enter later elsewhere with `replay`.
     #[arg(long, value_name = "DIR", env = "NIX_ATTACH_CAPTURE")]
     capture: Option<std::path::PathBuf>,
+    /// Without a terminal (CI): run CMD in each paused build's restored
+    /// shell before it is released, its output (bounded) in this log.
+    #[arg(long, value_name = "CMD")]
+    on_failure: Option<String>,
 }
 
 impl From<Wrap> for wrapper::Options {
@@ -226,7 +230,7 @@ impl From<Wrap> for wrapper::Options {
             _ => wrapper::Enter::Ask,
         };
         let release_after = wrap.release_after.map(Duration::from_secs);
-        wrapper::Options { enter, release_after, offer_retries: true, capture: wrap.capture }
+        wrapper::Options { enter, release_after, offer_retries: true, capture: wrap.capture, on_failure: wrap.on_failure }
     }
 }
 

@@ -20,11 +20,12 @@ fn on_sid(script: &str, args: &[&str]) -> Output {
 /// into $3, release it.
 const CAPTURE_THERE: &str = r#"set -euo pipefail
 expression=$1 name=$2 out=$3 nix_attach=$4
-nix-build --no-out-link --expr "$expression" > /dev/null 2>&1 &
+log=$(mktemp)
+nix-build --no-out-link --expr "$expression" > "$log" 2>&1 &
 build=$!
 id=
 until [[ -n $id ]]; do
-    kill -0 "$build" 2> /dev/null || { echo "the build ended without pausing" >&2; exit 1; }
+    kill -0 "$build" 2> /dev/null || { echo "the build ended without pausing:" >&2; cat "$log" >&2; exit 1; }
     id=$("$nix_attach" list --json | python3 -c 'import json, sys; print(next((e["id"] for e in json.load(sys.stdin) if e["drv"] == sys.argv[1]), ""))' "$name")
     [[ -n $id ]] || sleep 0.1
 done

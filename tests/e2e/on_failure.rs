@@ -33,3 +33,18 @@ fn their_output_reaches_the_log_bounded_and_their_status_is_reported() {
     assert!(finished.log.contains(&"x".repeat(65536)), "the output reached the log up to the bound");
     assert!(!finished.log.contains(&"x".repeat(65537)), "more than the bound reached the log");
 }
+
+#[test]
+fn in_ci_the_wrappers_on_failure_runs_in_each_paused_build_and_its_output_is_in_the_log() {
+    let drv = Drv::new("wrapper-on-failure").phase("buildPhase", "local insideVar=here\nsh -c 'exit 3'");
+    let ran = std::process::Command::new(crate::support::nix_attach())
+        .args(["run", "--on-failure", "echo seen=$insideVar; exit 6", "--", "nix-build", "--no-out-link", "--expr", &drv.expression()])
+        .env("NIX_REMOTE", "daemon")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&ran.stderr);
+    assert!(!ran.status.success() && log.contains("failed with exit code 3"), "the build fails as it would have: {log}");
+    let seen = log.find("seen=here\n").unwrap_or_else(|| panic!("{log}"));
+    assert!(log[seen..].contains("--on-failure ended with status 6; the build fails with its own status"), "{log}");
+}

@@ -9,6 +9,11 @@
 //! - `--no-enter` leaves it waiting for its own timeout
 //!   (`NIX_ATTACH_TIMEOUT`).
 //!
+//! With `--on-failure CMD`, CMD runs first in each paused build's restored
+//! shell (`nix-attach exec`), and what it prints goes to this log, at most
+//! [`ON_FAILURE_LIMIT`] bytes: a CI log then shows what a person would have
+//! looked at first. Its status changes nothing.
+//!
 //! With `--capture DIR` (`NIX_ATTACH_CAPTURE`), each paused build is
 //! first written to a file in DIR (`nix-attach capture`), to enter later
 //! elsewhere with `nix-attach replay`; the log names the file, and so does
@@ -84,7 +89,11 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
                     (reach.command(&pointer.id, &["capture", &pointer.id, "-o", &file.to_string_lossy()]), file)
                 });
                 let release = hold.map(|after| (reach.command(&pointer.id, &["release", &pointer.id]), after));
-                releases.spawn(keep(pointer.id.clone(), capture, release));
+                let diagnose = options
+                    .on_failure
+                    .as_deref()
+                    .map(|commands| reach.command(&pointer.id, &["exec", &pointer.id, "--", "eval", commands]));
+                releases.spawn(keep(pointer.id.clone(), diagnose, capture, release));
                 paused.push((pointer, attach));
             }
         }
@@ -125,13 +134,47 @@ fn capture_file(dir: &std::path::Path, pointer: &Pointer) -> PathBuf {
 
 /// What becomes of the paused build `id`: captured first, where asked,
 /// then released as `release` says (or left to its own timeout).
-async fn keep(id: String, capture: Option<(Command, PathBuf)>, release: Option<(Command, Duration)>) {
+async fn keep(id: String, diagnose: Option<Command>, capture: Option<(Command, PathBuf)>, release: Option<(Command, Duration)>) {
+    if let Some(command) = diagnose {
+        diagnosed(command, &id).await;
+    }
     if let Some((command, file)) = capture {
         captured(command, &id, &file).await;
     }
     if let Some((command, after)) = release {
         release_after(command, id, after).await;
     }
+}
+
+/// The most of `--on-failure`'s output that reaches the log.
+pub const ON_FAILURE_LIMIT: usize = 64 * 1024;
+
+/// Runs `--on-failure`'s commands in build `id` and puts what they print
+/// in the log, bounded, with their status.
+async fn diagnosed(mut exec: Command, id: &str) {
+    let child = exec.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let Ok(mut child) = child else {
+        eprintln!("nix-attach: could not run --on-failure in build {id}");
+        return;
+    };
+    let (printed, errors) = tokio::join!(bounded(child.stdout.take()), bounded(child.stderr.take()));
+    let status = child.wait().await.ok().and_then(|status| status.code());
+    eprintln!("nix-attach: --on-failure in build {id}:");
+    eprint!("{}{}", String::from_utf8_lossy(&printed), String::from_utf8_lossy(&errors));
+    let status = status.map_or("was stopped".to_string(), |code| format!("ended with status {code}"));
+    eprintln!("nix-attach: --on-failure {status}; the build fails with its own status");
+}
+
+/// The first [`ON_FAILURE_LIMIT`] bytes `pipe` brings; the rest is read
+/// and dropped, so that the writer never blocks.
+async fn bounded(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let _ = (&mut pipe).take(ON_FAILURE_LIMIT as u64).read_to_end(&mut kept).await;
+        let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
+    }
+    kept
 }
 
 /// Runs `capture` and says where the file is, or why there is none.
@@ -200,7 +243,7 @@ mod tests {
     use super::*;
 
     fn options(enter: Enter, release_after: Option<u64>) -> Options {
-        Options { enter, release_after: release_after.map(Duration::from_secs), offer_retries: true, capture: None }
+        Options { enter, release_after: release_after.map(Duration::from_secs), offer_retries: true, capture: None, on_failure: None }
     }
 
     #[test]

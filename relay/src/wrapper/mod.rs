@@ -55,6 +55,9 @@ pub struct Options {
     /// Without a terminal, where each paused build is captured before it
     /// is released.
     pub capture: Option<std::path::PathBuf>,
+    /// Without a terminal, commands run in each paused build's restored
+    /// shell before it is captured or released, their output in the log.
+    pub on_failure: Option<String>,
 }
 
 /// How the wrapped command ended.
