@@ -533,7 +533,7 @@ fn replay_figure(reps: usize, dir: &Path) -> Figure {
     let file_text = file.to_str().unwrap().to_string();
     // The same sandbox, made by bwrap alone, with the build's bash and no
     // state to restore: the floor a replay stands on.
-    let manifest = read_manifest(&file);
+    let manifest = support::capture::manifest_of(&file);
     let scratch = dir.join("bwrap-build");
     std::fs::create_dir_all(&scratch).unwrap();
     let sandbox = &manifest.sandbox;
@@ -575,20 +575,6 @@ fn replay_figure(reps: usize, dir: &Path) -> Figure {
             ours <= 1.2 * base
         })],
     }
-}
-
-/// The manifest of the capture `file`.
-fn read_manifest(file: &Path) -> nix_attach::capture::Manifest {
-    let mut archive = tar::Archive::new(zstd::Decoder::new(std::fs::File::open(file).unwrap()).unwrap());
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        if entry.path().unwrap() == Path::new(nix_attach::capture::MANIFEST) {
-            let mut text = Vec::new();
-            entry.read_to_end(&mut text).unwrap();
-            return serde_json::from_slice(&text).unwrap();
-        }
-    }
-    panic!("no manifest in {}", file.display())
 }
 
 /// The figures that depend on the Nix release, for `BENCH_ONLY=release` on

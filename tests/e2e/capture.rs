@@ -3,6 +3,7 @@
 //! spec reads the file back with the crates a replay reads it with.
 
 use crate::support::broker::Broker;
+use crate::support::capture::alice_replays;
 use crate::support::{eval, nix_attach_cmd, release, Drv, ALICE};
 use nix_attach::capture::{Manifest, MANIFEST};
 use std::collections::BTreeMap;
@@ -135,20 +136,13 @@ fn captured_for_replay(prefix: &str) -> (PathBuf, String) {
     (file, live)
 }
 
-/// `nix-attach replay ARGS…` run by alice.
-fn alice_replays(args: &[&str]) -> std::process::Output {
-    let mut replay = crate::support::as_user(ALICE, crate::support::readable_nix_attach());
-    replay.arg("replay").args(args).env_remove("XDG_RUNTIME_DIR").stdin(std::process::Stdio::null());
-    replay.output().unwrap()
-}
-
 #[test]
 fn an_ordinary_user_replays_a_capture_with_the_state_a_live_session_had() {
     let (file, live) = captured_for_replay("replayed");
-    let replayed = alice_replays(&[file.to_str().unwrap(), "--", "eval", PROBE]);
+    let replayed = alice_replays(&file, &["eval", PROBE]);
     assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
     assert_eq!(String::from_utf8_lossy(&replayed.stdout), live);
-    let status = alice_replays(&[file.to_str().unwrap(), "--", "eval", "exit 7"]);
+    let status = alice_replays(&file, &["eval", "exit 7"]);
     assert_eq!(status.status.code(), Some(7), "the command's own status");
 }
 
@@ -204,7 +198,7 @@ fn store_paths_missing_here_are_counted_and_named_in_one_line() {
     let (file, _) = captured_for_replay("replay-missing");
     let absent = "/nix/store/0000000000000000000000000000000a-not-in-this-store";
     let file = rewritten(&file, |manifest| manifest.sandbox.store_paths.push(absent.to_string()));
-    let refused = alice_replays(&[file.to_str().unwrap(), "--", "true"]);
+    let refused = alice_replays(&file, &["true"]);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert_eq!((refused.status.code(), said.lines().count()), (Some(125), 1), "{said}");
     assert!(said.contains("1 of the ") && said.contains(&format!("(the first: {absent}); fetch them with")), "{said}");
@@ -240,7 +234,7 @@ fn a_capture_that_writes_through_its_own_link_is_refused_and_nothing_lands_outsi
     archive.finish().unwrap();
     drop(archive);
     std::fs::set_permissions(&hostile, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let refused = alice_replays(&[hostile.to_str().unwrap(), "--", "true"]);
+    let refused = alice_replays(&hostile, &["true"]);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert_eq!((refused.status.code(), said.lines().count()), (Some(125), 1), "{said}");
     assert!(said.contains("\"build/out/planted\" is reached through a link in the archive"), "{said}");
@@ -266,7 +260,7 @@ fn in_ci_capture_writes_each_paused_build_to_a_file_before_it_is_released_and_na
     assert!(stderr.contains(&replay), "{stderr}");
     assert!(stdout.contains("::notice title=nix-attach::captured build"), "{stdout}");
     std::fs::set_permissions(&files[0], std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let replayed = alice_replays(&[files[0].to_str().unwrap(), "--", "eval", "echo $insideVar"]);
+    let replayed = alice_replays(&files[0], &["eval", "echo $insideVar"]);
     assert_eq!(String::from_utf8_lossy(&replayed.stdout), "here\n", "{}", String::from_utf8_lossy(&replayed.stderr));
 }
 

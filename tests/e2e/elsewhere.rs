@@ -3,9 +3,8 @@
 //! (tests/bed/machine, which tests/run starts first) pauses and captures
 //! a build through its own daemon; this machine's ordinary user replays it.
 
-use crate::support::{nix_attach, Drv, ALICE};
-use nix_attach::capture::{Manifest, MANIFEST};
-use std::io::Read;
+use crate::support::capture::{alice_replays, manifest_of};
+use crate::support::{nix_attach, Drv};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -33,21 +32,6 @@ done
 "$nix_attach" release "$id" > /dev/null
 wait "$build" || true
 "#;
-
-/// The manifest of the capture at `file`.
-fn manifest_of(file: &Path) -> Manifest {
-    let mut archive = tar::Archive::new(zstd::Decoder::new(std::fs::File::open(file).unwrap()).unwrap());
-    let mut entry = archive.entries().unwrap().map(Result::unwrap).find(|entry| entry.path().unwrap() == Path::new(MANIFEST)).unwrap();
-    let mut text = Vec::new();
-    entry.read_to_end(&mut text).unwrap();
-    serde_json::from_slice(&text).unwrap()
-}
-
-fn alice_replays(file: &Path, command: &[&str]) -> Output {
-    let mut replay = crate::support::as_user(ALICE, crate::support::readable_nix_attach());
-    replay.arg("replay").arg(file).arg("--").args(command).env_remove("XDG_RUNTIME_DIR").stdin(Stdio::null());
-    replay.output().unwrap()
-}
 
 #[test]
 fn a_capture_from_a_machine_with_its_own_store_replays_here_once_its_closure_is_copied() {

@@ -239,7 +239,8 @@ fn where_the_daemon_drops_the_hooks_output_it_prints_nothing() {
     // The daemon's Nix is asked its version once and the answer kept in
     // the cache; here the cache says Lix 2.93, which drops the hook's output.
     let daemon = SecondDaemon::hooked();
-    let nix = std::fs::metadata(nix_program()).unwrap();
+    let program = nix_attach::inject::version::nix_on_path().expect("nix on PATH");
+    let nix = std::fs::metadata(std::fs::canonicalize(program).unwrap()).unwrap();
     use std::os::unix::fs::MetadataExt;
     let cache = daemon.dir.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
@@ -251,13 +252,6 @@ fn where_the_daemon_drops_the_hooks_output_it_prints_nothing() {
     let finished = daemon.wrapped(&hookless("not-honoured", "sh -c 'exit 3'")).finish();
     assert!(finished.log.contains("failed with exit code 3"), "{}", finished.log);
     assert!(!finished.log.contains("attach with"), "{}", finished.log);
-}
-
-/// The Nix program that `nix` on PATH runs (nix-daemon is a link to it).
-fn nix_program() -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap();
-    let nix = std::env::split_paths(&path).map(|dir| dir.join("nix")).find(|nix| nix.is_file()).expect("nix on PATH");
-    std::fs::canonicalize(nix).unwrap()
 }
 
 /// The hook run by hand on `drv`: status, stdout, stderr.

@@ -3,6 +3,7 @@
 //! person would, through pipes or a real PTY.
 
 pub mod broker;
+pub mod capture;
 pub mod daemon;
 pub mod pty;
 pub mod remote;
