@@ -29,17 +29,20 @@ struct Figure {
     baselines: Vec<Baseline>,
 }
 
+/// Whether our median (first) meets a goal against a baseline's (second).
+type Goal = fn(f64, f64) -> bool;
+
 struct Baseline {
     name: &'static str,
     samples: Vec<f64>,
     goal: &'static str,
     /// Whether our median meets the goal against this baseline's median;
     /// `None` for a reference that only shows where a floor lies.
-    met: Option<fn(f64, f64) -> bool>,
+    met: Option<Goal>,
 }
 
 impl Baseline {
-    fn with_goal(name: &'static str, samples: Vec<f64>, goal: &'static str, met: fn(f64, f64) -> bool) -> Baseline {
+    fn with_goal(name: &'static str, samples: Vec<f64>, goal: &'static str, met: Goal) -> Baseline {
         Baseline { name, samples, goal, met: Some(met) }
     }
 
@@ -625,7 +628,7 @@ fn main() {
     eprintln!("bench: capture throughput and replay to prompt");
     figures.extend(capture_figures(reps));
 
-    let sizes: [(&str, &str, &str, fn(f64, f64) -> bool); 2] = [
+    let sizes: [(&str, &str, &str, Goal); 2] = [
         ("failure to ready, small state (s)", "", "none (fixed costs)", |_, _| true),
         ("failure to ready, 2,000 variables and 500 functions (s)", LARGE_STATE, "≤ 3×", |ours, base| ours <= 3.0 * base),
     ];

@@ -9,10 +9,12 @@
 //! - [`MANIFEST`]: what the sandbox was ([`Sandbox`], as the agent saw it
 //!   from inside) and where it was taken ([`Origin`], as the client saw
 //!   it).
+//! - [`DERIVATION`], where the client knew which derivation was built:
+//!   its `.drv` text, read from the store (the manifest names its path).
 //!
 //! The agent streams the first part and its half of the manifest, as a
-//! plain tar archive; the client checks every entry ([`check_entry`]) and
-//! writes the file. Whoever reads a capture reads what a build wrote: every
+//! plain tar archive; the client checks every entry ([`check_entry`]),
+//! adds the rest and writes the file. Whoever reads a capture reads what a build wrote: every
 //! name, size and field is checked here, and nothing else is trusted.
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,10 @@ use std::path::{Component, Path, PathBuf};
 pub const BUILD: &str = "build";
 /// The archive's entry that holds the manifest.
 pub const MANIFEST: &str = "nix-attach-capture.json";
+/// The archive's entry that holds the derivation's `.drv` text.
+pub const DERIVATION: &str = "derivation.drv";
+/// The largest `.drv` text a capture keeps.
+pub const MAX_DERIVATION: u64 = 16 * 1024 * 1024;
 /// Bumped when the file changes incompatibly.
 pub const FORMAT: u32 = 1;
 /// The largest manifest accepted (the store paths dominate it).
@@ -85,6 +91,13 @@ pub struct Origin {
     pub system: String,
     /// When, in seconds since the epoch.
     pub taken: u64,
+    /// The host name of the machine it was taken on.
+    #[serde(default)]
+    pub machine: String,
+    /// The derivation's store path, where the client knew it; its text is
+    /// the archive's [`DERIVATION`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation: Option<String>,
 }
 
 /// The manifest of a capture file.
@@ -104,15 +117,16 @@ pub enum EntryKind {
 }
 
 /// Checks one archive entry's path and kind: a plain relative path (no
-/// `..`, no root, nothing odd) either under [`BUILD`] or the manifest
-/// itself, and a file, directory or symlink. Returns its kind.
+/// `..`, no root, nothing odd) either under [`BUILD`] or the manifest or
+/// derivation itself, and a file, directory or symlink. Returns its kind.
 pub fn check_entry(path: &Path, kind: tar::EntryType) -> Result<EntryKind, CaptureError> {
     let shown = || path.to_string_lossy().into_owned();
     let mut components = path.components();
     let first = components.next();
     let plain = path.components().all(|component| matches!(component, Component::Normal(_)));
     let under_build = first == Some(Component::Normal(BUILD.as_ref()));
-    if !plain || !(under_build || path == Path::new(MANIFEST)) {
+    let top_file = path == Path::new(MANIFEST) || path == Path::new(DERIVATION);
+    if !plain || !(under_build || top_file) {
         return Err(CaptureError::BadPath(shown()));
     }
     let bad = |kind| Err(CaptureError::BadKind { path: shown(), kind });
@@ -151,14 +165,7 @@ impl Sandbox {
         if self.format != FORMAT {
             return Err(CaptureError::Format(self.format));
         }
-        let field = |name, value: &str| {
-            let ok = !value.is_empty() && value.len() <= MAX_FIELD && !value.chars().any(char::is_control);
-            if ok {
-                Ok(())
-            } else {
-                Err(CaptureError::Field(name, value.chars().take(80).collect()))
-            }
-        };
+        let field = |name, value: &str| text_field(name, value, false);
         field("name", &self.name)?;
         field("hostname", &self.hostname)?;
         for (name, path) in [("build_top", &self.build_top), ("cwd", &self.cwd), ("shell", &self.shell)] {
@@ -179,6 +186,49 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+impl Origin {
+    /// Checks every field of an origin that came in a file someone handed
+    /// over. (The host name is empty in captures of nix-attach 0.x before
+    /// it was kept.)
+    pub fn check(&self, store: &Path) -> Result<(), CaptureError> {
+        text_field("nix", &self.nix, false)?;
+        text_field("system", &self.system, false)?;
+        text_field("machine", &self.machine, true)?;
+        match &self.derivation {
+            Some(drv) if !is_derivation_path(drv, store) => Err(CaptureError::Field("derivation", drv.chars().take(200).collect())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where and when the capture was taken, for a banner: `taken
+    /// 2026-12-06T05:10:00Z on runner-3 (nix (Nix) 2.8.0, x86_64-linux)`.
+    pub fn describe(&self) -> String {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.taken);
+        let machine = if self.machine.is_empty() { "an unnamed machine" } else { &self.machine };
+        let mut said = format!("taken {} on {machine} ({}, {})", humantime::format_rfc3339_seconds(when), self.nix, self.system);
+        if let Some(drv) = &self.derivation {
+            said.push_str(&format!(", building {drv}"));
+        }
+        said
+    }
+}
+
+/// Checks a text field from a file: bounded, no control characters, and
+/// not empty unless `may_be_empty`.
+fn text_field(name: &'static str, value: &str, may_be_empty: bool) -> Result<(), CaptureError> {
+    let ok = (may_be_empty || !value.is_empty()) && value.len() <= MAX_FIELD && !value.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(CaptureError::Field(name, value.chars().take(80).collect()))
+    }
+}
+
+/// Whether `path` is a derivation's store path (`….drv`).
+pub fn is_derivation_path(path: &str, store: &Path) -> bool {
+    path.ends_with(".drv") && is_store_path(path, store)
 }
 
 /// Reads a manifest from at most [`MAX_MANIFEST`] bytes.
@@ -219,6 +269,7 @@ mod tests {
         let file = tar::EntryType::Regular;
         assert_eq!(check_entry(Path::new("build/src/a.c"), file).unwrap(), EntryKind::File);
         assert_eq!(check_entry(Path::new(MANIFEST), file).unwrap(), EntryKind::File);
+        assert_eq!(check_entry(Path::new(DERIVATION), file).unwrap(), EntryKind::File);
         for bad in ["/etc/passwd", "build/../../x", "../x", "./build/x", "other/x", "build2/x"] {
             assert!(matches!(check_entry(Path::new(bad), file), Err(CaptureError::BadPath(_))), "{bad}");
         }
@@ -233,6 +284,7 @@ mod tests {
             assert!(matches!(check_entry(Path::new("build/x"), kind), Err(CaptureError::BadKind { .. })), "{kind:?}");
         }
         assert!(check_entry(Path::new(MANIFEST), tar::EntryType::Symlink).is_err());
+        assert!(check_entry(Path::new(DERIVATION), tar::EntryType::Directory).is_err());
     }
 
     #[test]
@@ -248,6 +300,25 @@ mod tests {
         for bad in ["/nix/store/short-bash", "/etc/passwd", "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-a/../b", "/nix/store/"] {
             assert!(!is_store_path(bad, store), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_origin_names_a_derivation_only_by_its_store_path_and_says_where_it_was_taken() {
+        let store = Path::new("/nix/store");
+        let drv = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.drv";
+        let mut origin =
+            Origin { nix: "nix (Nix) 2.8.0".into(), system: "x86_64-linux".into(), taken: 0, machine: "runner-3".into(), derivation: None };
+        assert!(origin.check(store).is_ok());
+        assert_eq!(origin.describe(), "taken 1970-01-01T00:00:00Z on runner-3 (nix (Nix) 2.8.0, x86_64-linux)");
+        origin.derivation = Some(drv.into());
+        assert!(origin.check(store).is_ok() && origin.describe().ends_with(&format!(", building {drv}")));
+        for bad in ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello", "/etc/x.drv", "/nix/store/x/../y.drv"] {
+            origin.derivation = Some(bad.into());
+            assert!(matches!(origin.check(store), Err(CaptureError::Field("derivation", _))), "{bad}");
+        }
+        origin.derivation = None;
+        origin.machine = "runner\u{1b}[2J".into();
+        assert!(matches!(origin.check(store), Err(CaptureError::Field("machine", _))));
     }
 
     #[test]

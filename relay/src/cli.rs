@@ -75,6 +75,10 @@ pub enum Command {
         /// The most the build directory may hold (bytes, or with K, M, G).
         #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = crate::capture::parse_size)]
         max_size: u64,
+        /// The derivation being built (`/nix/store/….drv`), whose path and
+        /// text the file keeps; `build --capture` passes it.
+        #[arg(long, value_name = "DRV")]
+        drv: Option<String>,
     },
     /// Enter a captured build (`capture`), on any machine with its store
     /// paths, as an ordinary user: the sandbox is recreated with bubblewrap
@@ -139,7 +143,7 @@ pub enum Command {
     Man,
     /// Keep a failed build waiting for sessions (run by the setup hook).
     #[command(hide = true)]
-    Agent(AgentConfig),
+    Agent(Box<AgentConfig>),
     /// Run a session's program in namespaces of its own (run by the agent).
     #[command(hide = true, name = "isolate")]
     Isolate {
@@ -260,7 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let args = ["release".to_string()].into_iter().chain(id.clone()).collect();
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::release(id.as_deref()))
         }
-        Command::Capture { id, output, max_size } => host::capture::capture(id.as_deref(), output, max_size),
+        Command::Capture { id, output, max_size, drv } => host::capture::capture(id.as_deref(), output, max_size, drv),
         Command::Replay { file, fetch, max_size, command } => crate::replay::run(crate::replay::Options { file, command, fetch, max_size }),
         Command::Build { wrap, nix_args } => {
             wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())
@@ -279,7 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(0)
         }
-        Command::Agent(config) => agent::run(config).map(|()| 0),
+        Command::Agent(config) => agent::run(*config).map(|()| 0),
         Command::Isolate { command } => Ok(agent::isolate::run(&command)),
     }
 }

@@ -5,7 +5,7 @@
 use crate::support::broker::Broker;
 use crate::support::capture::alice_replays;
 use crate::support::{eval, nix_attach_cmd, release, Drv, ALICE};
-use nix_attach::capture::{Manifest, MANIFEST};
+use nix_attach::capture::{Manifest, DERIVATION, MANIFEST};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -156,7 +156,10 @@ fn a_replay_at_a_terminal_is_an_attach_in_the_recreated_sandbox_and_leaves_nothi
     let args =
         [user.as_str(), &group, "--init-groups", "env", "-u", "XDG_RUNTIME_DIR", &tmpdir, crate::support::readable_nix_attach(), "replay"];
     let mut terminal = crate::support::pty::Terminal::spawn("setpriv", &[&args[..], &[file.to_str().unwrap()]].concat(), 24, 100);
-    let banner = terminal.expect("a replay of a capture: `exit` leaves");
+    let origin = crate::support::capture::manifest_of(&file).origin;
+    let machine = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    assert!(origin.describe().contains(&format!(" on {machine} (nix (")), "{origin:?}");
+    let banner = terminal.expect(&format!("a replay of a capture {}: no process of the build runs here", origin.describe()));
     let inside = terminal.expect_after(banner, " $ ");
     terminal.send("echo \"local=$phaseLocal etc=$(echo /etc/*) root=$(echo /*)\"\r");
     terminal.expect_after(inside, "local=kept etc=/etc/group /etc/hosts /etc/passwd root=/build /dev /etc /nix /proc /tmp");
@@ -259,9 +262,21 @@ fn in_ci_capture_writes_each_paused_build_to_a_file_before_it_is_released_and_na
     let replay = format!("enter it later, anywhere, with `nix-attach replay {}`", files[0].display());
     assert!(stderr.contains(&replay), "{stderr}");
     assert!(stdout.contains("::notice title=nix-attach::captured build"), "{stdout}");
+    let (entries, manifest) = read_capture(&files[0]);
+    let built = drv.instantiate();
+    assert_eq!(manifest.origin.derivation.as_deref(), Some(built.as_str()), "the file names the derivation that was built");
+    assert_eq!(entries[DERIVATION].content, std::fs::read(&built).unwrap(), "and holds its text");
     std::fs::set_permissions(&files[0], std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let replayed = alice_replays(&files[0], &["eval", "echo $insideVar"]);
     assert_eq!(String::from_utf8_lossy(&replayed.stdout), "here\n", "{}", String::from_utf8_lossy(&replayed.stderr));
+}
+
+#[test]
+fn a_derivation_that_is_not_one_is_refused_before_anything_is_asked() {
+    let refused = nix_attach_cmd(&["capture", "no-such-build", "--drv", "/etc/passwd"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!((refused.status.code(), said.lines().count()), (Some(125), 1), "{said}");
+    assert!(said.contains("\"/etc/passwd\" is not a derivation in the store"), "{said}");
 }
 
 #[test]

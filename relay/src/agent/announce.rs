@@ -30,9 +30,9 @@ fn for_log(line: &str, nix_reads_messages: bool) -> String {
 }
 
 /// The banner an attached shell prints first.
-/// `replay`: the build is a replay of a capture, and no build waits on
-/// any host.
-pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String], replay: bool) -> Vec<String> {
+/// `replay`: the build is a replay of a capture, taken where and when it
+/// says, and no build waits on any host.
+pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String], replay: Option<&str>) -> Vec<String> {
     let mut lines = vec![
         format!(
             "nix-attach: inside the build of {}, stopped after {} failed (exit {}).",
@@ -53,9 +53,11 @@ pub fn banner(meta: &Metadata, cwd: &str, left_out: &[String], replay: bool) -> 
     for option in left_out {
         lines.push(format!("  not restored: `set -o {option}` (a failing command would end this session)"));
     }
-    lines.push(if replay {
-        "  a replay of a capture: `exit` leaves, and the replay's copy of the build directory is removed; the original build is not touched."
-            .to_string()
+    lines.extend(replay.map(|origin| {
+        format!("  a replay of a capture {}: no process of the build runs here, and none runs anywhere for this session.", sanitize(origin))
+    }));
+    lines.push(if replay.is_some() {
+        "  `exit` leaves, and the replay's copy of the build directory is removed; the original build is not touched.".to_string()
     } else {
         format!(
             "  `exit` detaches; `nix-attach release {}` on the host lets the build fail now; with no session it waits {} s.",
@@ -102,7 +104,7 @@ mod tests {
     fn the_banner_says_what_was_not_restored() {
         let mut exited = meta();
         exited.locals = false;
-        let lines = banner(&exited, "/build/src", &["errexit".into()], false);
+        let lines = banner(&exited, "/build/src", &["errexit".into()], None);
         assert!(lines.iter().any(|l| l.contains("locals")));
         assert!(lines.iter().any(|l| l.contains("set -o errexit")));
         assert!(lines.iter().any(|l| l.contains("nix-attach release 4f2a9c0e11d3")));
@@ -110,8 +112,9 @@ mod tests {
 
     #[test]
     fn a_replays_banner_names_no_build_to_release() {
-        let lines = banner(&meta(), "/build/src", &[], true);
-        assert!(lines.iter().any(|l| l.contains("a replay of a capture")));
+        let lines = banner(&meta(), "/build/src", &[], Some("taken 2026-12-06T05:10:00Z on runner-3\u{1b}[2J"));
+        assert!(lines.iter().any(|l| l.contains("a replay of a capture taken 2026-12-06T05:10:00Z on runner-3") && !l.contains('\u{1b}')));
+        assert!(lines.iter().any(|l| l.contains("no process of the build runs here")));
         assert!(!lines.iter().any(|l| l.contains("nix-attach release")));
     }
 }

@@ -64,10 +64,10 @@ pub struct AgentConfig {
     /// output to the build log (NIX_ATTACH_ON_FAILURE).
     #[arg(long)]
     pub on_failure: Option<String>,
-    /// The build is a replay of a capture (`nix-attach replay`): no build
-    /// waits on any host.
-    #[arg(long)]
-    pub replay: bool,
+    /// The build is a replay of a capture (`nix-attach replay`), taken
+    /// where and when ORIGIN says: no build waits on any host.
+    #[arg(long, value_name = "ORIGIN")]
+    pub replay: Option<String>,
     /// Functions and aliases.
     #[arg(long)]
     pub state_file: PathBuf,
@@ -213,7 +213,7 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
         .with_context(|| format!("cannot read the snapshot's options {}", config.options_file.display()))?;
     let options = restore::Options::parse(&text);
     let cwd = if config.cwd.is_dir() { config.cwd.clone() } else { config.build_top.clone() };
-    let banner = announce::banner(meta, &cwd.to_string_lossy(), &options.left_out(), config.replay);
+    let banner = announce::banner(meta, &cwd.to_string_lossy(), &options.left_out(), config.replay.as_deref());
     let declared = fs::read_to_string(&config.variables_file)
         .with_context(|| format!("cannot read the snapshot's variables {}", config.variables_file.display()))?;
     let variables_file = state_dir.join("variables.sh");

@@ -6,15 +6,20 @@
 //! each entry must be a plain path under `build/` (or the manifest), a
 //! file, directory or link; modes lose setuid, setgid and sticky bits; the
 //! manifest is bounded and checked field by field; and the whole stream is
-//! bounded by `--max-size`. The file is written beside its final name and
-//! renamed once whole, so a failed capture leaves nothing behind.
+//! bounded by `--max-size`. The derivation's text (`--drv`, which `build
+//! --capture` passes) comes from the store, never from the agent. The file
+//! is written beside its final name and renamed once whole, so a failed
+//! capture leaves nothing behind.
 
 use super::privileges;
-use crate::capture::{self, check_entry, plain_mode, CaptureError, EntryKind, Manifest, Origin, Sandbox, MANIFEST, MAX_MANIFEST};
+use crate::capture::{
+    self, check_entry, plain_mode, CaptureError, EntryKind, Manifest, Origin, Sandbox, DERIVATION, MANIFEST, MAX_DERIVATION, MAX_MANIFEST,
+};
 use crate::protocol::{read_frame, write_frame, AgentFrame, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -41,10 +46,15 @@ pub enum CaptureFileError {
     Exists(PathBuf),
     #[error("cannot write {0}")]
     Write(PathBuf, #[source] io::Error),
+    #[error("--drv {0:?} is not a derivation in the store (a /nix/store/….drv path)")]
+    NotDerivation(String),
+    #[error("cannot read the derivation {0} (at most {MAX_DERIVATION} bytes of `Derive(…)` text)")]
+    Derivation(String, #[source] io::Error),
 }
 
 /// Captures the build `query` names into `output` (by default
-/// `NAME.nix-attach` here); at most `max_size` bytes of archive.
+/// `NAME.nix-attach` here); at most `max_size` bytes of archive. The
+/// capture keeps `derivation`'s path and text, where it is given.
 ///
 /// The file is made by the caller, beside its final name, and given to the
 /// person root becomes ([`privileges::successor`]); a child process gives
@@ -52,15 +62,19 @@ pub enum CaptureFileError {
 /// caller then renames it into place, or removes it. So a capture run by
 /// root itself (CI) lands where root asked, and no root process reads a
 /// byte the build wrote.
-pub fn capture(query: Option<&str>, output: Option<PathBuf>, max_size: u64) -> anyhow::Result<i32> {
+pub fn capture(query: Option<&str>, output: Option<PathBuf>, max_size: u64, derivation: Option<String>) -> anyhow::Result<i32> {
     if let Some(path) = output.as_ref().filter(|path| path.symlink_metadata().is_ok()) {
         return Err(CaptureFileError::Exists(path.clone()).into());
+    }
+    if let Some(drv) = derivation.as_ref().filter(|drv| !capture::is_derivation_path(drv, &crate::nix_conf::store_dir())) {
+        return Err(CaptureFileError::NotDerivation(sanitize(drv)).into());
     }
     let connection = super::reach_keeping_root(query)?;
     let directory = output.as_deref().and_then(Path::parent).filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let partial = directory.join(format!(".nix-attach-capture-{}.partial", std::process::id()));
     let file = File::options().write(true).create_new(true).open(&partial).map_err(|err| CaptureFileError::Write(partial.clone(), err))?;
-    let written = give_to_successor(&file).and_then(|()| write_as_successor(connection, file, max_size));
+    let asked = Asked { max_size, derivation };
+    let written = give_to_successor(&file).and_then(|()| write_as_successor(connection, file, &asked));
     let summary = match written {
         Ok(Some(summary)) => summary,
         failed => {
@@ -84,6 +98,12 @@ pub fn capture(query: Option<&str>, output: Option<PathBuf>, max_size: u64) -> a
     Ok(0)
 }
 
+/// What a capture keeps besides what the agent sends.
+struct Asked {
+    max_size: u64,
+    derivation: Option<String>,
+}
+
 /// What the child tells the caller of a capture it wrote.
 struct Summary {
     name: String,
@@ -105,7 +125,7 @@ fn give_to_successor(file: &File) -> anyhow::Result<()> {
 
 /// Writes the capture into `file` in a child that has given up root; its
 /// summary, or `None` where it failed (it said why on stderr).
-fn write_as_successor(mut connection: UnixStream, file: File, max_size: u64) -> anyhow::Result<Option<Summary>> {
+fn write_as_successor(mut connection: UnixStream, file: File, asked: &Asked) -> anyhow::Result<Option<Summary>> {
     let (mut from_child, to_parent) = std::io::pipe()?;
     // SAFETY: the client is single-threaded here; the child only runs
     // this function's code and exits.
@@ -113,7 +133,7 @@ fn write_as_successor(mut connection: UnixStream, file: File, max_size: u64) -> 
         nix::unistd::ForkResult::Child => {
             drop(from_child);
             let code = match privileges::give_up_root().map_err(anyhow::Error::from).and_then(|()| {
-                let manifest = write_file(&mut connection, file, max_size)?;
+                let manifest = write_file(&mut connection, file, asked)?;
                 let sandbox = &manifest.sandbox;
                 let line = format!("{}\n{}\n{}\n", sandbox.name, sandbox.store_paths.len(), sandbox.left_out.len());
                 (&to_parent).write_all(line.as_bytes())?;
@@ -144,8 +164,9 @@ fn write_as_successor(mut connection: UnixStream, file: File, max_size: u64) -> 
     }
 }
 
-/// Reads the agent's archive from `connection`, checked, into `file`.
-fn write_file(connection: &mut UnixStream, file: File, max_size: u64) -> Result<Manifest, CaptureFileError> {
+/// Reads the agent's archive from `connection`, checked, into `file`,
+/// and adds the derivation and the manifest.
+fn write_file(connection: &mut UnixStream, file: File, asked: &Asked) -> Result<Manifest, CaptureFileError> {
     let write_error = |err| CaptureFileError::Write(PathBuf::from("the capture file"), err);
     write_frame(connection, &ClientFrame::Hello(Hello { version: VERSION, request: Request::Capture }))
         .map_err(|err| CaptureFileError::Protocol(err.into()))?;
@@ -155,6 +176,7 @@ fn write_file(connection: &mut UnixStream, file: File, max_size: u64) -> Result<
     encoder.multithread(workers).map_err(write_error)?;
     // Frames are read through a buffer: two reads per frame otherwise.
     let connection = std::io::BufReader::with_capacity(4 * crate::protocol::MAX_FRAME, connection);
+    let max_size = asked.max_size;
     let mut stream = FrameStream { connection, pending: bytes::Bytes::new(), ended: false, left: max_size, max_size, failure: None };
     let mut out = tar::Builder::new(encoder);
     let copied = copy_checked(&mut tar::Archive::new(&mut stream), &mut out);
@@ -163,7 +185,11 @@ fn write_file(connection: &mut UnixStream, file: File, max_size: u64) -> Result<
         (Err(err), None) => return Err(err),
         (Ok(sandbox), None) => sandbox,
     };
-    let manifest = Manifest { sandbox, origin: origin() };
+    if let Some(drv) = &asked.derivation {
+        let text = read_derivation(drv)?;
+        out.append_data(&mut file_header(text.len() as u64, 0o444, 0), DERIVATION, &text[..]).map_err(write_error)?;
+    }
+    let manifest = Manifest { sandbox, origin: origin(asked.derivation.clone()) };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
     out.append_data(&mut file_header(json.len() as u64, 0o644, 0), MANIFEST, &json[..]).map_err(write_error)?;
     let encoder = out.into_inner().map_err(write_error)?;
@@ -187,6 +213,10 @@ fn copy_checked<R: Read, W: Write>(archive: &mut tar::Archive<R>, out: &mut tar:
         let header = entry.header();
         let (mode, mtime, size) = (header.mode().unwrap_or(0o644), header.mtime().unwrap_or(0), entry.size());
         let kind = check_entry(&path, header.entry_type())?;
+        if path == Path::new(DERIVATION) {
+            // The derivation is read from the store, never from the build.
+            return Err(CaptureError::BadPath(DERIVATION.into()).into());
+        }
         if path == Path::new(MANIFEST) {
             sandbox = Some(read_sandbox(&mut entry, size)?);
             continue;
@@ -234,12 +264,26 @@ fn file_header(size: u64, mode: u32, mtime: u64) -> tar::Header {
     header
 }
 
-/// Where this capture is taken.
-fn origin() -> Origin {
+/// The text of the derivation `drv` (a checked store path), bounded and
+/// never through a link.
+fn read_derivation(drv: &str) -> Result<Vec<u8>, CaptureFileError> {
+    let failed = |err| CaptureFileError::Derivation(sanitize(drv), err);
+    let file = File::options().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(drv).map_err(failed)?;
+    let mut text = Vec::new();
+    file.take(MAX_DERIVATION + 1).read_to_end(&mut text).map_err(failed)?;
+    if text.len() as u64 > MAX_DERIVATION || !text.starts_with(b"Derive(") {
+        return Err(failed(io::ErrorKind::InvalidData.into()));
+    }
+    Ok(text)
+}
+
+/// Where this capture is taken, of `derivation` where it is known.
+fn origin(derivation: Option<String>) -> Origin {
     let version = crate::inject::version::nix_on_path().and_then(|nix| crate::inject::version::version_output(&nix));
     let nix = version.and_then(|text| text.lines().next().map(str::to_string));
     let taken = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|since| since.as_secs()).unwrap_or_default();
-    Origin { nix: nix.unwrap_or_else(|| "unknown".into()), system: format!("{}-linux", std::env::consts::ARCH), taken }
+    let machine = nix::unistd::gethostname().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    Origin { nix: nix.unwrap_or_else(|| "unknown".into()), system: format!("{}-linux", std::env::consts::ARCH), taken, machine, derivation }
 }
 
 /// The agent's output frames as one byte stream, at most `max_size`
@@ -356,9 +400,11 @@ mod tests {
         assert_eq!(copy(&[file, manifest_entry(&sandbox())]).unwrap(), sandbox());
     }
 
+    /// The derivation is among them: the client reads it from the store,
+    /// and a build may not put its own in its place.
     #[test]
     fn a_path_out_of_the_build_directory_is_refused() {
-        for name in ["build/../../etc/cron.d/x", "/etc/passwd", "elsewhere"] {
+        for name in ["build/../../etc/cron.d/x", "/etc/passwd", "elsewhere", DERIVATION] {
             let entry = raw_entry(name, tar::EntryType::Regular, b"x", 1);
             assert!(
                 matches!(copy(&[entry, manifest_entry(&sandbox())]), Err(CaptureFileError::Capture(CaptureError::BadPath(_)))),

@@ -374,7 +374,7 @@ impl Session {
         while !self.to_user.is_empty() && Instant::now() < until {
             let mut fds = [PollFd::new(self.output.as_fd(), PollFlags::POLLOUT), PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
             let left = PollTimeout::try_from(until.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX);
-            if matches!(poll(&mut fds, left), Ok(_)) && fds[1].any().unwrap_or(false) {
+            if poll(&mut fds, left).is_ok() && fds[1].any().unwrap_or(false) {
                 break;
             }
             self.write_user()?;

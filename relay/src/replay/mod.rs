@@ -81,7 +81,7 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
     }
     let layout = sandbox::Layout { build_dir: build_dir.clone(), etc, agent: std::env::current_exe()? };
     let log = std::fs::File::create(scratch.0.join("agent.log"))?;
-    let mut child = sandbox::command(&manifest.sandbox, &meta, &layout)
+    let mut child = sandbox::command(&manifest, &meta, &layout)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -9,7 +9,7 @@
 //! at [`AGENT`], with the captured snapshot: sessions then get the shell
 //! exactly as a live attach does.
 
-use crate::capture::Sandbox;
+use crate::capture::{Manifest, Sandbox};
 use crate::metadata::Metadata;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,9 +47,10 @@ pub struct Layout {
     pub agent: PathBuf,
 }
 
-/// The `bwrap` command that runs the agent for `sandbox`, failed as `meta`
-/// says, in a sandbox laid out as `layout` says.
-pub fn command(sandbox: &Sandbox, meta: &Metadata, layout: &Layout) -> Command {
+/// The `bwrap` command that runs the agent for `manifest`'s sandbox,
+/// failed as `meta` says, in a sandbox laid out as `layout` says.
+pub fn command(manifest: &Manifest, meta: &Metadata, layout: &Layout) -> Command {
+    let sandbox = &manifest.sandbox;
     let mut bwrap = Command::new(BWRAP);
     bwrap.args(["--unshare-all", "--die-with-parent", "--new-session"]);
     bwrap.args(["--uid", &sandbox.uid.to_string(), "--gid", &sandbox.gid.to_string(), "--hostname", &sandbox.hostname]);
@@ -66,12 +67,13 @@ pub fn command(sandbox: &Sandbox, meta: &Metadata, layout: &Layout) -> Command {
     for (name, value) in [("HOME", "/homeless-shelter"), ("PATH", "/path-not-set"), ("NIX_BUILD_TOP", &sandbox.build_top)] {
         bwrap.args(["--setenv", name, value]);
     }
-    bwrap.arg(AGENT).args(agent_args(sandbox, meta));
+    bwrap.arg(AGENT).args(agent_args(sandbox, meta, &manifest.origin.describe()));
     bwrap
 }
 
-/// The agent's arguments: the captured failure and snapshot files.
-fn agent_args(sandbox: &Sandbox, meta: &Metadata) -> Vec<String> {
+/// The agent's arguments: the captured failure and snapshot files, and
+/// where the capture was taken (`origin`, for its banner).
+fn agent_args(sandbox: &Sandbox, meta: &Metadata, origin: &str) -> Vec<String> {
     let top = Path::new(&sandbox.build_top);
     let file = |name: &str| top.join(name).to_string_lossy().into_owned();
     let mut args = vec!["agent".to_string()];
@@ -92,6 +94,6 @@ fn agent_args(sandbox: &Sandbox, meta: &Metadata) -> Vec<String> {
     }
     args.extend(meta.stack.iter().map(|frame| format!("--frame={frame}")));
     args.extend(meta.locals.then(|| "--locals".to_string()));
-    args.push("--replay".to_string());
+    args.push(format!("--replay={origin}"));
     args
 }

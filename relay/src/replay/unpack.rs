@@ -8,7 +8,9 @@
 //! headers declare are bounded in all, and a cut or corrupt stream is an
 //! error. Nothing is written outside `into`.
 
-use crate::capture::{self, check_entry, plain_mode, CaptureError, EntryKind, Manifest, MANIFEST, MAX_MANIFEST};
+use crate::capture::{
+    self, check_entry, plain_mode, CaptureError, EntryKind, Manifest, DERIVATION, MANIFEST, MAX_DERIVATION, MAX_MANIFEST,
+};
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
@@ -27,6 +29,8 @@ pub enum UnpackError {
     ThroughLink(String),
     #[error("archive entry {0:?} comes twice")]
     Twice(String),
+    #[error("the capture's derivation is larger than {MAX_DERIVATION} bytes")]
+    DerivationTooLarge,
     #[error("the capture unpacks to more than {0} bytes; raise the bound with --max-size")]
     TooLarge(u64),
     #[error("cannot unpack {0}")]
@@ -59,6 +63,9 @@ fn unpack_archive<R: Read>(archive: &mut tar::Archive<R>, into: &Path, max_size:
             manifest = Some(read_manifest(&mut entry)?);
             continue;
         }
+        if path == Path::new(DERIVATION) && entry.size() > MAX_DERIVATION {
+            return Err(UnpackError::DerivationTooLarge);
+        }
         let target = into.join(&path);
         let mode = plain_mode(entry.header().mode().unwrap_or(0o644));
         let written = match kind {
@@ -76,7 +83,9 @@ fn unpack_archive<R: Read>(archive: &mut tar::Archive<R>, into: &Path, max_size:
         written.map_err(|err| UnpackError::Write(shown, err))?;
     }
     let manifest: Manifest = manifest.ok_or(CaptureError::NoManifest)?;
-    manifest.sandbox.check(&crate::nix_conf::store_dir())?;
+    let store = crate::nix_conf::store_dir();
+    manifest.sandbox.check(&store)?;
+    manifest.origin.check(&store)?;
     Ok(manifest)
 }
 

@@ -84,9 +84,13 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
                 }
                 let attach = reach.attach_command(&pointer.id);
                 annotate(&pointer, &attach).await?;
+                let derivation = out_markers.derivation_of(&pointer).or(err_markers.derivation_of(&pointer));
                 let capture = options.capture.as_deref().map(|dir| {
                     let file = capture_file(dir, &pointer);
-                    (reach.command(&pointer.id, &["capture", &pointer.id, "-o", &file.to_string_lossy()]), file)
+                    let shown = file.to_string_lossy();
+                    let mut args = vec!["capture", &pointer.id, "-o", &shown];
+                    args.extend(derivation.iter().flat_map(|drv| ["--drv", *drv]));
+                    (reach.command(&pointer.id, &args), file)
                 });
                 let release = hold.map(|after| (reach.command(&pointer.id, &["release", &pointer.id]), after));
                 let diagnose = options

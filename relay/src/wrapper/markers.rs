@@ -1,14 +1,14 @@
 //! Finds pointer lines, the derivations whose builder failed
-//! ([`Failures`]) and the builds sent to remote builders
-//! ([`RemoteBuilds`]), in nix's output as a terminal would show it.
+//! ([`Failures`]) and the derivations built, and where ([`Builds`]), in
+//! nix's output as a terminal would show it.
 //!
 //! The stream is parsed with `vte`, so escape sequences (colours, the
 //! progress bar's redraws) are not text, a marker split across reads is
 //! still whole, and a carriage return starts the line over. Only printed
 //! characters make up a line, so no escape sequence can hide or fake one.
 
+use super::builds::Builds;
 use super::failures::Failures;
-use super::remote_builds::RemoteBuilds;
 use crate::pointer::Pointer;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ struct Lines {
     returned: bool,
     found: Vec<Pointer>,
     failures: Failures,
-    remote: RemoteBuilds,
+    builds: Builds,
 }
 
 impl vte::Perform for Lines {
@@ -49,7 +49,7 @@ impl vte::Perform for Lines {
             b'\n' => {
                 self.found.extend(Pointer::parse(&self.current));
                 self.failures.line(&self.current);
-                self.remote.line(&self.current);
+                self.builds.line(&self.current);
                 self.current.clear();
                 self.returned = false;
             }
@@ -70,7 +70,13 @@ impl Markers {
     /// The remote builder that the build which paused at `pointer` runs
     /// on, if Nix sent it to one.
     pub fn builder_of(&self, pointer: &Pointer) -> Option<&str> {
-        self.lines.remote.builder_of(pointer.drv_name())
+        self.lines.builds.builder_of(pointer.drv_name())
+    }
+
+    /// The derivation whose build paused at `pointer`, where its name
+    /// tells it.
+    pub fn derivation_of(&self, pointer: &Pointer) -> Option<&str> {
+        self.lines.builds.derivation_of(pointer.drv_name())
     }
 
     /// The derivations whose builder failed, so far.

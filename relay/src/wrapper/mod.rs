@@ -20,12 +20,12 @@
 //! with `--enter-on-failure`); without one it prints the `retry` line.
 
 mod batch;
+mod builds;
 pub mod failures;
 mod held;
 mod interactive;
 pub mod markers;
 mod privilege;
-mod remote_builds;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
