@@ -16,6 +16,8 @@
 //! plain tar archive; the client checks every entry ([`check_entry`]),
 //! adds the rest and writes the file. Whoever reads a capture reads what a build wrote: every
 //! name, size and field is checked here, and nothing else is trusted.
+//!
+//! Uses no other module of the crate.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};

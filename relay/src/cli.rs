@@ -1,6 +1,12 @@
 //! The command line: `list`, `attach`, `exec` and `release` on the host,
 //! `build`, `run` and `retry` around nix, `broker`, and `agent`, which the
 //! setup hook runs inside the sandbox.
+//!
+//! May use: [`agent`](crate::agent), [`broker`](crate::broker),
+//! [`capture`](crate::capture), [`host`](crate::host),
+//! [`remote`](crate::remote), [`replay`](crate::replay),
+//! [`retry`](crate::retry), [`wrapper`](crate::wrapper); no module that uses
+//! it (`layout` keeps the arrows one way).
 
 use crate::agent::{self, AgentConfig};
 use crate::remote::{self, Via};
@@ -273,7 +279,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let program = command.remove(0);
             wrapper::run(program, command, wrap.into())
         }
-        Command::Retry { wrap, target, nix_args } => crate::retry::run(&target, &nix_args, wrap.into()),
+        Command::Retry { wrap, target, nix_args } => {
+            let drv = crate::retry::target::resolve(&target, &nix_args)?;
+            wrapper::rebuild(&drv, wrap.into())
+        }
         Command::Broker { socket } => crate::broker::run(socket.as_deref()).map(|()| 0).map_err(Into::into),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "nix-attach", &mut std::io::stdout());

@@ -9,6 +9,9 @@
 //! daemon's pre-build hook), so the reader is strict and bounded: a file of
 //! at most [`MAX_SIZE`] bytes, only the escapes Nix writes, nothing after
 //! the closing parenthesis. It does not ask the daemon or any other program.
+//!
+//! May use: [`nix_conf`](crate::nix_conf); no module that uses it (`layout`
+//! keeps the arrows one way).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -56,7 +59,20 @@ pub fn is_bash(path: &str) -> bool {
     BASH_NAMES.contains(&name.as_str())
 }
 
+/// The derivation's name, from its path (`…-NAME.drv`).
+pub fn name_of(drv_path: &Path) -> String {
+    let file = drv_path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file.strip_suffix(".drv").unwrap_or(&file);
+    name.split_once('-').map_or(name, |(_, name)| name).to_string()
+}
+
 impl Derivation {
+    /// The store paths of its outputs (none for a floating output, whose
+    /// path is not known until it is built).
+    pub fn output_paths(&self) -> Vec<String> {
+        self.outputs.values().filter(|path| !path.is_empty()).cloned().collect()
+    }
+
     /// Whether bash runs the build.
     pub fn runs_bash(&self) -> bool {
         is_bash(&self.builder)

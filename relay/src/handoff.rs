@@ -7,6 +7,9 @@
 //! The client trusts nothing it is handed: it takes in every descriptor
 //! sent (room for the kernel's limit, so none is cut off and left open),
 //! keeps the first, closes the rest, and uses it only if it is a PTY master.
+//!
+//! May use: [`protocol`](crate::protocol); no module that uses it (`layout`
+//! keeps the arrows one way).
 
 use crate::protocol::{AgentCodec, AgentFrame, ClientCodec, ProtocolError};
 use bytes::BytesMut;

@@ -5,15 +5,17 @@
 //! - [`agent`] runs inside the build sandbox, started by the setup hook when a
 //!   build fails. It listens on a unix socket in the build directory and
 //!   gives every client a shell with the build's state.
-//! - [`host`] runs on the host: it finds waiting builds, connects to their
-//!   sockets and relays the user's terminal.
+//! - [`host`] runs on the host: it connects to a waiting build's socket and
+//!   relays the user's terminal.
 //!
+//! - [`waiting`] finds the builds that wait, who asked for each, and
+//!   reaches one; [`host`] and the [`broker`] both stand on it.
 //! - [`wrapper`] is `nix-attach build`/`run`: it runs nix and offers to enter
-//!   the builds that pause.
+//!   the builds that pause; it also runs `retry`'s builds.
 //! - [`inject`] is the daemon's pre-build hook: it puts the hook into a
 //!   build at sandbox setup, where the daemon allows it.
-//! - [`retry`] builds a failed derivation again so that it pauses, with no
-//!   edit to its expression.
+//! - [`retry`] decides how a failed derivation is built again so that it
+//!   pauses, with no edit to its expression.
 //! - [`remote`] runs a command on a remote builder over ssh (`--via`).
 //! - `capture` ([`host::capture`], [`agent`]'s capture session) makes a
 //!   paused build portable: one file, [`capture`]; [`replay`] enters it
@@ -22,10 +24,20 @@
 //!   connection to the builds that user asked for, so nobody needs sudo.
 //!
 //! They speak the framed [`protocol`], and an attach's PTY master passes
-//! from agent to client beside it ([`handoff`]); [`metadata`] describes a waiting
-//! build, [`derivation`] reads a `.drv` file, [`nix_conf`] reads what this machine's Nix is set to, [`pointer`] is the log line that says how to attach, [`pump`]
-//! moves bytes between threads and tasks, [`runtime`] runs each command's
-//! async part, and [`sanitize`] makes anything a build wrote safe to print.
+//! from agent to client beside it ([`handoff`]); [`metadata`] describes a
+//! waiting build, [`derivation`] reads a `.drv` file, [`store`] asks the
+//! Nix store through Nix's commands, [`nix_conf`] reads what this
+//! machine's Nix is set to and [`nix_program`] asks its programs,
+//! [`pointer`](mod@pointer) is the log line that says how to attach,
+//! [`pump`] moves bytes between threads and tasks, [`runtime`] runs each
+//! command's async part, and [`sanitize`] makes anything a build wrote safe
+//! to print.
+//!
+//! Every arrow between these modules runs one way; each module's opening
+//! comment says which it may use, and a test (`layout`) fails on a circle.
+//! From the bottom up: the shared pieces above; then `waiting`; `agent`,
+//! `broker`, `inject`, `remote`; `host`, `retry`; `replay`, `wrapper`;
+//! and `cli`, the binary's edge.
 
 pub mod agent;
 pub mod broker;
@@ -35,8 +47,11 @@ pub mod derivation;
 pub mod handoff;
 pub mod host;
 pub mod inject;
+#[cfg(test)]
+mod layout;
 pub mod metadata;
 pub mod nix_conf;
+pub mod nix_program;
 pub mod pointer;
 pub mod protocol;
 pub mod pump;
@@ -45,4 +60,6 @@ pub mod replay;
 pub mod retry;
 pub mod runtime;
 pub mod sanitize;
+pub mod store;
+pub mod waiting;
 pub mod wrapper;

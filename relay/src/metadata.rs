@@ -6,6 +6,9 @@
 //! protocol version is read first, alone, so that the metadata of another
 //! version (with fields this nix-attach does not know) is refused for its
 //! version, not as invalid.
+//!
+//! May use: [`protocol`](crate::protocol); no module that uses it (`layout`
+//! keeps the arrows one way).
 
 use serde::{Deserialize, Serialize};
 

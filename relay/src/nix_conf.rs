@@ -2,6 +2,8 @@
 //! store directory (`NIX_STORE_DIR`, else /nix/store), the configuration
 //! directory (`NIX_CONF_DIR`, else /etc/nix) and the settings in its
 //! nix.conf. Read without asking any program.
+//!
+//! Uses no other module of the crate.
 
 use std::path::PathBuf;
 

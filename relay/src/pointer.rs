@@ -19,6 +19,9 @@
 //! releases (``attach with `sudo nix-attach attach ID` ``, ``--agent
 //! AGENT` ``) still read. Everything the build chose is sanitised, so it
 //! has no control characters and is always one line.
+//!
+//! May use: [`metadata`](crate::metadata), [`sanitize`](crate::sanitize); no
+//! module that uses it (`layout` keeps the arrows one way).
 
 use crate::metadata::{is_id, Metadata, ID_LENGTH};
 use crate::sanitize::sanitize;

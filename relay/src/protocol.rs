@@ -9,6 +9,8 @@
 //! writes the build's terminal itself, and the agent only reports how the
 //! shell ended. An exec streams input to the agent and output and the exit
 //! status back.
+//!
+//! Uses no other module of the crate.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,9 @@
 //! channels, each on a thread of its own (a blocking read cannot be
 //! cancelled, and a thread that blocks does not stall the runtime), and
 //! reads async pipes chunk by chunk.
+//!
+//! May use: [`protocol`](crate::protocol); no module that uses it (`layout`
+//! keeps the arrows one way).
 
 use crate::protocol::CHUNK;
 use bytes::{Bytes, BytesMut};

@@ -1,5 +1,7 @@
 //! The one-threaded tokio runtime every command runs on: the agent, the
 //! host's sessions and the wrapper each run one future to its end.
+//!
+//! Uses no other module of the crate.
 
 use anyhow::Context;
 use std::future::Future;

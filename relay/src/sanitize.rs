@@ -4,6 +4,8 @@
 //! control character (C0, DEL, C1) and every bidirectional override is
 //! replaced by a visible escape, so no escape sequence can reach the
 //! terminal and no line can be split or hidden.
+//!
+//! Uses no other module of the crate.
 
 use std::fmt::Write;
 

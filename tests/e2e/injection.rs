@@ -239,7 +239,7 @@ fn where_the_daemon_drops_the_hooks_output_it_prints_nothing() {
     // The daemon's Nix is asked its version once and the answer kept in
     // the cache; here the cache says Lix 2.93, which drops the hook's output.
     let daemon = SecondDaemon::hooked();
-    let program = nix_attach::inject::version::nix_on_path().expect("nix on PATH");
+    let program = nix_attach::nix_program::nix_on_path().expect("nix on PATH");
     let nix = std::fs::metadata(std::fs::canonicalize(program).unwrap()).unwrap();
     use std::os::unix::fs::MetadataExt;
     let cache = daemon.dir.join("cache");

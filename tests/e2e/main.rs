@@ -8,6 +8,7 @@ mod attach;
 mod broker;
 mod capture;
 mod discovery;
+mod docs;
 mod elsewhere;
 mod ending;
 mod errors;

@@ -6,6 +6,12 @@
 //! a unix socket there, announces itself in the build log, and serves
 //! sessions until it is released or has been idle for its timeout. Then it
 //! removes its files and returns, and the hook lets the build fail.
+//!
+//! May use: [`capture`](crate::capture), [`handoff`](crate::handoff),
+//! [`metadata`](crate::metadata), [`pointer`](crate::pointer),
+//! [`protocol`](crate::protocol), [`pump`](crate::pump),
+//! [`runtime`](crate::runtime), [`sanitize`](crate::sanitize); no module that
+//! uses it (`layout` keeps the arrows one way).
 
 mod announce;
 mod capture;

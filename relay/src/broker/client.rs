@@ -2,7 +2,7 @@
 //! for, and for a connection to one of them.
 
 use super::wire::{self, Reply, Request, WireError};
-use crate::host::listing::Listing;
+use crate::waiting::listing::Listing;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -6,12 +6,12 @@
 //! to (`/run/nix-attach/broker.sock`, or one handed over by systemd). It
 //! knows each caller by the kernel's credentials of the connection
 //! (`SO_PEERCRED`), and each build's owner by who asked Nix for it (the
-//! daemon worker's client, [`requester`](crate::host::requester)): a build
+//! daemon worker's client, [`requester`](crate::waiting::requester)): a build
 //! belongs to that uid, and one whose requester is unknown to root alone.
 //!
 //! It answers two requests ([`wire`]): `list` (the caller's builds) and
 //! `open` (one of them). For `open` it connects to the build's agent with
-//! every check root's own client makes ([`connect`](crate::host::connect)),
+//! every check root's own client makes ([`connect`](crate::waiting::connect)),
 //! hands the caller the connected socket (`SCM_RIGHTS`) and steps out: the
 //! session is then exactly root's, agent to client, and the broker never
 //! relays a byte nor starts a process for anyone.
@@ -20,14 +20,18 @@
 //! whole request; at most [`MAX_CLIENTS`] are served at once, and at most
 //! [`MAX_PER_USER`] of one user, so a slow, silent or greedy client holds
 //! nothing but its own threads. Connecting to an agent is bounded in time
-//! too ([`connect`](crate::host::connect)).
+//! too ([`connect`](crate::waiting::connect)).
+//!
+//! May use: [`handoff`](crate::handoff), [`protocol`](crate::protocol),
+//! [`sanitize`](crate::sanitize), [`waiting`](crate::waiting); no module that
+//! uses it (`layout` keeps the arrows one way).
 
 pub mod client;
 pub mod wire;
 
-use crate::host::discovery::{discover_agents, Discovery};
-use crate::host::{connect, listing::Listing, select};
 use crate::sanitize::sanitize;
+use crate::waiting::discovery::{discover_agents, Discovery};
+use crate::waiting::{connect, listing::Listing, select};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd};

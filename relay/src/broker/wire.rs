@@ -55,7 +55,7 @@ struct Envelope {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Builds {
-        builds: Vec<crate::host::listing::Listing>,
+        builds: Vec<crate::waiting::listing::Listing>,
     },
     /// The agent socket of build `id` comes with this reply.
     Opened {

@@ -279,7 +279,7 @@ fn read_derivation(drv: &str) -> Result<Vec<u8>, CaptureFileError> {
 
 /// Where this capture is taken, of `derivation` where it is known.
 fn origin(derivation: Option<String>) -> Origin {
-    let version = crate::inject::version::nix_on_path().and_then(|nix| crate::inject::version::version_output(&nix));
+    let version = crate::nix_program::nix_on_path().and_then(|nix| crate::nix_program::version_output(&nix));
     let nix = version.and_then(|text| text.lines().next().map(str::to_string));
     let taken = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|since| since.as_secs()).unwrap_or_default();
     let machine = nix::unistd::gethostname().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();

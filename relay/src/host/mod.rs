@@ -1,38 +1,36 @@
 //! The host side: finds waiting builds and opens sessions in them.
 //!
-//! Each command discovers the waiting builds ([`discovery`], trusting only
-//! agents that run as builds: [`builders`], each seen through
-//! [`process`]; `list` also shows who asked for each, [`requester`], as
-//! [`listing`]s), picks one ([`select`]), connects to its agent without
-//! trusting the build directory ([`connect`]) and gives up root
+//! Each command finds the waiting builds and picks one, and connects to
+//! its agent, through [`crate::waiting`], and gives up root
 //! ([`privileges`]). An ordinary user who may not enter a build directory
 //! asks the [`broker`](crate::broker) instead. An attach then relays the
 //! user's terminal to the build's PTY, handed over by the agent
 //! ([`pty_relay`], [`terminal`]); an exec relays pipes through the agent
 //! ([`relay`], [`input`]); a capture writes the build out as a file
 //! ([`capture`]).
+//!
+//! May use: [`broker`](crate::broker), [`capture`](crate::capture),
+//! [`handoff`](crate::handoff), [`nix_conf`](crate::nix_conf),
+//! [`nix_program`](crate::nix_program), [`protocol`](crate::protocol),
+//! [`runtime`](crate::runtime), [`sanitize`](crate::sanitize),
+//! [`waiting`](crate::waiting); no module that uses it (`layout` keeps the
+//! arrows one way).
 
-pub mod builders;
 pub mod capture;
-pub mod connect;
-pub mod discovery;
 mod escape;
 pub mod input;
-pub mod listing;
 pub mod privileges;
-pub mod process;
 pub mod pty_relay;
 pub mod relay;
-pub mod requester;
-pub mod select;
 pub mod terminal;
 pub mod terminal_filter;
 
 use crate::broker;
 use crate::protocol::Request;
 use crate::sanitize::sanitize;
+use crate::waiting::discovery::{self, discover};
+use crate::waiting::{connect, listing, select};
 use anyhow::Context;
-use discovery::discover;
 use listing::Listing;
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -23,6 +23,11 @@
 //!
 //! Uses: [`crate::derivation`], [`crate::host`], [`crate::nix_conf`],
 //! [`crate::sanitize`].
+//!
+//! May use: [`derivation`](crate::derivation), [`nix_conf`](crate::nix_conf),
+//! [`nix_program`](crate::nix_program), [`sanitize`](crate::sanitize),
+//! [`waiting`](crate::waiting); no module that uses it (`layout` keeps the
+//! arrows one way).
 
 pub mod files;
 pub mod input;
@@ -30,7 +35,7 @@ pub mod policy;
 pub mod version;
 
 use crate::derivation::{Derivation, DerivationError};
-use crate::host::process::Process;
+use crate::waiting::process::Process;
 use std::path::{Path, PathBuf};
 
 /// The name the hook's link has, which nix.conf names.
@@ -76,7 +81,7 @@ pub fn injection() -> Injection {
         return Injection::NotConfigured(crate::nix_conf::conf_file());
     }
     let cache = std::env::var_os("NIX_ATTACH_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
-    let nix = version::nix_on_path();
+    let nix = crate::nix_program::nix_on_path();
     match nix.and_then(|nix| version::known_release_of(&std::fs::canonicalize(nix).ok()?, &cache)) {
         Some(release) if release.takes_hook_paths() => Injection::Honoured(release),
         Some(release) => Injection::Ignored(release),
@@ -219,7 +224,7 @@ fn cache_dir() -> Result<PathBuf, InjectError> {
 fn daemon_worker() -> Option<Process> {
     let worker = Process::open(std::os::unix::process::parent_id() as i32).ok()?;
     let facts = worker.facts().ok()?;
-    (facts.uid == 0 && facts.euid == 0 && crate::host::builders::is_nix_program(&worker)).then_some(worker)
+    (facts.uid == 0 && facts.euid == 0 && crate::waiting::builders::is_nix_program(&worker)).then_some(worker)
 }
 
 /// Whether the worker's Nix takes the hook's sandbox paths.

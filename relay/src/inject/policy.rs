@@ -3,7 +3,7 @@
 //! pauses: one that `nix-attach build` or `run` asked for. The wrapper marks
 //! the nix it runs with [`MARK`] in its environment; the hook finds the
 //! process that asked for the build through the kernel (the daemon
-//! worker's client, [`requester`](crate::host::requester)) and reads its
+//! worker's client, [`requester`](crate::waiting::requester)) and reads its
 //! environment. A plain `nix-build` by anyone fails at once, as always.
 //! Nothing the build wrote is read.
 //!
@@ -11,8 +11,8 @@
 //! environment: every failing stdenv build then pauses (for its
 //! `NIX_ATTACH_TIMEOUT`, 1800 s by default).
 
-use crate::host::process::Process;
-use crate::host::requester::requester;
+use crate::waiting::process::Process;
+use crate::waiting::requester::requester;
 use std::io::Read;
 
 /// The variable the wrapper sets for the nix it runs.

@@ -9,6 +9,9 @@
 //! build had it as an input, so it is there), through `sudo -n` where the
 //! ssh user is not root and sudo lets it. Statuses, stdout and stderr pass
 //! through; ssh's own failures become one line of ours.
+//!
+//! May use: [`nix_conf`](crate::nix_conf); no module that uses it (`layout`
+//! keeps the arrows one way).
 
 pub mod machines;
 pub mod uri;

@@ -8,6 +8,11 @@
 //! build's sandbox with bubblewrap and runs nix-attach's own agent in it,
 //! on the captured snapshot. The session is a live attach's (or exec's),
 //! over that agent's socket. The scratch directory is removed afterwards.
+//!
+//! May use: [`capture`](crate::capture), [`host`](crate::host),
+//! [`metadata`](crate::metadata), [`nix_conf`](crate::nix_conf),
+//! [`protocol`](crate::protocol), [`sanitize`](crate::sanitize); no module
+//! that uses it (`layout` keeps the arrows one way).
 
 pub mod sandbox;
 pub mod unpack;

@@ -1,6 +1,8 @@
-//! `nix-attach retry`: builds a failed derivation once more so that this
-//! time it pauses when it fails, with no edit to its expression, on every
-//! Nix and Lix. Then it behaves as `nix-attach build` ([`crate::wrapper`]).
+//! `nix-attach retry`: decides how a failed derivation is built once more
+//! so that this time it pauses when it fails, with no edit to its
+//! expression, on every Nix and Lix ([`prepare`]); the wrapper then runs
+//! that build as `nix-attach build` does (`crate::wrapper::rebuild`). It
+//! may use the derivation, store and injection modules, never the wrapper.
 //!
 //! 1. The argument becomes one derivation ([`target`]), whose inputs must
 //!    all still be valid: the failed build had them, so nothing but the
@@ -15,21 +17,23 @@
 //!    [`expression`]) and instantiated. Its outputs are its own: they are
 //!    never the original's and never stand in for them (a fixed output
 //!    keeps its path, which Nix checks against the hash).
+//!
+//! May use: [`derivation`](crate::derivation), [`inject`](crate::inject),
+//! [`nix_conf`](crate::nix_conf), [`store`](crate::store); no module that
+//! uses it (`layout` keeps the arrows one way).
 
 pub mod carrier;
 pub mod copy;
 pub mod expression;
-pub mod store;
 pub mod target;
 
-use crate::derivation::{Derivation, DerivationError};
+use crate::derivation::{name_of, Derivation, DerivationError};
 use crate::inject::{self, files::HOOK};
-use crate::wrapper;
+use crate::store::{self, StoreError};
 use carrier::{Carrier, CarrierError};
 use copy::{Attributes, CopyError};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use store::StoreError;
 use target::TargetError;
 
 /// What `retry-builder.sh` is, as the repository ships it.
@@ -66,33 +70,32 @@ pub enum Plan {
     Copy { drv: PathBuf, carrier: Carrier },
 }
 
-/// Runs `nix-attach retry TARGET [-- NIX-ARGS…]`; returns the build's
-/// status.
-pub fn run(target: &str, nix_args: &[OsString], options: wrapper::Options) -> anyhow::Result<i32> {
-    let drv_path = target::resolve(target, nix_args)?;
-    rebuild(&drv_path, options)
+/// A build to run again: what to say first, and nix-build's arguments.
+#[derive(Debug)]
+pub struct Rebuild {
+    /// The line that says how it is built again.
+    pub line: String,
+    /// `nix-build`'s arguments.
+    pub args: Vec<OsString>,
 }
 
-/// Builds the derivation at `drv_path` again so that it pauses; returns
-/// the build's status.
-pub fn rebuild(drv_path: &Path, options: wrapper::Options) -> anyhow::Result<i32> {
+/// Decides how the derivation at `drv_path` is built again so that it
+/// pauses, and makes the copy where one is needed.
+pub fn prepare(drv_path: &Path) -> Result<Rebuild, RetryError> {
     let plan = plan(drv_path)?;
     let name = name_of(drv_path);
-    let built = match &plan {
-        Plan::Same(drv) => {
-            eprintln!("nix-attach: building {name} again, as it is: the daemon's pre-build hook makes it pause when it fails");
-            drv
-        }
-        Plan::Copy { drv, carrier } => {
-            eprintln!(
-                "nix-attach: building {name} again as a copy that pauses when it fails ({}); a session has {}. \
+    let (line, built) = match &plan {
+        Plan::Same(drv) => (format!("building {name} again, as it is: the daemon's pre-build hook makes it pause when it fails"), drv),
+        Plan::Copy { drv, carrier } => (
+            format!(
+                "building {name} again as a copy that pauses when it fails ({}); a session has {}. \
                  The copy's outputs are its own: never the original's, and never used in their place \
                  (a fixed output keeps its path, checked against its hash)",
                 drv.display(),
                 carrier.restores()
-            );
-            drv
-        }
+            ),
+            drv,
+        ),
     };
     let outputs = outputs_of(built)?;
     let mut args: Vec<OsString> = vec!["--no-out-link".into()];
@@ -101,8 +104,7 @@ pub fn rebuild(drv_path: &Path, options: wrapper::Options) -> anyhow::Result<i32
         args.push("--check".into());
     }
     args.push(built.into());
-    let options = wrapper::Options { offer_retries: false, ..options };
-    wrapper::watch("nix-build".into(), args, options)
+    Ok(Rebuild { line, args })
 }
 
 /// Decides how to build `drv_path` again, and makes the copy if needed.
@@ -129,24 +131,6 @@ pub fn plan(drv_path: &Path) -> Result<Plan, RetryError> {
     Ok(Plan::Copy { drv: copy, carrier })
 }
 
-/// Whether `drv_path` may be a derivation that has just failed: its file
-/// is in the store and none of its outputs is valid. A build's log can
-/// print anything, a line that reads like Nix's failure included; this
-/// keeps such a line from naming a derivation that built.
-pub fn may_have_failed(drv_path: &Path) -> bool {
-    let in_store =
-        drv_path.parent() == Some(crate::nix_conf::store_dir().as_path()) && drv_path.symlink_metadata().is_ok_and(|meta| meta.is_file());
-    let Some(outputs) = in_store.then(|| outputs_of(drv_path).ok()).flatten() else { return false };
-    store::invalid(&outputs).is_ok_and(|invalid| invalid.len() == outputs.len())
-}
-
-/// The derivation's name, from its path (`…-NAME.drv`).
-pub fn name_of(drv_path: &Path) -> String {
-    let file = drv_path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let name = file.strip_suffix(".drv").unwrap_or(&file);
-    name.split_once('-').map_or(name, |(_, name)| name).to_string()
-}
-
 /// The store paths the build reads: its sources and the outputs it uses
 /// of each input derivation.
 fn inputs_of(drv_path: &Path, drv: &Derivation) -> Result<Vec<String>, RetryError> {
@@ -164,7 +148,7 @@ fn inputs_of(drv_path: &Path, drv: &Derivation) -> Result<Vec<String>, RetryErro
 
 fn outputs_of(drv_path: &Path) -> Result<Vec<String>, RetryError> {
     let drv = Derivation::read(drv_path).map_err(|err| RetryError::Derivation(drv_path.to_path_buf(), err))?;
-    Ok(drv.outputs.into_values().filter(|path| !path.is_empty()).collect())
+    Ok(drv.output_paths())
 }
 
 /// A private scratch directory, removed when dropped.

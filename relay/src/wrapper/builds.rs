@@ -33,7 +33,7 @@ impl Builds {
         if !drv.ends_with(".drv") || drv.contains(char::is_whitespace) {
             return;
         }
-        let name = crate::retry::name_of(Path::new(drv));
+        let name = crate::derivation::name_of(Path::new(drv));
         let known = self.derivations.entry(name.clone()).or_insert_with(|| Some(drv.to_string()));
         if known.as_deref() != Some(drv) {
             *known = None;

@@ -18,6 +18,15 @@
 //! injected one) can be built again so that it pauses ([`crate::retry`]):
 //! at a terminal the wrapper offers that once nix is done (or does it,
 //! with `--enter-on-failure`); without one it prints the `retry` line.
+//!
+//! May use: [`broker`](crate::broker), [`capture`](crate::capture),
+//! [`derivation`](crate::derivation), [`host`](crate::host),
+//! [`inject`](crate::inject), [`nix_conf`](crate::nix_conf),
+//! [`pointer`](crate::pointer), [`pump`](crate::pump),
+//! [`remote`](crate::remote), [`retry`](crate::retry),
+//! [`runtime`](crate::runtime), [`sanitize`](crate::sanitize),
+//! [`store`](crate::store), [`waiting`](crate::waiting); no module that uses
+//! it (`layout` keeps the arrows one way).
 
 mod batch;
 mod builds;
@@ -93,11 +102,20 @@ pub fn watch(program: OsString, args: Vec<OsString>, options: Options) -> anyhow
         }
     })??;
     for drv in &outcome.retries {
-        if let Err(err) = crate::retry::rebuild(drv, Options { offer_retries: false, ..options.clone() }) {
+        if let Err(err) = rebuild(drv, options.clone()) {
             eprintln!("nix-attach: cannot build {} again: {err:#}", drv.display());
         }
     }
     Ok(outcome.code)
+}
+
+/// Builds the derivation at `drv_path` again so that it pauses
+/// ([`crate::retry`] decides how), and watches that build; returns its
+/// status.
+pub fn rebuild(drv_path: &Path, options: Options) -> anyhow::Result<i32> {
+    let rebuild = crate::retry::prepare(drv_path)?;
+    eprintln!("nix-attach: {}", rebuild.line);
+    watch("nix-build".into(), rebuild.args, Options { offer_retries: false, ..options })
 }
 
 /// Someone is at a terminal: stdin and stdout are terminals and `CI` is unset.
@@ -107,10 +125,10 @@ fn attended() -> bool {
 }
 
 /// The failed derivations whose names did not pause (and that may have
-/// failed: see [`crate::retry::may_have_failed`]).
+/// failed: see [`crate::store::may_have_failed`]).
 fn unpaused(failed: &[PathBuf], paused: &HashSet<String>) -> Vec<PathBuf> {
-    let unpaused = failed.iter().filter(|drv| !paused.contains(&crate::retry::name_of(drv)));
-    unpaused.filter(|drv| crate::retry::may_have_failed(drv)).cloned().collect()
+    let unpaused = failed.iter().filter(|drv| !paused.contains(&crate::derivation::name_of(drv)));
+    unpaused.filter(|drv| crate::store::may_have_failed(drv)).cloned().collect()
 }
 
 /// What to run to enter `drv`, which failed without pausing.
@@ -121,7 +139,7 @@ fn retry_line(drv: &Path) -> String {
 /// `NAME failed without pausing`, with why where the daemon's pre-build
 /// hook is on and left it alone.
 fn unpaused_line(drv: &Path) -> String {
-    let name = crate::retry::name_of(drv);
+    let name = crate::derivation::name_of(drv);
     match crate::inject::why_unhooked(drv) {
         Some(why) => format!("{name} failed without pausing ({why})"),
         None => format!("{name} failed without pausing"),

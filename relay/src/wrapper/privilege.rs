@@ -5,8 +5,8 @@
 //! that Nix sent to a remote builder.
 
 use crate::broker;
-use crate::host::discovery::discover_agents;
 use crate::pointer::Pointer;
+use crate::waiting::discovery::discover_agents;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

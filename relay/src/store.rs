@@ -1,8 +1,12 @@
-//! What retry asks of the Nix store, through Nix's own commands (so it
-//! works with a daemon, a single-user store and any Nix or Lix):
-//! which paths are valid, adding the hook's files, and instantiating an
-//! expression.
+//! What nix-attach asks of the Nix store, through Nix's own commands (so
+//! it works with a daemon, a single-user store and any Nix or Lix): which
+//! paths are valid, whether a derivation may just have failed, adding the
+//! hook's files, and instantiating an expression.
+//!
+//! May use: [`derivation`](crate::derivation), [`nix_conf`](crate::nix_conf);
+//! no module that uses it (`layout` keeps the arrows one way).
 
+use crate::derivation::Derivation;
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,6 +54,18 @@ pub fn invalid(paths: &[String]) -> Result<Vec<String>, StoreError> {
     let mut args: Vec<OsString> = vec!["--check-validity".into(), "--print-invalid".into()];
     args.extend(paths.iter().map(OsString::from));
     Ok(output("nix-store", &args)?.lines().map(String::from).collect())
+}
+
+/// Whether `drv_path` may be a derivation that has just failed: its file
+/// is in the store and none of its outputs is valid. A build's log can
+/// print anything, a line that reads like Nix's failure included; this
+/// keeps such a line from naming a derivation that built.
+pub fn may_have_failed(drv_path: &Path) -> bool {
+    let in_store =
+        drv_path.parent() == Some(crate::nix_conf::store_dir().as_path()) && drv_path.symlink_metadata().is_ok_and(|meta| meta.is_file());
+    let Some(drv) = in_store.then(|| Derivation::read(drv_path).ok()).flatten() else { return false };
+    let outputs = drv.output_paths();
+    invalid(&outputs).is_ok_and(|invalid| invalid.len() == outputs.len())
 }
 
 /// Adds the file or directory `path` to the store (content-addressed, by

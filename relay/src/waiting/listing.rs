@@ -10,6 +10,15 @@ use crate::sanitize::{self, sanitize};
 use serde::{Deserialize, Serialize};
 
 /// One waiting build as `list --json` prints it.
+///
+/// It repeats most of [`crate::metadata::Metadata`]'s fields, on purpose:
+/// the metadata is what an agent writes in its build directory (read
+/// strictly, and versioned with the protocol), while this is the shape
+/// scripts read and the broker sends. It adds what only the finder knows
+/// (where the build is, its pid and owner, who asked, until when it
+/// waits) and leaves out the agent's own fields (its protocol version, the
+/// in-sandbox path). Keeping two types lets the agent's file change
+/// without changing the public JSON, which a test of each pins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {
     pub id: String,
