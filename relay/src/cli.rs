@@ -273,15 +273,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Capture { id, output, max_size, drv } => host::capture::capture(id.as_deref(), output, max_size, drv),
         Command::Replay { file, fetch, max_size, command } => crate::replay::run(crate::replay::Options { file, command, fetch, max_size }),
         Command::Build { wrap, nix_args } => {
-            wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())
+            Ok(wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())?)
         }
         Command::Run { wrap, mut command } => {
             let program = command.remove(0);
-            wrapper::run(program, command, wrap.into())
+            Ok(wrapper::run(program, command, wrap.into())?)
         }
         Command::Retry { wrap, target, nix_args } => {
             let drv = crate::retry::target::resolve(&target, &nix_args)?;
-            wrapper::rebuild(&drv, wrap.into())
+            Ok(wrapper::rebuild(&drv, wrap.into())?)
         }
         Command::Broker { socket } => crate::broker::run(socket.as_deref()).map(|()| 0).map_err(Into::into),
         Command::Completions { shell } => {

@@ -94,7 +94,7 @@ pub fn injection() -> Injection {
 pub fn notice() -> String {
     match injection() {
         Injection::NotConfigured(conf) => {
-            format!("only builds with the attach hook pause: {} names no {PROGRAM} (see the README, \"No edit at all\")", conf.display())
+            format!("only builds with the attach hook pause: {} names no {PROGRAM} (see docs/no-edit.md)", conf.display())
         }
         Injection::Honoured(release) => {
             format!("failing stdenv builds pause even without the attach hook: the daemon's pre-build hook puts it in ({release})")

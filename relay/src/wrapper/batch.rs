@@ -27,10 +27,9 @@
 
 use super::markers::Markers;
 use super::privilege::Reach;
-use super::{Enter, Options, Outcome};
+use super::{Enter, Options, Outcome, WrapperError};
 use crate::pointer::Pointer;
 use crate::pump::read_some;
-use anyhow::Context;
 use bytes::BytesMut;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::ExitStatusExt;
@@ -52,7 +51,7 @@ fn hold(options: &Options) -> Option<Duration> {
 
 /// Runs `program args…`, passing its output through, and returns its
 /// status (and nothing to build again).
-pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<Outcome> {
+pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> Result<Outcome, WrapperError> {
     let mut child = Command::new(program)
         .args(args)
         .env(crate::inject::policy::MARK, "1")
@@ -60,13 +59,13 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+        .map_err(|err| WrapperError::Run(program.to_string_lossy().into_owned(), err.into()))?;
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
     let (mut out_buffer, mut err_buffer) = (BytesMut::new(), BytesMut::new());
     let (mut out_markers, mut err_markers) = (Markers::default(), Markers::default());
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
     let hold = hold(options);
-    let mut reach = Reach::new(false)?;
+    let mut reach = Reach::new(false).map_err(WrapperError::Program)?;
     let mut releases = JoinSet::new();
     let mut paused: Vec<(Pointer, String)> = Vec::new();
     while out.is_some() || err.is_some() {
@@ -102,7 +101,7 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
             }
         }
     }
-    let status = child.wait().await?;
+    let status = child.wait().await.map_err(WrapperError::Wait)?;
     releases.abort_all();
     for (pointer, attach) in &paused {
         eprintln!("{}", summary_line(pointer, attach, hold));
@@ -121,11 +120,11 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
 }
 
 /// On GitHub Actions, a `::notice` workflow command with `line`.
-async fn notice(line: &str) -> anyhow::Result<()> {
+async fn notice(line: &str) -> Result<(), WrapperError> {
     if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
         let mut stdout = tokio::io::stdout();
-        stdout.write_all(format!("::notice title=nix-attach::{line}\n").as_bytes()).await?;
-        stdout.flush().await?;
+        stdout.write_all(format!("::notice title=nix-attach::{line}\n").as_bytes()).await.map_err(WrapperError::Output)?;
+        stdout.flush().await.map_err(WrapperError::Output)?;
     }
     Ok(())
 }
@@ -211,9 +210,9 @@ async fn release_after(mut release: Command, id: String, after: Duration) {
     }
 }
 
-async fn pass<W: AsyncWrite + Unpin>(to: &mut W, markers: &mut Markers, chunk: &[u8]) -> anyhow::Result<Vec<Pointer>> {
-    to.write_all(chunk).await?;
-    to.flush().await?;
+async fn pass<W: AsyncWrite + Unpin>(to: &mut W, markers: &mut Markers, chunk: &[u8]) -> Result<Vec<Pointer>, WrapperError> {
+    to.write_all(chunk).await.map_err(WrapperError::Output)?;
+    to.flush().await.map_err(WrapperError::Output)?;
     Ok(markers.feed(chunk))
 }
 
@@ -232,12 +231,12 @@ pub fn summary_line(pointer: &Pointer, attach: &str, hold: Option<Duration>) -> 
 }
 
 /// On GitHub Actions, a `::error` workflow command with the same pointer.
-async fn annotate(pointer: &Pointer, attach: &str) -> anyhow::Result<()> {
+async fn annotate(pointer: &Pointer, attach: &str) -> Result<(), WrapperError> {
     if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
         let line = format!("::error title=nix-attach::{} — attach with `{attach}` while it waits\n", pointer.summary);
         let mut stdout = tokio::io::stdout();
-        stdout.write_all(line.as_bytes()).await?;
-        stdout.flush().await?;
+        stdout.write_all(line.as_bytes()).await.map_err(WrapperError::Output)?;
+        stdout.flush().await.map_err(WrapperError::Output)?;
     }
     Ok(())
 }

@@ -10,12 +10,11 @@
 use super::held::Held;
 use super::markers::Markers;
 use super::privilege::Reach;
-use super::{Enter, Options, Outcome};
+use super::{Enter, Options, Outcome, WrapperError};
 use crate::host::input::{read_key, Input};
 use crate::host::terminal::{self, RawMode};
 use crate::pointer::Pointer;
 use crate::pump;
-use anyhow::Context;
 use bytes::Bytes;
 use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
 use std::collections::{HashSet, VecDeque};
@@ -48,22 +47,24 @@ struct Nix {
 }
 
 impl Nix {
-    fn start(program: &OsStr, args: &[OsString]) -> anyhow::Result<(Nix, Box<dyn portable_pty::ChildKiller + Send + Sync>)> {
+    fn start(program: &OsStr, args: &[OsString]) -> Result<(Nix, Box<dyn portable_pty::ChildKiller + Send + Sync>), WrapperError> {
         let (rows, cols) = terminal::size();
-        let pair =
-            native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).context("cannot open a PTY for nix")?;
+        let pair = native_pty_system()
+            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .map_err(|err| WrapperError::Pty(err.into()))?;
         let mut command = CommandBuilder::new(program);
         command.args(args);
         // The daemon's pre-build hook makes builds asked for so pause.
         command.env(crate::inject::policy::MARK, "1");
-        command.cwd(std::env::current_dir()?);
-        let child = pair.slave.spawn_command(command).with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+        let run_error = |err: Box<dyn std::error::Error + Send + Sync>| WrapperError::Run(program.to_string_lossy().into_owned(), err);
+        command.cwd(std::env::current_dir().map_err(|err| run_error(err.into()))?);
+        let child = pair.slave.spawn_command(command).map_err(|err| run_error(err.into()))?;
         drop(pair.slave);
         let killer = child.clone_killer();
         let exit = pump::exit_code(child);
         let nix = Nix {
-            output: pump::from_reader(pair.master.try_clone_reader()?, IN_FLIGHT),
-            input: pump::to_writer(pair.master.take_writer()?, IN_FLIGHT),
+            output: pump::from_reader(pair.master.try_clone_reader().map_err(|err| WrapperError::Pty(err.into()))?, IN_FLIGHT),
+            input: pump::to_writer(pair.master.take_writer().map_err(|err| WrapperError::Pty(err.into()))?, IN_FLIGHT),
             master: pair.master,
             output_open: true,
             exit,
@@ -99,14 +100,14 @@ impl Nix {
 
 /// Runs `program args…` on the user's terminal; returns its status and
 /// the derivations to build again.
-pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyhow::Result<Outcome> {
+pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> Result<Outcome, WrapperError> {
     let (mut nix, mut killer) = Nix::start(program, args)?;
-    let mut input = Input::start()?;
+    let mut input = Input::start().map_err(WrapperError::Terminal)?;
     let mut input_open = true;
     let mut raw = RawMode::enter();
-    let mut reach = Reach::new(true)?;
-    let mut resized = signal(SignalKind::window_change())?;
-    let mut stop = Stop::new()?;
+    let mut reach = Reach::new(true).map_err(WrapperError::Program)?;
+    let mut resized = signal(SignalKind::window_change()).map_err(WrapperError::Terminal)?;
+    let mut stop = Stop::new().map_err(WrapperError::Terminal)?;
     let mut stdout = tokio::io::stdout();
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
@@ -131,8 +132,8 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
         tokio::select! {
             chunk = nix.output.recv(), if nix.output_open => {
                 let chunk = nix.note(chunk);
-                stdout.write_all(&chunk).await?;
-                stdout.flush().await?;
+                stdout.write_all(&chunk).await.map_err(WrapperError::Output)?;
+                stdout.flush().await.map_err(WrapperError::Output)?;
             }
             key = input.recv(), if input_open => match key {
                 Some(key) => { let _ = nix.input.send(key).await; }
@@ -158,7 +159,7 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> anyho
 
 /// Offers each derivation that failed without pausing for `retry`; returns
 /// the ones to build again.
-async fn choose_retries(unpaused: Vec<PathBuf>, options: &Options) -> anyhow::Result<Vec<PathBuf>> {
+async fn choose_retries(unpaused: Vec<PathBuf>, options: &Options) -> Result<Vec<PathBuf>, WrapperError> {
     let mut chosen = Vec::new();
     for drv in unpaused {
         let unpaused = super::unpaused_line(&drv);
@@ -220,7 +221,7 @@ async fn offer_while_holding(
     raw: &mut Option<RawMode>,
     reach: &mut Reach,
     stop: &mut Stop,
-) -> anyhow::Result<Offered> {
+) -> Result<Offered, WrapperError> {
     let mut held = Held::default();
     input.pause();
     let nix_input = nix.input.clone();
@@ -251,7 +252,7 @@ async fn offer(
     raw: &mut Option<RawMode>,
     reach: &mut Reach,
     nix_input: mpsc::Sender<Bytes>,
-) -> anyhow::Result<()> {
+) -> Result<(), WrapperError> {
     let answer = match options.enter {
         Enter::Never => {
             say(&format!("{} — enter it with `{}`", pointer.summary, reach.attach_command(&pointer.id)));
@@ -263,7 +264,11 @@ async fn offer(
     match answer {
         Answer::Enter => {
             *raw = None;
-            let status = reach.command(&pointer.id, &["attach", &pointer.id]).status().await?;
+            let status = reach
+                .command(&pointer.id, &["attach", &pointer.id])
+                .status()
+                .await
+                .map_err(|err| WrapperError::Session("attach", pointer.id.clone(), err))?;
             release(reach, pointer).await?;
             *raw = RawMode::enter();
             say(&format!("left the build (status {}); released it, nix goes on", status.code().unwrap_or(-1)));
@@ -280,12 +285,12 @@ async fn offer(
 }
 
 /// Asks `QUESTION [Y/n]`, waiting at most `limit` for the answer.
-async fn ask(question: &str, limit: Option<Duration>) -> anyhow::Result<Answer> {
+async fn ask(question: &str, limit: Option<Duration>) -> Result<Answer, WrapperError> {
     print_raw(&format!("\r\n{question} [Y/n] "));
     let deadline = limit.map(|limit| Instant::now() + limit);
     loop {
         let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
-        let key = tokio::task::spawn_blocking(move || read_key(left)).await?;
+        let key = tokio::task::spawn_blocking(move || read_key(left)).await.map_err(|err| WrapperError::Terminal(err.into()))?;
         let answer = match key {
             Some(b'y' | b'Y' | b'\r' | b'\n') => Answer::Enter,
             Some(b'n' | b'N') => Answer::Decline,
@@ -301,8 +306,9 @@ async fn ask(question: &str, limit: Option<Duration>) -> anyhow::Result<Answer> 
     }
 }
 
-async fn release(reach: &mut Reach, pointer: &Pointer) -> anyhow::Result<()> {
-    reach.command(&pointer.id, &["release", &pointer.id]).stdout(Stdio::null()).status().await?;
+async fn release(reach: &mut Reach, pointer: &Pointer) -> Result<(), WrapperError> {
+    let released = reach.command(&pointer.id, &["release", &pointer.id]).stdout(Stdio::null()).status().await;
+    released.map_err(|err| WrapperError::Session("release", pointer.id.clone(), err))?;
     Ok(())
 }
 

@@ -36,11 +36,41 @@ mod interactive;
 pub mod markers;
 mod privilege;
 
+use crate::retry::RetryError;
+use crate::runtime::RuntimeError;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// A boxed error of a crate that reports its own (portable-pty's).
+type Foreign = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the wrapper stopped; each names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WrapperError {
+    #[error("cannot run {0}")]
+    Run(String, #[source] Foreign),
+    #[error("cannot open a PTY for nix")]
+    Pty(#[source] Foreign),
+    #[error("cannot use this terminal")]
+    Terminal(#[source] std::io::Error),
+    #[error("cannot pass nix's output on")]
+    Output(#[source] std::io::Error),
+    #[error("cannot hold nix's output back while you are inside a build")]
+    Held(#[from] held::HeldError),
+    #[error("cannot run `nix-attach {0}` for build {1}")]
+    Session(&'static str, String, #[source] std::io::Error),
+    #[error("cannot find this program, to reach the builds that pause")]
+    Program(#[source] std::io::Error),
+    #[error("nix ended, but its status cannot be read")]
+    Wait(#[source] std::io::Error),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Retry(#[from] RetryError),
+}
 
 /// What to do when a build pauses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +115,7 @@ impl Outcome {
 
 /// Runs `program args…`, after a line on whether builds without the hook
 /// pause here; returns its exit status.
-pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::Result<i32> {
+pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> Result<i32, WrapperError> {
     eprintln!("nix-attach: {}", crate::inject::notice());
     watch(program, args, options)
 }
@@ -93,7 +123,7 @@ pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::
 /// Runs `program args…` and offers to enter the builds that pause, then
 /// builds again those the person chose; returns the command's status,
 /// whatever the builds again did.
-pub fn watch(program: OsString, args: Vec<OsString>, options: Options) -> anyhow::Result<i32> {
+pub fn watch(program: OsString, args: Vec<OsString>, options: Options) -> Result<i32, WrapperError> {
     let outcome = crate::runtime::run(async {
         if attended() {
             interactive::run(&program, &args, &options).await
@@ -103,7 +133,7 @@ pub fn watch(program: OsString, args: Vec<OsString>, options: Options) -> anyhow
     })??;
     for drv in &outcome.retries {
         if let Err(err) = rebuild(drv, options.clone()) {
-            eprintln!("nix-attach: cannot build {} again: {err:#}", drv.display());
+            eprintln!("nix-attach: cannot build {} again: {}", drv.display(), crate::sanitize::sanitize(&chain(&err)));
         }
     }
     Ok(outcome.code)
@@ -112,10 +142,21 @@ pub fn watch(program: OsString, args: Vec<OsString>, options: Options) -> anyhow
 /// Builds the derivation at `drv_path` again so that it pauses
 /// ([`crate::retry`] decides how), and watches that build; returns its
 /// status.
-pub fn rebuild(drv_path: &Path, options: Options) -> anyhow::Result<i32> {
+pub fn rebuild(drv_path: &Path, options: Options) -> Result<i32, WrapperError> {
     let rebuild = crate::retry::prepare(drv_path)?;
     eprintln!("nix-attach: {}", rebuild.line);
     watch("nix-build".into(), rebuild.args, Options { offer_retries: false, ..options })
+}
+
+/// An error and its sources, as one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    line
 }
 
 /// Someone is at a terminal: stdin and stdout are terminals and `CI` is unset.

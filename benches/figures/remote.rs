@@ -1,0 +1,50 @@
+//! Through `--via`: attach to prompt and keystrokes against `ssh -tt`.
+
+use crate::*;
+
+/// Through `--via` over loopback ssh, to a build paused on the test bed's
+/// remote builder: attach to prompt, and the keystroke round trip, against
+/// `ssh -tt` to the same sshd running a bash there; taken in turns.
+pub fn remote_figures(reps: usize) -> Vec<Figure> {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &Drv::new("bench-remote").phase("buildPhase", "false"));
+    let sshopts = remote.sshopts();
+    let env = [("NIX_SSHOPTS", sshopts.as_str())];
+    let via = ["attach", "--via", "ssh://nix-attach-remote", "--agent", &agent, &id];
+    let config = remote.ssh_config();
+    let ssh = ["-tt", "-F", config.to_str().unwrap(), HOST, "/bin/bash-static --norc --noprofile -i"];
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..reps * 2 {
+        ours.push(to_prompt(nix_attach(), &via, &env));
+        theirs.push(to_prompt("ssh", &ssh, &[]));
+    }
+    let attach = Figure {
+        name: "attach to prompt through --via, loopback ssh (s)",
+        unit: "s",
+        ours,
+        baselines: vec![Baseline::with_goal("ssh -tt login to the same sshd", theirs, "≤ 1.2×", |ours, base| ours <= 1.2 * base)],
+    };
+    let mut ours_pty = Pty::spawn_with(nix_attach(), &via, &env);
+    let mut ssh_pty = Pty::spawn("ssh", &ssh);
+    let (mut ours_keys, mut ssh_keys) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        ours_keys.extend(keystrokes(&mut ours_pty, 100));
+        ssh_keys.extend(keystrokes(&mut ssh_pty, 100));
+    }
+    drop((ours_pty, ssh_pty));
+    let keys = Figure {
+        name: "keystroke round trip through --via (µs)",
+        unit: "µs",
+        ours: ours_keys,
+        baselines: vec![Baseline::with_goal("ssh -tt to the same sshd", ssh_keys, "≤ 1.1×", |ours, base| ours <= 1.1 * base)],
+    };
+    let released = std::process::Command::new(nix_attach())
+        .args(["release", &id, "--via", "ssh://nix-attach-remote", "--agent", &agent])
+        .env("NIX_SSHOPTS", &sshopts)
+        .output()
+        .unwrap();
+    assert!(released.status.success(), "{}", String::from_utf8_lossy(&released.stderr));
+    let _ = build.finish();
+    vec![attach, keys]
+}
