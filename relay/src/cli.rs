@@ -62,6 +62,45 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Say what failed in a waiting build, where, and which phases ran,
+    /// failed and remain (`nix-attach status` inside it).
+    Status {
+        /// The build's id, a unique prefix of it, or its derivation name.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run the failing command of a waiting build again, where it failed;
+    /// exits with its status (`nix-attach rerun` inside it).
+    Rerun {
+        /// The build's id, a unique prefix of it, or its derivation name.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run a waiting build's failed phase (or PHASE) and the phases after
+    /// it, in its sandbox, as genericBuild would; exits with their status
+    /// (`nix-attach resume` inside it). What it writes is never registered:
+    /// the build still fails when released.
+    Resume {
+        /// The build's id, a unique prefix of it, or its derivation name.
+        id: String,
+        /// The phase to start at (default: the one that failed).
+        phase: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print what a session changed in a waiting build's source, as a
+    /// patch that `patch -p1` applies (`nix-attach diff` inside it).
+    Diff {
+        /// The build's id, a unique prefix of it, or its derivation name.
+        id: String,
+        /// Files made in the session too.
+        #[arg(long)]
+        new: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Let a waiting build go on to fail now.
     Release {
         /// The build's id, a unique prefix of it, or its derivation name.
@@ -150,6 +189,23 @@ pub enum Command {
     /// Keep a failed build waiting for sessions (run by the setup hook).
     #[command(hide = true)]
     Agent(Box<AgentConfig>),
+    /// Print the session's changes to the source as a patch (run by
+    /// `nix-attach diff` in a session).
+    #[command(hide = true, name = "source-diff")]
+    SourceDiff {
+        /// The source as unpacked and patched.
+        #[arg(long)]
+        pristine: std::path::PathBuf,
+        /// The source as the session left it.
+        #[arg(long)]
+        live: std::path::PathBuf,
+        /// When the build paused (seconds since the epoch).
+        #[arg(long, value_parser = crate::agent::source_diff::parse_time)]
+        paused: std::time::SystemTime,
+        /// Files the session made too.
+        #[arg(long)]
+        new: bool,
+    },
     /// Run a session's program in namespaces of its own (run by the agent).
     #[command(hide = true, name = "isolate")]
     Isolate {
@@ -266,6 +322,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .collect();
             remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, unfiltered))
         }
+        Command::Status { id, remote } => inside(id, vec!["status".into()], remote),
+        Command::Rerun { id, remote } => inside(id, vec!["rerun".into()], remote),
+        Command::Resume { id, phase, remote } => inside(id, ["resume".to_string()].into_iter().chain(phase).collect(), remote),
+        Command::Diff { id, new, remote } => {
+            inside(id, ["diff".to_string()].into_iter().chain(new.then(|| "--new".to_string())).collect(), remote)
+        }
         Command::Release { id, remote } => {
             let args = ["release".to_string()].into_iter().chain(id.clone()).collect();
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::release(id.as_deref()))
@@ -294,7 +356,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Agent(config) => agent::run(*config).map(|()| 0),
         Command::Isolate { command } => Ok(agent::isolate::run(&command)),
+        Command::SourceDiff { pristine, live, paused, new } => {
+            let trees = agent::source_diff::Trees { pristine: &pristine, live: &live, paused, new_files: new };
+            print!("{}", agent::source_diff::diff(&trees)?);
+            Ok(0)
+        }
     }
+}
+
+/// `nix-attach WHAT…` run inside build `id`, in its restored shell, as
+/// `exec` runs a command: output streamed, its status passed through.
+fn inside(id: String, what: Vec<String>, remote: Remote) -> anyhow::Result<i32> {
+    let command: Vec<String> = ["nix-attach".to_string()].into_iter().chain(what).collect();
+    let args = ["exec".to_string(), id.clone(), "--".to_string()].into_iter().chain(command.iter().cloned()).collect();
+    remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, false))
 }
 
 #[cfg(test)]
@@ -314,7 +389,10 @@ mod tests {
         let mut manual = Vec::new();
         clap_mangen::Man::new(Cli::command()).render(&mut manual).unwrap();
         let (completions, manual) = (String::from_utf8(completions).unwrap(), String::from_utf8(manual).unwrap());
-        for command in ["list", "attach", "exec", "release", "capture", "replay", "build", "run", "retry", "broker"] {
+        for command in [
+            "list", "attach", "exec", "status", "rerun", "resume", "diff", "release", "capture", "replay", "build", "run", "retry",
+            "broker",
+        ] {
             assert!(completions.contains(command), "{command} is not completed");
             assert!(manual.contains(command), "{command} is not in the manual");
         }

@@ -16,6 +16,7 @@ mod faults;
 mod hook;
 mod hostile;
 mod injection;
+mod inside;
 mod msrv;
 mod on_failure;
 mod overlay;

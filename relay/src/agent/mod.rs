@@ -15,12 +15,14 @@
 
 mod announce;
 mod capture;
+mod commands;
 mod exec;
 pub mod isolate;
 mod on_failure;
 pub mod restore;
 mod server;
 pub mod shell;
+pub mod source_diff;
 
 use crate::metadata::{Metadata, METADATA, RESTORE, SOCKET, STATE_DIR};
 use crate::protocol::VERSION;
@@ -224,9 +226,13 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
         .with_context(|| format!("cannot read the snapshot's variables {}", config.variables_file.display()))?;
     let variables_file = state_dir.join("variables.sh");
     fs::write(&variables_file, restore::build_variables(&declared)).context("cannot write the variables")?;
+    let agent = std::env::current_exe().context("cannot find the agent's own program, which isolates sessions")?;
+    let commands_file = state_dir.join("commands.sh");
+    fs::write(&commands_file, commands::render(meta, &cwd, &agent, state_dir)).context("cannot write the session's commands")?;
     let script = restore::render(&restore::RestoreInput {
         state_file: &config.state_file,
         variables_file: &variables_file,
+        commands_file: &commands_file,
         options: &options,
         cwd: &cwd,
         history_file: &state_dir.join("history"),
@@ -236,7 +242,7 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
     let restore_path = state_dir.join(RESTORE);
     fs::write(&restore_path, script).context("cannot write the rc file")?;
     Ok(SessionContext {
-        agent: std::env::current_exe().context("cannot find the agent's own program, which isolates sessions")?,
+        agent,
         shell: session_shell(&config.shell)?,
         restore: restore_path,
         cwd,

@@ -134,6 +134,8 @@ pub struct RestoreInput<'a> {
     pub state_file: &'a Path,
     /// The build's own variables.
     pub variables_file: &'a Path,
+    /// nix-attach's own command inside the session ([`super::commands`]).
+    pub commands_file: &'a Path,
     pub options: &'a Options,
     pub cwd: &'a Path,
     pub history_file: &'a Path,
@@ -151,6 +153,7 @@ pub fn render(input: &RestoreInput) -> String {
     let mut script = String::from("# Written by nix-attach: restores the failed build's shell state.\n");
     script += &format!("source {}\n", quote(&input.state_file.to_string_lossy()));
     script += &format!("source {}\n", quote(&input.variables_file.to_string_lossy()));
+    script += &format!("source {}\n", quote(&input.commands_file.to_string_lossy()));
     for line in &input.options.lines {
         script += line;
         script.push('\n');
@@ -186,6 +189,7 @@ mod tests {
         render(&RestoreInput {
             state_file: Path::new("/build/.nix-attach-state"),
             variables_file: Path::new("/build/.nix-attach/variables.sh"),
+            commands_file: Path::new("/build/.nix-attach/commands.sh"),
             options: &Options::parse(options),
             cwd: Path::new("/build/it's here"),
             history_file: Path::new("/build/.nix-attach/history"),

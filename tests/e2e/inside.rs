@@ -1,0 +1,154 @@
+//! Working inside a failed build: the session's own `nix-attach` says what
+//! failed and which phases ran, runs the failing command again, and runs
+//! the rest of the build after a fix, all in the sandbox, without ever
+//! making the real build pass.
+
+use crate::support::{eval, exec, release, Drv};
+
+/// A build whose buildPhase fails until `$NIX_BUILD_TOP/fixed` exists.
+fn until_fixed(prefix: &str) -> Drv {
+    Drv::new(prefix).phase("buildPhase", "echo building\nsh -c 'test -f \"$NIX_BUILD_TOP/fixed\" || exit 3'")
+}
+
+#[test]
+fn status_names_the_failure_and_the_phases_that_ran_failed_and_remain() {
+    let (build, paused) = until_fixed("status").pause();
+    let status = eval(&paused.id, "nix-attach status 2>&1");
+    let expected = [
+        format!("nix-attach: {} failed in buildPhase (exit 3)", build.name),
+        "  failed command: sh -c 'test -f \"$NIX_BUILD_TOP/fixed\" || exit 3'".to_string(),
+        "  phases ran: unpackPhase patchPhase configurePhase".to_string(),
+        "  failed: buildPhase".to_string(),
+        "  remain: (checkPhase, skipped) installPhase fixupPhase (installCheckPhase, skipped) (distPhase, skipped)".to_string(),
+    ];
+    for line in expected {
+        assert!(status.lines().any(|shown| shown == line), "no line {line:?} in:\n{status}");
+    }
+    release(build, &paused);
+}
+
+#[test]
+fn rerun_runs_the_failing_command_again_where_it_failed_with_its_status() {
+    let (build, paused) = until_fixed("rerun").pause();
+    let again = exec(&paused.id, &["nix-attach", "rerun"]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(3), "the original status: {said}");
+    assert!(said.contains("it ended with status 3 (at the failure: 3)"), "{said}");
+    let fixed = exec(&paused.id, &["eval", "touch \"$NIX_BUILD_TOP/fixed\"; nix-attach rerun"]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", String::from_utf8_lossy(&fixed.stderr));
+    release(build, &paused);
+}
+
+#[test]
+fn resume_runs_the_rest_of_the_build_after_a_fix_and_stops_where_it_still_fails() {
+    let (build, paused) = until_fixed("resume").phase("installPhase", "mkdir -p $out; echo installed > $out/done").pause();
+    let unfixed = exec(&paused.id, &["nix-attach", "resume"]);
+    let said = String::from_utf8_lossy(&unfixed.stderr);
+    assert_eq!(unfixed.status.code(), Some(3), "{said}");
+    assert!(said.contains("resume stopped: buildPhase failed (exit 3)"), "{said}");
+    assert!(said.contains("never registered: the real build still fails when released"), "{said}");
+
+    let fixed = exec(&paused.id, &["eval", "touch \"$NIX_BUILD_TOP/fixed\"; nix-attach resume"]);
+    let said = String::from_utf8_lossy(&fixed.stderr);
+    assert_eq!(fixed.status.code(), Some(0), "{said}");
+    assert!(said.contains("every phase from buildPhase on passed: the build would pass"), "{said}");
+    assert_eq!(
+        eval(&paused.id, "cat $out/done; echo $curPhase; pwd"),
+        format!("installed\nbuildPhase\n{}\n", eval(&paused.id, "echo $NIX_BUILD_TOP").trim())
+    );
+
+    let finished = release(build, &paused);
+    assert!(finished.log.contains("failed with exit code 3"), "the real build still fails: {}", finished.log);
+}
+
+#[test]
+fn the_sessions_command_takes_no_name_a_build_may_use() {
+    let (build, paused) = until_fixed("names").pause();
+    let in_session = eval(&paused.id, "compgen -A function");
+    let in_build =
+        eval(&paused.id, r#"env -i "$BASH" --norc -c 'source "$1"; compgen -A function' _ "$NIX_BUILD_TOP/.nix-attach-state.sh""#);
+    let added: Vec<&str> = in_session.lines().filter(|name| !in_build.lines().any(|known| known == *name)).collect();
+    assert!(added.contains(&"nix-attach"), "{added:?}");
+    for name in added {
+        assert!(name == "nix-attach" || name.starts_with("__nix_attach_"), "the session defines {name}, a name a build may use");
+    }
+    assert_eq!(
+        eval(&paused.id, "type -t nix-attach; nix-attach help | head -1"),
+        "function\nnix-attach status          what failed, where, and which phases ran, failed and remain\n"
+    );
+    release(build, &paused);
+}
+
+#[test]
+fn the_host_runs_the_same_commands_with_their_output_and_status() {
+    let (build, paused) = until_fixed("from-host").pause();
+    let status = crate::support::nix_attach_cmd(&["status", &paused.id]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("  failed: buildPhase"), "{status:?}");
+    let rerun = crate::support::nix_attach_cmd(&["rerun", &paused.id]);
+    assert_eq!(rerun.status.code(), Some(3), "{rerun:?}");
+    let resumed = crate::support::nix_attach_cmd(&["resume", &paused.id, "installPhase"]);
+    let said = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "from installPhase on, nothing fails: {said}");
+    assert!(said.contains("every phase from installPhase on passed"), "{said}");
+    release(build, &paused);
+}
+
+/// A build of `tests/fixtures/diff-source`, patched by `diff-source.patch`,
+/// that makes a product and then fails in buildPhase.
+fn with_source(prefix: &str) -> Drv {
+    let fixtures = crate::support::fixtures();
+    let src = format!("builtins.path {{ path = {}/diff-source; name = \"diff-source\"; }}", fixtures.display());
+    Drv::new(prefix)
+        .attr_expr("src", &src)
+        .attr_expr("patches", &format!("[ {}/diff-source.patch ]", fixtures.display()))
+        .phase("buildPhase", "echo object > product.o\nsh -c 'exit 3'")
+}
+
+#[test]
+fn diff_shows_the_sessions_edit_as_a_patch_and_nothing_the_build_made() {
+    let (build, paused) = with_source("diff").pause();
+    assert_eq!(eval(&paused.id, "pwd"), format!("{}/diff-source\n", eval(&paused.id, "echo $NIX_BUILD_TOP").trim()));
+    assert_eq!(eval(&paused.id, "nix-attach diff"), "", "no edit, no diff: neither product.o nor the patched notes");
+
+    eval(&paused.id, "sed -i 's/return 1/return 0/' main.c");
+    let patch = eval(&paused.id, "nix-attach diff");
+    assert_eq!(patch, "--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n");
+
+    // It applies where nixpkgs applies patches: to the source as unpacked
+    // and patched, with `patch -p1`.
+    let tree = std::env::temp_dir().join(crate::support::unique_name("diff-applies"));
+    let copied =
+        std::process::Command::new("cp").arg("-r").arg(crate::support::fixtures().join("diff-source")).arg(&tree).status().unwrap();
+    assert!(copied.success());
+    for patch_file in [std::fs::read_to_string(crate::support::fixtures().join("diff-source.patch")).unwrap(), patch] {
+        // The test bed's busybox: every machine of it has one, not all GNU patch.
+        let mut apply = std::process::Command::new("/bin/busybox")
+            .args(["patch", "-p1"])
+            .current_dir(&tree)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut apply.stdin.take().unwrap(), patch_file.as_bytes()).unwrap();
+        assert!(apply.wait().unwrap().success());
+    }
+    assert_eq!(std::fs::read_to_string(tree.join("main.c")).unwrap(), eval(&paused.id, "cat main.c"));
+    std::fs::remove_dir_all(&tree).unwrap();
+
+    eval(&paused.id, "echo more >> docs/notes.txt");
+    let both = eval(&paused.id, "nix-attach diff");
+    assert!(
+        both.starts_with("--- a/docs/notes.txt\n+++ b/docs/notes.txt\n@@ -1,2 +1,3 @@\n notes\n patched line\n+more\n"),
+        "against the patched source: {both}"
+    );
+
+    eval(&paused.id, "echo added > docs/added.txt");
+    assert!(!eval(&paused.id, "nix-attach diff").contains("added.txt"), "a new file only with --new");
+    let with_new = eval(&paused.id, "nix-attach diff --new");
+    assert!(with_new.contains("--- /dev/null\n+++ b/docs/added.txt\n@@ -0,0 +1 @@\n+added\n"), "{with_new}");
+    assert!(!with_new.contains("product.o"), "{with_new}");
+    let from_host = crate::support::nix_attach_cmd(&["diff", &paused.id, "--new"]);
+    assert_eq!(String::from_utf8_lossy(&from_host.stdout), with_new, "the host's `diff ID --new` is the session's");
+    assert_eq!(eval(&paused.id, "ls -a $NIX_BUILD_TOP/.nix-attach | grep -c pristine || true"), "0\n", "the scratch directory is gone");
+    release(build, &paused);
+}
