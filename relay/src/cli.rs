@@ -45,6 +45,8 @@ pub enum Command {
         #[arg(long)]
         allow_clipboard_and_queries: bool,
         #[command(flatten)]
+        with: With,
+        #[command(flatten)]
         remote: Remote,
     },
     /// Run one command inside a waiting build's restored shell.
@@ -59,6 +61,8 @@ pub enum Command {
         /// The command and its arguments (a function, builtin or program).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        with: With,
         #[command(flatten)]
         remote: Remote,
     },
@@ -214,6 +218,23 @@ pub enum Command {
     },
 }
 
+/// Tools of this machine's to bring into the build.
+#[derive(Debug, Clone, Args)]
+pub struct With {
+    /// Bring a tool the build does not have (an installable, such as
+    /// nixpkgs#gdb, or a store path) into the build, read-only, its `bin`
+    /// first on the session's PATH; repeatable. Needs root.
+    #[arg(long = "with", value_name = "INSTALLABLE")]
+    pub tools: Vec<String>,
+}
+
+impl With {
+    /// The flags again, for the same command on a remote builder.
+    fn args(&self) -> impl Iterator<Item = String> + '_ {
+        self.tools.iter().flat_map(|tool| ["--with".to_string(), tool.clone()])
+    }
+}
+
 /// Where to look for build directories besides the known places.
 #[derive(Debug, Clone, Args)]
 pub struct Search {
@@ -309,18 +330,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             args.extend(search.build_dirs.iter().flat_map(|dir| ["--build-dir".to_string(), dir.to_string_lossy().into_owned()]));
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::list(&search.build_dirs, json))
         }
-        Command::Attach { id, allow_clipboard_and_queries: unfiltered, remote } => {
-            let args = ["attach".to_string()].into_iter().chain(unfiltered_flag(unfiltered)).chain(id.clone()).collect();
-            remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered))
+        Command::Attach { id, allow_clipboard_and_queries: unfiltered, with, remote } => {
+            let args = ["attach".to_string()].into_iter().chain(unfiltered_flag(unfiltered)).chain(with.args()).chain(id.clone()).collect();
+            remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered, &with.tools))
         }
-        Command::Exec { id, allow_clipboard_and_queries: unfiltered, command, remote } => {
+        Command::Exec { id, allow_clipboard_and_queries: unfiltered, command, with, remote } => {
             let args = ["exec".to_string()]
                 .into_iter()
                 .chain(unfiltered_flag(unfiltered))
+                .chain(with.args())
                 .chain([id.clone(), "--".to_string()])
                 .chain(command.iter().cloned())
                 .collect();
-            remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, unfiltered))
+            remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, unfiltered, &with.tools))
         }
         Command::Status { id, remote } => inside(id, vec!["status".into()], remote),
         Command::Rerun { id, remote } => inside(id, vec!["rerun".into()], remote),
@@ -369,7 +391,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 fn inside(id: String, what: Vec<String>, remote: Remote) -> anyhow::Result<i32> {
     let command: Vec<String> = ["nix-attach".to_string()].into_iter().chain(what).collect();
     let args = ["exec".to_string(), id.clone(), "--".to_string()].into_iter().chain(command.iter().cloned()).collect();
-    remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, false))
+    remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, false, &[]))
 }
 
 #[cfg(test)]

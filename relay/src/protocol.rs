@@ -47,9 +47,20 @@ pub enum ProtocolError {
 pub enum Request {
     /// An interactive shell in a PTY of the given size, whose master the
     /// agent hands over.
-    Attach { rows: u16, cols: u16, term: Option<String> },
+    /// `path`: directories the session's PATH starts with (`--with`).
+    Attach {
+        rows: u16,
+        cols: u16,
+        term: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
+    },
     /// One command run in the restored shell, without a PTY.
-    Exec { argv: Vec<String> },
+    Exec {
+        argv: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
+    },
     /// Let the build go on to fail now.
     Release,
     /// The build directory and what the sandbox was, as a tar archive in
@@ -282,10 +293,13 @@ mod tests {
 
     #[test]
     fn every_frame_round_trips() {
-        round_trip(ClientFrame::Hello(Hello { version: VERSION, request: Request::Exec { argv: vec!["declare".into(), "-p".into()] } }));
         round_trip(ClientFrame::Hello(Hello {
             version: VERSION,
-            request: Request::Attach { rows: 24, cols: 80, term: Some("xterm".into()) },
+            request: Request::Exec { argv: vec!["declare".into(), "-p".into()], path: vec![] },
+        }));
+        round_trip(ClientFrame::Hello(Hello {
+            version: VERSION,
+            request: Request::Attach { rows: 24, cols: 80, term: Some("xterm".into()), path: vec!["/nix/store/x-gdb/bin".into()] },
         }));
         round_trip(ClientFrame::Input(Bytes::from_static(b"ls\r")));
         round_trip(ClientFrame::InputEof);

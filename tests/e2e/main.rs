@@ -24,5 +24,6 @@ mod remote;
 mod retry;
 mod sabotage;
 mod state;
+mod tools;
 mod untouched;
 mod wrapper;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(
     framed: Framed<UnixStream, AgentCodec>,
     argv: Vec<String>,
+    with_path: Option<String>,
     context: &SessionContext,
     release: &CancellationToken,
 ) -> Result<(), SessionError> {
@@ -28,9 +29,13 @@ pub async fn run(
         sink.send(AgentFrame::Error("exec needs a command".into())).await?;
         return Ok(());
     }
+    let mut command = command(context, &argv);
+    if let Some(with_path) = with_path {
+        command.env(super::restore::WITH_PATH, with_path);
+    }
     let spawned = {
         let _spawning = context.spawning.lock().unwrap();
-        command(context, &argv).spawn()
+        command.spawn()
     };
     let mut child = spawned.map_err(SessionError::Spawn)?;
     let _group = child.id().map(ProcessGroup);

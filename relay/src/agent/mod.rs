@@ -215,6 +215,20 @@ fn random_id() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The most directories `--with` may put before a session's PATH.
+const MAX_WITH_PATH: usize = 256;
+
+/// The directories a client asked a session's PATH to start with, as one
+/// PATH value (`None` for none): each absolute, with no `:` or control
+/// character in it; otherwise why not, for the client.
+fn with_path(path: &[String]) -> Result<Option<String>, String> {
+    let plain = |dir: &String| dir.starts_with('/') && dir.len() <= 4096 && !dir.contains(':') && !dir.chars().any(char::is_control);
+    if path.len() > MAX_WITH_PATH || !path.iter().all(plain) {
+        return Err(format!("at most {MAX_WITH_PATH} --with directories, each a plain absolute path"));
+    }
+    Ok((!path.is_empty()).then(|| path.join(":")))
+}
+
 /// Writes the rc file and says where sessions start.
 fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> anyhow::Result<SessionContext> {
     let text = fs::read_to_string(&config.options_file)

@@ -61,6 +61,10 @@ const SPECIAL_VARIABLES: &[&str] = &[
 ];
 /// The hook's own variables.
 const HOOK_PREFIX: &str = "__nixAttach";
+/// The environment variable that brings a session the directories its PATH
+/// starts with (`--with`); the rc file applies it after the build's PATH,
+/// for that session only, and unsets it.
+pub const WITH_PATH: &str = "__nixAttachWithPath";
 
 /// Keeps the `declare -p` entries of the build's own variables. An entry
 /// starts with `declare -FLAGS NAME`; bash 5.2 quotes newlines in values,
@@ -158,6 +162,7 @@ pub fn render(input: &RestoreInput) -> String {
         script += line;
         script.push('\n');
     }
+    script += &format!("if [ -n \"${{{WITH_PATH}-}}\" ]; then PATH=\"${WITH_PATH}${{PATH:+:$PATH}}\"; fi; unset {WITH_PATH}\n");
     let cwd = quote(&input.cwd.to_string_lossy());
     script += &format!("cd -- {cwd} || printf 'nix-attach: cannot enter %s\\n' {cwd} >&2\n");
     script += "if [[ $- == *i* ]]; then\n";

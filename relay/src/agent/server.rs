@@ -140,9 +140,20 @@ async fn handle(stream: UnixStream, guard: Option<SessionGuard>, context: Arc<Se
         }
         _ => return,
     };
+    let with_path = match &request {
+        Request::Attach { path, .. } | Request::Exec { path, .. } => super::with_path(path),
+        _ => Ok(None),
+    };
+    let with_path = match with_path {
+        Ok(with_path) => with_path,
+        Err(refused) => {
+            let _ = framed.send(AgentFrame::Error(refused)).await;
+            return;
+        }
+    };
     let outcome = match request {
-        Request::Attach { rows, cols, term } => shell::run(framed, rows, cols, term, &context, &release).await,
-        Request::Exec { argv } => exec::run(framed, argv, &context, &release).await,
+        Request::Attach { rows, cols, term, .. } => shell::run(framed, rows, cols, term, with_path, &context, &release).await,
+        Request::Exec { argv, .. } => exec::run(framed, argv, with_path, &context, &release).await,
         Request::Capture => capture::run(framed, &context).await,
         Request::Release => {
             let answered = framed.send(AgentFrame::Exit(0)).await.map_err(Into::into);

@@ -33,11 +33,15 @@ pub struct Shell {
 }
 
 impl Shell {
-    fn spawn(context: &SessionContext, size: PtySize, term: String) -> Result<Shell, SessionError> {
+    fn spawn(context: &SessionContext, size: PtySize, term: String, with_path: Option<&str>) -> Result<Shell, SessionError> {
         // Until the PTY's descriptors are close-on-exec, no command may start.
         let _spawning = context.spawning.lock().unwrap();
         let pair = native_pty_system().openpty(size).map_err(SessionError::Pty)?;
-        let child = pair.slave.spawn_command(shell_command(context, &term)).map_err(SessionError::Pty)?;
+        let mut command = shell_command(context, &term);
+        if let Some(with_path) = with_path {
+            command.env(super::restore::WITH_PATH, with_path);
+        }
+        let child = pair.slave.spawn_command(command).map_err(SessionError::Pty)?;
         drop(pair.slave);
         let killer = child.clone_killer();
         Ok(Shell { master: pair.master, killer, exit: crate::pump::exit_code(child), term })
@@ -100,7 +104,7 @@ pub fn prewarm(context: &Arc<SessionContext>, term: String) {
     let context = context.clone();
     tokio::spawn(async move {
         let starting = context.clone();
-        let started = tokio::task::spawn_blocking(move || Shell::spawn(&starting, PtySize::default(), term)).await;
+        let started = tokio::task::spawn_blocking(move || Shell::spawn(&starting, PtySize::default(), term, None)).await;
         if let Ok(Ok(shell)) = started {
             until_prompt(shell.master.as_raw_fd()).await;
             context.spare.put(shell);
@@ -135,12 +139,18 @@ pub async fn run(
     rows: u16,
     cols: u16,
     term: Option<String>,
+    with_path: Option<String>,
     context: &Arc<SessionContext>,
     release: &CancellationToken,
 ) -> Result<(), SessionError> {
     let size = PtySize { rows, cols, pixel_width: 0, pixel_height: 0 };
     let term = term.unwrap_or_else(|| DEFAULT_TERM.into());
-    let outcome = match shell_for(context, size, &term) {
+    // The spare started before any tool was there, and with no PATH of them.
+    let shell = match &with_path {
+        None => shell_for(context, size, &term),
+        Some(with_path) => Shell::spawn(context, size, term.clone(), Some(with_path)),
+    };
+    let outcome = match shell {
         Ok(mut shell) => serve(framed, &mut shell, context, release).await,
         Err(err) => Err(err),
     };
@@ -160,7 +170,7 @@ fn shell_for(context: &SessionContext, size: PtySize, term: &str) -> Result<Shel
             shell.master.resize(size).map_err(SessionError::Pty)?;
             Ok(shell)
         }
-        None => Shell::spawn(context, size, term.to_owned()),
+        None => Shell::spawn(context, size, term.to_owned(), None),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod pty_relay;
 pub mod relay;
 pub mod terminal;
 pub mod terminal_filter;
+pub mod tools;
 
 use crate::broker;
 use crate::protocol::Request;
@@ -72,24 +73,48 @@ pub fn list(build_dirs: &[PathBuf], json: bool) -> anyhow::Result<i32> {
 /// `nix-attach attach`: an interactive shell in the build. Unless
 /// `unfiltered`, the clipboard and terminal queries are kept from the
 /// user's terminal ([`terminal_filter`]).
-pub fn attach(query: Option<&str>, unfiltered: bool) -> anyhow::Result<i32> {
-    attach_over(reach(query)?, unfiltered)
+/// `with`: tools to bring into the build ([`tools`]).
+pub fn attach(query: Option<&str>, unfiltered: bool, with: &[String]) -> anyhow::Result<i32> {
+    let (connection, path) = reach_with(query, with)?;
+    attach_over(connection, unfiltered, path)
 }
 
-/// An attach's session over a `connection` to an agent.
-pub fn attach_over(connection: std::os::unix::net::UnixStream, unfiltered: bool) -> anyhow::Result<i32> {
+/// An attach's session over a `connection` to an agent, its PATH starting
+/// with `path`.
+pub fn attach_over(connection: std::os::unix::net::UnixStream, unfiltered: bool, path: Vec<String>) -> anyhow::Result<i32> {
     let (rows, cols) = terminal::size();
     let term = std::env::var("TERM").ok();
-    let (master, frames) = pty_relay::open_session(&connection, Request::Attach { rows, cols, term })?;
+    let (master, frames) = pty_relay::open_session(&connection, Request::Attach { rows, cols, term, path })?;
     let filter = (!unfiltered).then(terminal_filter::TerminalFilter::default);
     Ok(pty_relay::relay(master, connection, frames, std::io::stdin().is_terminal(), filter)?)
 }
 
 /// `nix-attach exec`: one command in the build's restored shell; its
 /// output for a terminal is filtered as an attach's is, unless `unfiltered`.
-pub fn exec(query: &str, argv: Vec<String>, unfiltered: bool) -> anyhow::Result<i32> {
+/// `with`: tools to bring into the build ([`tools`]).
+pub fn exec(query: &str, argv: Vec<String>, unfiltered: bool, with: &[String]) -> anyhow::Result<i32> {
     let forward_stdin = !std::io::stdin().is_terminal();
-    session(Some(query), Request::Exec { argv }, forward_stdin, !unfiltered)
+    let (connection, path) = reach_with(Some(query), with)?;
+    session_over(connection, Request::Exec { argv, path }, forward_stdin, !unfiltered)
+}
+
+/// [`reach`], with the tools `with` names mounted into the build first
+/// ([`tools`]); returns the connection and the directories the session's
+/// PATH starts with. Only root mounts.
+fn reach_with(query: Option<&str>, with: &[String]) -> anyhow::Result<(std::os::unix::net::UnixStream, Vec<String>)> {
+    if with.is_empty() {
+        return Ok((reach(query)?, Vec::new()));
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(tools::ToolsError::NeedsRoot.into());
+    }
+    let wanted = tools::resolve(with)?;
+    let build = select::select(discovery::discover_agents(false), query)?;
+    tools::mount_into(build.pid, &wanted.closure)?;
+    let connection =
+        connect::connect(&build).with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
+    privileges::give_up_root()?;
+    Ok((connection, wanted.bins))
 }
 
 /// `nix-attach release`: lets the build fail now.

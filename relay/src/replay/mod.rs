@@ -142,9 +142,9 @@ fn missing_paths(paths: &[String]) -> Vec<String> {
 fn session(child: &mut Child, build_dir: &Path, scratch: &Path, command: Vec<String>) -> anyhow::Result<i32> {
     let connection = connect(child, build_dir, scratch)?;
     if command.is_empty() {
-        host::attach_over(connection, false)
+        host::attach_over(connection, false, Vec::new())
     } else {
-        host::session_over(connection, Request::Exec { argv: command }, !std::io::stdin().is_terminal(), true)
+        host::session_over(connection, Request::Exec { argv: command, path: vec![] }, !std::io::stdin().is_terminal(), true)
     }
 }
 

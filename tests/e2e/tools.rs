@@ -1,0 +1,60 @@
+//! `--with`: a tool of this machine's, which the build never had, runs in
+//! the build's sandbox; the build's own PATH, variables and files are as
+//! they were.
+
+use crate::support::{exec, fixtures, nix_attach_cmd, release, Drv};
+use std::process::Command;
+
+/// The fixture's tool, built here: a store path no build has as an input.
+fn tool() -> String {
+    let built = Command::new("nix-build")
+        .args(["--no-out-link", "-A", "tool"])
+        .arg(fixtures().join("default.nix"))
+        .env("NIX_REMOTE", "daemon")
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    String::from_utf8(built.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn exec_with_a_tool_runs_it_inside_and_leaves_the_builds_path_as_it_was() {
+    let tool = tool();
+    let (build, paused) = Drv::new("with-tool").phase("buildPhase", "false").pause();
+    let path_before = exec(&paused.id, &["sh", "-c", "echo $PATH"]);
+    let without = exec(&paused.id, &["sh", "-c", &format!("test -e {tool} || echo absent")]);
+    assert_eq!(String::from_utf8_lossy(&without.stdout), "absent\n", "the sandbox has no such path");
+
+    let ran = nix_attach_cmd(&["exec", &paused.id, "--with", &tool, "--", "test-tool", "hi"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "tool ran: hi\n", "{}", String::from_utf8_lossy(&ran.stderr));
+    let read_only = nix_attach_cmd(&["exec", &paused.id, "--with", &tool, "--", "sh", "-c", &format!("touch {tool}/planted")]);
+    assert!(!read_only.status.success(), "the tool is mounted read-only");
+
+    assert_eq!(exec(&paused.id, &["sh", "-c", "echo $PATH"]).stdout, path_before.stdout, "the build's PATH is unchanged");
+    release(build, &paused);
+}
+
+#[test]
+fn with_what_is_no_store_path_is_one_line_and_status_125() {
+    let (build, paused) = Drv::new("with-nothing").phase("buildPhase", "false").pause();
+    let refused = nix_attach_cmd(&["exec", &paused.id, "--with", "/etc", "--", "true"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!((refused.status.code(), said.lines().count()), (Some(125), 1), "{said}");
+    assert!(said.contains("--with \"/etc\" is not a store path"), "{said}");
+    release(build, &paused);
+}
+
+#[test]
+fn attach_with_a_tool_has_it_first_on_the_sessions_path() {
+    let tool = tool();
+    let (build, paused) = Drv::new("attach-with-tool").phase("buildPhase", "local kept=yes\nfalse").pause();
+    let mut terminal =
+        crate::support::pty::Terminal::spawn(crate::support::nix_attach(), &["attach", "--with", &tool, &paused.id], 24, 120);
+    let prompt = terminal.expect(" $ ");
+    terminal.send("test-tool inside $kept; echo \"first=${PATH%%:*}\"\r");
+    let ran = terminal.expect_after(prompt, "tool ran: inside yes");
+    terminal.expect_after(ran, &format!("first={tool}/bin"));
+    terminal.send("exit\r");
+    assert_eq!(terminal.wait(), 0);
+    release(build, &paused);
+}
