@@ -144,6 +144,8 @@ pub enum Command {
         /// The command and its arguments, run in the restored shell.
         #[arg(last = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        with: With,
     },
     /// Run `nix build ARGS…`; when a build pauses, offer to enter it.
     Build {
@@ -355,7 +357,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::release(id.as_deref()))
         }
         Command::Capture { id, output, max_size, drv } => host::capture::capture(id.as_deref(), output, max_size, drv),
-        Command::Replay { file, fetch, max_size, command } => crate::replay::run(crate::replay::Options { file, command, fetch, max_size }),
+        Command::Replay { file, fetch, max_size, command, with } => {
+            crate::replay::run(crate::replay::Options { file, command, fetch, max_size, with: with.tools })
+        }
         Command::Build { wrap, nix_args } => {
             Ok(wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())?)
         }

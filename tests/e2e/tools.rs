@@ -58,3 +58,24 @@ fn attach_with_a_tool_has_it_first_on_the_sessions_path() {
     assert_eq!(terminal.wait(), 0);
     release(build, &paused);
 }
+
+#[test]
+fn a_replay_with_a_tool_binds_it_in_as_one_more_read_only_path() {
+    let tool = tool();
+    let (build, paused) = Drv::new("replay-with-tool").phase("buildPhase", "local kept=yes\nfalse").pause();
+    let dir = std::env::temp_dir().join(crate::support::unique_name("replay-with-tool"));
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("it.nix-attach");
+    let captured = nix_attach_cmd(&["capture", &paused.id, "-o", file.to_str().unwrap()]);
+    assert!(captured.status.success(), "{}", String::from_utf8_lossy(&captured.stderr));
+    release(build, &paused);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let replayed = crate::support::capture::alice_replays_with(&file, &["--with", &tool], &["eval", "test-tool $kept"]);
+    assert_eq!(String::from_utf8_lossy(&replayed.stdout), "tool ran: yes\n", "{}", String::from_utf8_lossy(&replayed.stderr));
+    let without = crate::support::capture::alice_replays(&file, &["sh", "-c", &format!("test -e {tool} || echo absent")]);
+    assert_eq!(String::from_utf8_lossy(&without.stdout), "absent\n", "{}", String::from_utf8_lossy(&without.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

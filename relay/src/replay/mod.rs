@@ -65,6 +65,8 @@ pub struct Options {
     pub command: Vec<String>,
     pub fetch: bool,
     pub max_size: u64,
+    /// Tools to bring in (`--with`): one more read-only bind each.
+    pub with: Vec<String>,
 }
 
 /// Runs the replay; returns the session's exit status.
@@ -79,12 +81,13 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
     let state = build_dir.join(STATE_DIR);
     std::fs::remove_dir_all(&state).map_err(|err| ReplayError::Scratch(state, err))?;
     ensure_store_paths(&manifest.sandbox, options.fetch)?;
+    let tools = if options.with.is_empty() { host::tools::Tools::default() } else { host::tools::resolve(&options.with)? };
     let etc = scratch.0.join("etc");
     std::fs::create_dir(&etc).map_err(|err| ReplayError::Scratch(etc.clone(), err))?;
     for (name, text) in sandbox::etc_files(manifest.sandbox.uid, manifest.sandbox.gid) {
         std::fs::write(etc.join(name), text).map_err(|err| ReplayError::Scratch(etc.clone(), err))?;
     }
-    let layout = sandbox::Layout { build_dir: build_dir.clone(), etc, agent: std::env::current_exe()? };
+    let layout = sandbox::Layout { build_dir: build_dir.clone(), etc, agent: std::env::current_exe()?, tools: tools.closure };
     let log = std::fs::File::create(scratch.0.join("agent.log"))?;
     let mut child = sandbox::command(&manifest, &meta, &layout)
         .stdin(Stdio::null())
@@ -92,7 +95,7 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
         .stderr(log)
         .spawn()
         .map_err(ReplayError::NoBwrap)?;
-    let result = session(&mut child, &build_dir, &scratch.0, options.command);
+    let result = session(&mut child, &build_dir, &scratch.0, options.command, tools.bins);
     end(&mut child, &build_dir);
     result
 }
@@ -138,13 +141,13 @@ fn missing_paths(paths: &[String]) -> Vec<String> {
 }
 
 /// Waits for the sandbox's agent and runs the session: an attach, or
-/// `command` through exec.
-fn session(child: &mut Child, build_dir: &Path, scratch: &Path, command: Vec<String>) -> anyhow::Result<i32> {
+/// `command` through exec; its PATH starts with `path` (`--with`).
+fn session(child: &mut Child, build_dir: &Path, scratch: &Path, command: Vec<String>, path: Vec<String>) -> anyhow::Result<i32> {
     let connection = connect(child, build_dir, scratch)?;
     if command.is_empty() {
-        host::attach_over(connection, false, Vec::new())
+        host::attach_over(connection, false, path)
     } else {
-        host::session_over(connection, Request::Exec { argv: command, path: vec![] }, !std::io::stdin().is_terminal(), true)
+        host::session_over(connection, Request::Exec { argv: command, path }, !std::io::stdin().is_terminal(), true)
     }
 }
 

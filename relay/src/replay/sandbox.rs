@@ -45,6 +45,8 @@ pub struct Layout {
     pub etc: PathBuf,
     /// This program.
     pub agent: PathBuf,
+    /// Store paths brought in besides the build's (`--with`).
+    pub tools: Vec<String>,
 }
 
 /// The `bwrap` command that runs the agent for `manifest`'s sandbox,
@@ -56,6 +58,9 @@ pub fn command(manifest: &Manifest, meta: &Metadata, layout: &Layout) -> Command
     bwrap.args(["--uid", &sandbox.uid.to_string(), "--gid", &sandbox.gid.to_string(), "--hostname", &sandbox.hostname]);
     bwrap.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
     for path in &sandbox.store_paths {
+        bwrap.args(["--ro-bind", path, path]);
+    }
+    for path in layout.tools.iter().filter(|path| !sandbox.store_paths.contains(path)) {
         bwrap.args(["--ro-bind", path, path]);
     }
     bwrap.arg("--bind").arg(&layout.build_dir).arg(&sandbox.build_top);

@@ -24,7 +24,12 @@ pub fn manifest_of(file: &Path) -> Manifest {
 /// `nix-attach replay FILE -- COMMAND…` run by alice, with no runtime
 /// directory of root's in her way.
 pub fn alice_replays(file: &Path, command: &[&str]) -> Output {
+    alice_replays_with(file, &[], command)
+}
+
+/// [`alice_replays`] with `flags` for `replay` (`--with TOOL`).
+pub fn alice_replays_with(file: &Path, flags: &[&str], command: &[&str]) -> Output {
     let mut replay = as_user(ALICE, readable_nix_attach());
-    replay.arg("replay").arg(file).arg("--").args(command).env_remove("XDG_RUNTIME_DIR").stdin(Stdio::null());
+    replay.arg("replay").arg(file).args(flags).arg("--").args(command).env_remove("XDG_RUNTIME_DIR").stdin(Stdio::null());
     replay.output().unwrap()
 }

@@ -379,6 +379,9 @@ pub const BOB: &str = "nix-attach-bob";
 pub fn as_user(user: &str, program: &str) -> Command {
     let mut command = Command::new("setpriv");
     command.args([&format!("--reuid={user}"), &format!("--regid={user}"), "--init-groups", program]);
+    // As a login would: root's home is not the user's to read.
+    let home = nix::unistd::User::from_name(user).unwrap().map(|found| found.dir);
+    command.env("HOME", home.unwrap_or_else(|| PathBuf::from("/homeless-shelter")));
     command
 }
 
