@@ -212,6 +212,16 @@ pub enum Command {
         #[arg(long)]
         new: bool,
     },
+    /// Mount store paths into a build's sandbox (run by `--with`, as root).
+    #[command(hide = true, name = "mount-tools")]
+    MountTools {
+        /// The build's agent.
+        #[arg(long)]
+        agent: i32,
+        /// The store paths.
+        #[arg(last = true)]
+        paths: Vec<String>,
+    },
     /// Run a session's program in namespaces of its own (run by the agent).
     #[command(hide = true, name = "isolate")]
     Isolate {
@@ -382,6 +392,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Agent(config) => agent::run(*config).map(|()| 0),
         Command::Isolate { command } => Ok(agent::isolate::run(&command)),
+        Command::MountTools { agent, paths } => crate::tools::mount_here(agent, &paths).map(|_| 0).map_err(Into::into),
         Command::SourceDiff { pristine, live, paused, new } => {
             let trees = agent::source_diff::Trees { pristine: &pristine, live: &live, paused, new_files: new };
             print!("{}", agent::source_diff::diff(&trees)?);

@@ -61,5 +61,6 @@ pub mod retry;
 pub mod runtime;
 pub mod sanitize;
 pub mod store;
+pub mod tools;
 pub mod waiting;
 pub mod wrapper;

@@ -79,3 +79,19 @@ fn a_replay_with_a_tool_binds_it_in_as_one_more_read_only_path() {
     assert_eq!(String::from_utf8_lossy(&without.stdout), "absent\n", "{}", String::from_utf8_lossy(&without.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_broker_brings_tools_in_for_the_builds_owner_and_for_nobody_else() {
+    let tool = tool();
+    let broker = crate::support::broker::Broker::start();
+    let mut build = Drv::new("broker-with-tool").phase("buildPhase", "false").start_as(crate::support::ALICE);
+    let paused = build.paused();
+    let bobs = broker.run_as(crate::support::BOB, &["exec", &paused.id, "--with", &tool, "--", "test-tool", "bob"]);
+    assert!(!bobs.status.success() && bobs.stdout.is_empty(), "bob is refused: {bobs:?}");
+    let still_absent = exec(&paused.id, &["sh", "-c", &format!("test -e {tool} || echo absent")]);
+    assert_eq!(String::from_utf8_lossy(&still_absent.stdout), "absent\n", "nothing was mounted for bob");
+
+    let alices = broker.run_as(crate::support::ALICE, &["exec", &paused.id, "--with", &tool, "--", "test-tool", "alice"]);
+    assert_eq!(String::from_utf8_lossy(&alices.stdout), "tool ran: alice\n", "{}", String::from_utf8_lossy(&alices.stderr));
+    release(build, &paused);
+}

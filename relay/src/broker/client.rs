@@ -50,7 +50,12 @@ pub fn list(socket: &Path) -> Result<Vec<Listing>, ClientError> {
 
 /// A connection to the agent of the build `query` names, among this user's.
 pub fn open(socket: &Path, query: Option<&str>) -> Result<UnixStream, ClientError> {
-    match ask(socket, &Request::Open { id: query.map(String::from) }, ANSWER_PATIENCE)? {
+    open_with(socket, query, &[])
+}
+
+/// [`open`], with the store paths `with` mounted into the build first.
+pub fn open_with(socket: &Path, query: Option<&str>, with: &[String]) -> Result<UnixStream, ClientError> {
+    match ask(socket, &Request::Open { id: query.map(String::from), with: with.to_vec() }, ANSWER_PATIENCE)? {
         (Reply::Opened { .. }, Some(agent)) => Ok(UnixStream::from(agent)),
         (Reply::Refused { reason }, _) => Err(ClientError::Refused(crate::sanitize::sanitize(&reason))),
         _ => Err(ClientError::NoConnection),

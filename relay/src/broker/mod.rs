@@ -30,6 +30,7 @@ pub mod client;
 pub mod wire;
 
 use crate::sanitize::sanitize;
+use crate::tools;
 use crate::waiting::discovery::{discover_agents, Discovery};
 use crate::waiting::{connect, listing::Listing, select};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -251,14 +252,18 @@ fn serve(connection: &UnixStream, uid: u32, pid: i32) {
             let _ = wire::send_reply(connection, &Reply::Builds { builds }, None);
             format!("listed {count} build(s)")
         }
-        Ok(Request::Open { id }) => open(connection, uid, id.as_deref()),
+        Ok(Request::Open { id, with }) => open(connection, uid, id.as_deref(), &with),
     };
     eprintln!("nix-attach broker: uid {uid} (pid {pid}): {}", sanitize(&said));
 }
 
-/// Hands the caller a connection to its build's agent.
-fn open(connection: &UnixStream, uid: u32, query: Option<&str>) -> String {
+/// Hands the caller a connection to its build's agent, with the tools
+/// `with` names mounted into it first.
+fn open(connection: &UnixStream, uid: u32, query: Option<&str>, with: &[String]) -> String {
     let opened = select::select(builds_of(uid), query).map_err(|err| err.to_string()).and_then(|build| {
+        if !with.is_empty() {
+            bring_tools(build.pid, with)?;
+        }
         let agent = connect::connect(&build).map_err(|err| format!("cannot reach build {}: {err}", build.meta.id))?;
         Ok((build.meta.id, agent))
     });
@@ -272,6 +277,22 @@ fn open(connection: &UnixStream, uid: u32, query: Option<&str>) -> String {
             format!("refused: {reason}")
         }
     }
+}
+
+/// Mounts the closures of `roots` into the sandbox of the build whose
+/// agent is `agent`: valid store paths only, which every user may read
+/// anyway, read-only; the caller gains nothing it did not have.
+fn bring_tools(agent: i32, roots: &[String]) -> Result<(), String> {
+    let store = crate::nix_conf::store_dir();
+    if let Some(bad) = roots.iter().find(|root| !crate::capture::is_store_path(root, &store)) {
+        return Err(format!("--with {bad:?} is not a store path; through the broker, --with takes valid store paths only"));
+    }
+    let invalid = crate::store::invalid(roots).map_err(|err| err.to_string())?;
+    if let Some(first) = invalid.first() {
+        return Err(format!("--with {first:?} is not valid in the store"));
+    }
+    let closure = tools::closure(roots).map_err(|err| err.to_string())?;
+    tools::mount_into(agent, &closure).map_err(|err| err.to_string())
 }
 
 /// The waiting builds `uid` may enter: those it asked for (all, for root).

@@ -39,8 +39,14 @@ pub enum Request {
     /// The waiting builds the caller asked for.
     List,
     /// A connection to the agent of the build `id` names (an id, a unique
-    /// prefix, or a derivation name; none: the caller's only build).
-    Open { id: Option<String> },
+    /// prefix, or a derivation name; none: the caller's only build), with
+    /// the closures of the valid store paths `with` mounted into its
+    /// sandbox first (`--with`).
+    Open {
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        with: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +170,11 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        for request in [Request::List, Request::Open { id: Some("4f2a".into()) }, Request::Open { id: None }] {
+        for request in [
+            Request::List,
+            Request::Open { id: Some("4f2a".into()), with: vec![] },
+            Request::Open { id: None, with: vec!["/nix/store/x-gdb".into()] },
+        ] {
             assert_eq!(decode_request(body(&encode_request(&request))).unwrap(), request);
         }
     }

@@ -24,7 +24,6 @@ pub mod pty_relay;
 pub mod relay;
 pub mod terminal;
 pub mod terminal_filter;
-pub mod tools;
 
 use crate::broker;
 use crate::protocol::Request;
@@ -73,7 +72,7 @@ pub fn list(build_dirs: &[PathBuf], json: bool) -> anyhow::Result<i32> {
 /// `nix-attach attach`: an interactive shell in the build. Unless
 /// `unfiltered`, the clipboard and terminal queries are kept from the
 /// user's terminal ([`terminal_filter`]).
-/// `with`: tools to bring into the build ([`tools`]).
+/// `with`: tools to bring into the build ([`crate::tools`]).
 pub fn attach(query: Option<&str>, unfiltered: bool, with: &[String]) -> anyhow::Result<i32> {
     let (connection, path) = reach_with(query, with)?;
     attach_over(connection, unfiltered, path)
@@ -91,7 +90,7 @@ pub fn attach_over(connection: std::os::unix::net::UnixStream, unfiltered: bool,
 
 /// `nix-attach exec`: one command in the build's restored shell; its
 /// output for a terminal is filtered as an attach's is, unless `unfiltered`.
-/// `with`: tools to bring into the build ([`tools`]).
+/// `with`: tools to bring into the build ([`crate::tools`]).
 pub fn exec(query: &str, argv: Vec<String>, unfiltered: bool, with: &[String]) -> anyhow::Result<i32> {
     let forward_stdin = !std::io::stdin().is_terminal();
     let (connection, path) = reach_with(Some(query), with)?;
@@ -99,18 +98,23 @@ pub fn exec(query: &str, argv: Vec<String>, unfiltered: bool, with: &[String]) -
 }
 
 /// [`reach`], with the tools `with` names mounted into the build first
-/// ([`tools`]); returns the connection and the directories the session's
-/// PATH starts with. Only root mounts.
+/// ([`crate::tools`]); returns the connection and the directories the
+/// session's PATH starts with. Root mounts them, or, for an ordinary
+/// user, the broker.
 fn reach_with(query: Option<&str>, with: &[String]) -> anyhow::Result<(std::os::unix::net::UnixStream, Vec<String>)> {
     if with.is_empty() {
         return Ok((reach(query)?, Vec::new()));
     }
+    let wanted = crate::tools::resolve(with)?;
     if !nix::unistd::geteuid().is_root() {
-        return Err(tools::ToolsError::NeedsRoot.into());
+        // The broker mounts them for the build's owner.
+        return match broker::client::open_with(&broker::socket_path(), query, &wanted.roots) {
+            Err(err) if err.is_unavailable() => Err(crate::tools::ToolsError::NeedsRoot.into()),
+            opened => Ok((opened?, wanted.bins)),
+        };
     }
-    let wanted = tools::resolve(with)?;
     let build = select::select(discovery::discover_agents(false), query)?;
-    tools::mount_into(build.pid, &wanted.closure)?;
+    crate::tools::mount_into(build.pid, &wanted.closure)?;
     let connection =
         connect::connect(&build).with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
     privileges::give_up_root()?;

@@ -81,7 +81,7 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
     let state = build_dir.join(STATE_DIR);
     std::fs::remove_dir_all(&state).map_err(|err| ReplayError::Scratch(state, err))?;
     ensure_store_paths(&manifest.sandbox, options.fetch)?;
-    let tools = if options.with.is_empty() { host::tools::Tools::default() } else { host::tools::resolve(&options.with)? };
+    let tools = if options.with.is_empty() { crate::tools::Tools::default() } else { crate::tools::resolve(&options.with)? };
     let etc = scratch.0.join("etc");
     std::fs::create_dir(&etc).map_err(|err| ReplayError::Scratch(etc.clone(), err))?;
     for (name, text) in sandbox::etc_files(manifest.sandbox.uid, manifest.sandbox.gid) {

@@ -14,6 +14,10 @@
 //! sandbox's root without following a link: the build owns parts of that
 //! tree. Only root does it (or the broker, for the build's owner), and only
 //! with valid store paths, which any user may read anyway.
+//!
+//! May use: [`capture`](crate::capture), [`nix_conf`](crate::nix_conf),
+//! [`sanitize`](crate::sanitize); no module that uses it (`layout` keeps
+//! the arrows one way).
 
 use crate::capture::is_store_path;
 use rustix::fd::{AsFd, OwnedFd};
@@ -32,13 +36,15 @@ pub enum ToolsError {
     Mount(&'static str, String, #[source] std::io::Error),
     #[error("cannot put the --with paths into the build: {0}")]
     Child(String),
-    #[error("--with needs root, which mounts the tools into the build: run it with sudo")]
+    #[error("--with needs root or the broker, which mount the tools into the build: run it with sudo, or start the broker")]
     NeedsRoot,
 }
 
 /// The tools asked for: their store paths, and the closure to mount.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tools {
+    /// The store paths asked for.
+    pub roots: Vec<String>,
     /// The `bin` directories the session's PATH starts with.
     pub bins: Vec<String>,
     /// Every store path they need.
@@ -56,15 +62,24 @@ pub fn resolve(asked: &[String]) -> Result<Tools, ToolsError> {
             roots.extend(realise(one)?);
         }
     }
-    let closure =
-        output("nix-store", &[&["--query", "--requisites", "--"][..], &roots.iter().map(String::as_str).collect::<Vec<_>>()].concat())
-            .map_err(|why| match why {
-                Failed::Run(err) => ToolsError::Run("nix-store", err),
-                Failed::Said(said) => ToolsError::Closure(said),
-            })?;
-    let closure: Vec<String> = closure.lines().map(str::to_string).filter(|path| is_store_path(path, &store)).collect();
-    let bins = roots.iter().map(|root| format!("{root}/bin")).filter(|bin| Path::new(bin).is_dir()).collect();
-    Ok(Tools { bins, closure })
+    let closure = closure(&roots)?;
+    Ok(Tools { bins: bins_of(&roots), closure, roots })
+}
+
+/// The closure of the store paths `roots`.
+pub fn closure(roots: &[String]) -> Result<Vec<String>, ToolsError> {
+    let store = crate::nix_conf::store_dir();
+    let args: Vec<&str> = ["--query", "--requisites", "--"].into_iter().chain(roots.iter().map(String::as_str)).collect();
+    let printed = output("nix-store", &args).map_err(|why| match why {
+        Failed::Run(err) => ToolsError::Run("nix-store", err),
+        Failed::Said(said) => ToolsError::Closure(said),
+    })?;
+    Ok(printed.lines().map(str::to_string).filter(|path| is_store_path(path, &store)).collect())
+}
+
+/// The directories of `roots` that a session's PATH starts with.
+pub fn bins_of(roots: &[String]) -> Vec<String> {
+    roots.iter().map(|root| format!("{root}/bin")).filter(|bin| Path::new(bin).is_dir()).collect()
 }
 
 /// `nix build --no-link --print-out-paths INSTALLABLE`: its store paths.
@@ -97,45 +112,39 @@ fn output(program: &str, args: &[&str]) -> Result<String, Failed> {
     Err(Failed::Said(crate::sanitize::sanitize(said.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("(no message)").trim())))
 }
 
+/// The hidden subcommand that mounts, in a process of its own.
+pub const SUBCOMMAND: &str = "mount-tools";
+
 /// Mounts every path of `closure` into the mount namespace of the process
-/// `agent` (the build's agent); returns how many were mounted (the others
-/// were there already).
-pub fn mount_into(agent: i32, closure: &[String]) -> Result<usize, ToolsError> {
-    let trees = closure.iter().map(|path| clone_read_only(path).map(|tree| (path, tree))).collect::<Result<Vec<_>, _>>()?;
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(agent).ok_or_else(|| ToolsError::Child("no agent".into()))?,
-        rustix::process::PidfdFlags::empty(),
-    )
-    .map_err(|err| ToolsError::Mount("reach the build's agent", agent.to_string(), err.into()))?;
-    let (mut from_child, to_parent) = std::io::pipe().map_err(|err| ToolsError::Mount("make a pipe for", "the mount".into(), err))?;
-    // SAFETY: the child only makes system calls and exits; setns into a
-    // mount namespace needs a process of one thread.
-    match unsafe { nix::unistd::fork() }.map_err(|err| ToolsError::Mount("fork to mount", "the --with paths".into(), err.into()))? {
-        nix::unistd::ForkResult::Child => {
-            drop(from_child);
-            let code = match mount_in_child(&pidfd, &trees) {
-                Ok(mounted) => {
-                    let _ = std::io::Write::write_all(&mut &to_parent, format!("{mounted}\n").as_bytes());
-                    0
-                }
-                Err(err) => {
-                    let _ = std::io::Write::write_all(&mut &to_parent, format!("!{err}\n").as_bytes());
-                    1
-                }
-            };
-            std::process::exit(code);
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(to_parent);
-            let mut said = String::new();
-            let _ = std::io::Read::read_to_string(&mut std::io::Read::take(&mut from_child, 4096), &mut said);
-            let _ = nix::sys::wait::waitpid(child, None);
-            match said.trim().strip_prefix('!') {
-                Some(why) => Err(ToolsError::Child(crate::sanitize::sanitize(why))),
-                None => said.trim().parse().map_err(|_| ToolsError::Child("the mounting process ended early".into())),
-            }
-        }
+/// `agent` (the build's agent). A process of its own does it
+/// ([`SUBCOMMAND`], [`mount_here`]): `setns` into a mount namespace needs
+/// a process of one thread, and the broker has many.
+pub fn mount_into(agent: i32, closure: &[String]) -> Result<(), ToolsError> {
+    let exe = std::env::current_exe().map_err(|err| ToolsError::Mount("find", "this program".into(), err))?;
+    let mut command = Command::new(exe);
+    command.args([SUBCOMMAND, "--agent", &agent.to_string(), "--"]).args(closure).stdin(Stdio::null());
+    let out = command.output().map_err(|err| ToolsError::Mount("run", SUBCOMMAND.into(), err))?;
+    if out.status.success() {
+        return Ok(());
     }
+    let said = String::from_utf8_lossy(&out.stderr);
+    let last = said.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("it ended early");
+    Err(ToolsError::Child(crate::sanitize::sanitize(last.trim().trim_start_matches("nix-attach: error: "))))
+}
+
+/// `nix-attach mount-tools --agent PID PATH…`: clones each store path and
+/// mounts it into the agent's mount namespace; returns how many were
+/// mounted (the others were there already). Only root can.
+pub fn mount_here(agent: i32, closure: &[String]) -> Result<usize, ToolsError> {
+    let store = crate::nix_conf::store_dir();
+    if let Some(bad) = closure.iter().find(|path| !is_store_path(path, &store)) {
+        return Err(ToolsError::NotStorePath(crate::sanitize::sanitize(bad), "only store paths are mounted".into()));
+    }
+    let trees = closure.iter().map(|path| clone_read_only(path).map(|tree| (path, tree))).collect::<Result<Vec<_>, _>>()?;
+    let pid = rustix::process::Pid::from_raw(agent).ok_or_else(|| ToolsError::Child(format!("{agent} is not a process")))?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(|err| ToolsError::Mount("reach the build's agent", agent.to_string(), err.into()))?;
+    mount_in_namespace(&pidfd, &trees)
 }
 
 /// A detached, read-only, nosuid, nodev clone of `path`.
@@ -167,9 +176,9 @@ fn clone_read_only(path: &str) -> Result<OwnedFd, ToolsError> {
     Ok(tree)
 }
 
-/// In the child: joins the agent's mount namespace and moves each tree
-/// onto a new directory of the sandbox's store.
-fn mount_in_child(pidfd: &OwnedFd, trees: &[(&String, OwnedFd)]) -> Result<usize, ToolsError> {
+/// Joins the agent's mount namespace and moves each tree onto a new
+/// directory of the sandbox's store.
+fn mount_in_namespace(pidfd: &OwnedFd, trees: &[(&String, OwnedFd)]) -> Result<usize, ToolsError> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), rustix::thread::ThreadNameSpaceType::MOUNT)
         .map_err(|err| ToolsError::Mount("enter the mount namespace of", "the build".into(), err.into()))?;
