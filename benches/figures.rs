@@ -3,7 +3,7 @@
 //! in the same run, on the real daemon. `BENCH_ONLY=injection` runs the
 //! daemon's pre-build hook figures alone, `BENCH_ONLY=retry` the retry's,
 //! `BENCH_ONLY=remote` those through `--via`, `BENCH_ONLY=capture` the
-//! capture's and replay's, `BENCH_ONLY=release` the
+//! capture's and replay's, `BENCH_ONLY=with` attach with `--with`, `BENCH_ONLY=release` the
 //! figures that depend on the Nix release (benches/run runs them on each
 //! machine of the test bed). `BENCH_RESULTS=NAME` names the results files.
 //! Writes target/bench/results.md and target/bench/results.json.
@@ -23,9 +23,10 @@ mod figures {
     pub mod retry;
     pub mod state;
     pub mod terminal;
+    pub mod tools;
 }
 
-use figures::{attach::*, capture::*, injection::*, pty::*, remote::*, results::*, retry::*, state::*, terminal::*};
+use figures::{attach::*, capture::*, injection::*, pty::*, remote::*, results::*, retry::*, state::*, terminal::*, tools::*};
 
 use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
 use serde_json::json;
@@ -105,6 +106,11 @@ fn main() {
         write_results(&capture_figures(reps), None, &[]);
         return;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("with") {
+        eprintln!("bench: attach with --with to prompt");
+        write_results(&[with_figure(reps)], None, &[]);
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("retry") {
         eprintln!("bench: retry to paused");
         write_results(&[retry_figure(reps)], None, &[]);
@@ -123,6 +129,8 @@ fn main() {
     figures.extend(remote_figures(reps));
     eprintln!("bench: capture throughput and replay to prompt");
     figures.extend(capture_figures(reps));
+    eprintln!("bench: attach with --with to prompt");
+    figures.push(with_figure(reps));
 
     figures.extend(state_figures(reps));
 

@@ -66,15 +66,82 @@ pub fn resolve(asked: &[String]) -> Result<Tools, ToolsError> {
     Ok(Tools { bins: bins_of(&roots), closure, roots })
 }
 
-/// The closure of the store paths `roots`.
+/// The closure of the store paths `roots`. A valid store path's closure
+/// never changes, so each root's is kept in a cache of the caller's own
+/// ([`closure_cache`]) and asked of Nix once (`nix-store --query
+/// --requisites`, some tens of milliseconds).
 pub fn closure(roots: &[String]) -> Result<Vec<String>, ToolsError> {
+    let cache = closure_cache();
+    let mut all: Vec<String> = Vec::new();
+    for root in roots {
+        let known = cache.as_deref().and_then(|dir| cached_closure(dir, root));
+        let paths = match known {
+            Some(paths) => paths,
+            None => {
+                let paths = query_closure(root)?;
+                if let Some(dir) = &cache {
+                    keep_closure(dir, root, &paths);
+                }
+                paths
+            }
+        };
+        all.extend(paths.into_iter().filter(|path| !all.contains(path)).collect::<Vec<_>>());
+    }
+    Ok(all)
+}
+
+/// `nix-store --query --requisites ROOT`.
+fn query_closure(root: &str) -> Result<Vec<String>, ToolsError> {
     let store = crate::nix_conf::store_dir();
-    let args: Vec<&str> = ["--query", "--requisites", "--"].into_iter().chain(roots.iter().map(String::as_str)).collect();
-    let printed = output("nix-store", &args).map_err(|why| match why {
+    let printed = output("nix-store", &["--query", "--requisites", "--", root]).map_err(|why| match why {
         Failed::Run(err) => ToolsError::Run("nix-store", err),
         Failed::Said(said) => ToolsError::Closure(said),
     })?;
     Ok(printed.lines().map(str::to_string).filter(|path| is_store_path(path, &store)).collect())
+}
+
+/// Where closures are kept: root's in `/var/cache/nix-attach/closures`,
+/// which must be root's alone; a user's in their own cache directory. None
+/// where neither can be had.
+fn closure_cache() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = nix::unistd::geteuid().as_raw();
+    let dir = if uid == 0 {
+        std::path::PathBuf::from("/var/cache/nix-attach/closures")
+    } else {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+        base.join("nix-attach/closures")
+    };
+    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0).then_some(dir)
+}
+
+/// The closure kept for `root`, if every path of it is still there.
+fn cached_closure(dir: &Path, root: &str) -> Option<Vec<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = Path::new(root).file_name()?;
+    let file = std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(dir.join(name)).ok()?;
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    let store = crate::nix_conf::store_dir();
+    let paths: Vec<String> = text.lines().map(str::to_string).collect();
+    let whole = paths.iter().any(|path| path == root);
+    let all_there = paths.iter().all(|path| is_store_path(path, &store) && Path::new(path).symlink_metadata().is_ok());
+    (whole && all_there).then_some(paths)
+}
+
+/// Keeps `paths` as the closure of `root`; a failure only means asking
+/// again next time.
+fn keep_closure(dir: &Path, root: &str, paths: &[String]) {
+    let Some(name) = Path::new(root).file_name() else { return };
+    let partial = dir.join(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+    if std::fs::write(&partial, paths.join("\n") + "\n").is_ok() && std::fs::rename(&partial, dir.join(name)).is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
 }
 
 /// The directories of `roots` that a session's PATH starts with.
@@ -177,7 +244,7 @@ fn clone_read_only(path: &str) -> Result<OwnedFd, ToolsError> {
 }
 
 /// Joins the agent's mount namespace and moves each tree onto a new
-/// directory of the sandbox's store.
+/// directory (or, for a file, a new file) of the sandbox's store.
 fn mount_in_namespace(pidfd: &OwnedFd, trees: &[(&String, OwnedFd)]) -> Result<usize, ToolsError> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), rustix::thread::ThreadNameSpaceType::MOUNT)
@@ -197,7 +264,16 @@ fn mount_in_namespace(pidfd: &OwnedFd, trees: &[(&String, OwnedFd)]) -> Result<u
     let mut mounted = 0;
     for (path, tree) in trees {
         let name = Path::new(path.as_str()).file_name().map(|name| name.to_os_string()).unwrap_or_default();
-        match rustix::fs::mkdirat(&store, &name, Mode::from_raw_mode(0o555)) {
+        let is_dir = rustix::fs::fstat(tree).map(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode).is_dir());
+        let is_dir = is_dir.map_err(|err| ToolsError::Mount("look at", path.to_string(), err.into()))?;
+        // A store path is a directory or a file; its mount point is the same.
+        let made = if is_dir {
+            rustix::fs::mkdirat(&store, &name, Mode::from_raw_mode(0o555))
+        } else {
+            let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            rustix::fs::openat(&store, &name, flags, Mode::from_raw_mode(0o444)).map(drop)
+        };
+        match made {
             Ok(()) => {}
             // A path the build has is left as it is.
             Err(rustix::io::Errno::EXIST) => continue,
@@ -208,4 +284,38 @@ fn mount_in_namespace(pidfd: &OwnedFd, trees: &[(&String, OwnedFd)]) -> Result<u
         mounted += 1;
     }
     Ok(mounted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_kept_closure_is_read_back_until_one_of_its_paths_is_gone() {
+        let scratch = Scratch(std::env::temp_dir().join(format!("nix-attach-closures-{}", std::process::id())));
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        let store = crate::nix_conf::store_dir();
+        let there: Vec<String> = std::fs::read_dir(&store)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path().to_string_lossy().into_owned())
+            .filter(|path| is_store_path(path, &store))
+            .take(2)
+            .collect();
+        assert_eq!(there.len(), 2, "the test bed's store has paths");
+        keep_closure(&scratch.0, &there[0], &there);
+        assert_eq!(cached_closure(&scratch.0, &there[0]), Some(there.clone()));
+        let gone = format!("{}/0123456789abcdfghijklmnpqrsvwxyz-gone", store.display());
+        keep_closure(&scratch.0, &there[0], &[there[0].clone(), gone]);
+        assert_eq!(cached_closure(&scratch.0, &there[0]), None, "a path of it is gone: ask again");
+        assert_eq!(cached_closure(&scratch.0, &there[1]), None, "nothing kept for another root");
+    }
 }
