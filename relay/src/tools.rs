@@ -36,6 +36,10 @@ pub enum ToolsError {
     Mount(&'static str, String, #[source] std::io::Error),
     #[error("cannot put the --with paths into the build: {0}")]
     Child(String),
+    #[error("{0:?} is not a store path; only store paths are mounted")]
+    NotMountable(String),
+    #[error("{0} is a symbolic link; --with mounts store paths that are directories or files")]
+    Link(String),
     #[error("--with needs root or the broker, which mount the tools into the build: run it with sudo, or start the broker")]
     NeedsRoot,
 }
@@ -205,21 +209,49 @@ pub fn mount_into(agent: i32, closure: &[String]) -> Result<(), ToolsError> {
 pub fn mount_here(agent: i32, closure: &[String]) -> Result<usize, ToolsError> {
     let store = crate::nix_conf::store_dir();
     if let Some(bad) = closure.iter().find(|path| !is_store_path(path, &store)) {
-        return Err(ToolsError::NotStorePath(crate::sanitize::sanitize(bad), "only store paths are mounted".into()));
+        return Err(ToolsError::NotMountable(crate::sanitize::sanitize(bad)));
     }
     let trees = closure.iter().map(|path| clone_read_only(path).map(|tree| (path, tree))).collect::<Result<Vec<_>, _>>()?;
     let pid = rustix::process::Pid::from_raw(agent).ok_or_else(|| ToolsError::Child(format!("{agent} is not a process")))?;
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .map_err(|err| ToolsError::Mount("reach the build's agent", agent.to_string(), err.into()))?;
-    mount_in_namespace(&pidfd, &trees)
+    let owner = owner_of(agent, &pidfd)?;
+    mount_in_namespace(&pidfd, owner, &trees)
+}
+
+/// The real uid and gid of the process `pid`, read while `pidfd` shows it
+/// alive, so that the numbers are its own and not those of a process that
+/// took its pid.
+fn owner_of(pid: i32, pidfd: &OwnedFd) -> Result<(u32, u32), ToolsError> {
+    let failed = |what: &str| ToolsError::Child(format!("cannot read the {what} of the build's agent ({pid})"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| failed("status"))?;
+    let first = |key: &str| {
+        let line = status.lines().find(|line| line.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse::<u32>().ok()
+    };
+    let (uid, gid) = (first("Uid:").ok_or_else(|| failed("uid"))?, first("Gid:").ok_or_else(|| failed("gid"))?);
+    let fdinfo = format!("/proc/self/fdinfo/{}", rustix::fd::AsRawFd::as_raw_fd(pidfd));
+    let alive =
+        std::fs::read_to_string(fdinfo).is_ok_and(|info| info.lines().any(|line| line.split_whitespace().eq(["Pid:", &pid.to_string()])));
+    if alive {
+        Ok((uid, gid))
+    } else {
+        Err(ToolsError::Child(format!("the build's agent ({pid}) ended")))
+    }
 }
 
 /// A detached, read-only, nosuid, nodev clone of `path`.
+/// A store path that is a link is refused: it could lead anywhere.
 fn clone_read_only(path: &str) -> Result<OwnedFd, ToolsError> {
     use rustix::mount::{open_tree, OpenTreeFlags};
-    let tree =
-        open_tree(rustix::fs::CWD, path, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE)
-            .map_err(|err| ToolsError::Mount("clone", path.to_string(), err.into()))?;
+    if Path::new(path).symlink_metadata().is_ok_and(|meta| meta.file_type().is_symlink()) {
+        return Err(ToolsError::Link(crate::sanitize::sanitize(path)));
+    }
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_RECURSIVE
+        | OpenTreeFlags::AT_SYMLINK_NOFOLLOW;
+    let tree = open_tree(rustix::fs::CWD, path, flags).map_err(|err| ToolsError::Mount("clone", path.to_string(), err.into()))?;
     let attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
         attr_clr: 0,
@@ -244,8 +276,12 @@ fn clone_read_only(path: &str) -> Result<OwnedFd, ToolsError> {
 }
 
 /// Joins the agent's mount namespace and moves each tree onto a new
-/// directory (or, for a file, a new file) of the sandbox's store.
-fn mount_in_namespace(pidfd: &OwnedFd, trees: &[(&String, OwnedFd)]) -> Result<usize, ToolsError> {
+/// directory (or, for a file, a new file) of the sandbox's store. The mount
+/// points are made as the agent's `owner` (`setfsuid`), so that whatever
+/// the build made its `/nix/store` (in a namespace of its own, a bind of a
+/// directory only root may write), root makes nothing there that the build
+/// could not make itself; only the mounting is root's.
+fn mount_in_namespace(pidfd: &OwnedFd, owner: (u32, u32), trees: &[(&String, OwnedFd)]) -> Result<usize, ToolsError> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), rustix::thread::ThreadNameSpaceType::MOUNT)
         .map_err(|err| ToolsError::Mount("enter the mount namespace of", "the build".into(), err.into()))?;
@@ -261,6 +297,8 @@ fn mount_in_namespace(pidfd: &OwnedFd, trees: &[(&String, OwnedFd)]) -> Result<u
         ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS,
     )
     .map_err(|err| ToolsError::Mount("open", "the sandbox's store".into(), err.into()))?;
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(owner.1));
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(owner.0));
     let mut mounted = 0;
     for (path, tree) in trees {
         let name = Path::new(path.as_str()).file_name().map(|name| name.to_os_string()).unwrap_or_default();
@@ -279,8 +317,12 @@ fn mount_in_namespace(pidfd: &OwnedFd, trees: &[(&String, OwnedFd)]) -> Result<u
             Err(rustix::io::Errno::EXIST) => continue,
             Err(err) => return Err(ToolsError::Mount("make the mount point of", path.to_string(), err.into())),
         }
-        rustix::mount::move_mount(tree.as_fd(), "", &store, &name, rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
-            .map_err(|err| ToolsError::Mount("mount", path.to_string(), err.into()))?;
+        let moved = rustix::mount::move_mount(tree.as_fd(), "", &store, &name, rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH);
+        if let Err(err) = moved {
+            // An empty mount point left would read as the path being there.
+            let _ = rustix::fs::unlinkat(&store, &name, if is_dir { rustix::fs::AtFlags::REMOVEDIR } else { rustix::fs::AtFlags::empty() });
+            return Err(ToolsError::Mount("mount", path.to_string(), err.into()));
+        }
         mounted += 1;
     }
     Ok(mounted)

@@ -152,3 +152,13 @@ fn diff_shows_the_sessions_edit_as_a_patch_and_nothing_the_build_made() {
     assert_eq!(eval(&paused.id, "ls -a $NIX_BUILD_TOP/.nix-attach | grep -c pristine || true"), "0\n", "the scratch directory is gone");
     release(build, &paused);
 }
+
+#[test]
+fn resume_in_a_condition_refuses_as_bash_would_ignore_errexit_there() {
+    let (build, paused) = until_fixed("resume-in-if").pause();
+    let asked = exec(&paused.id, &["eval", "if nix-attach resume; then echo passed; fi"]);
+    let said = String::from_utf8_lossy(&asked.stderr);
+    assert!(said.contains("run it as a command of its own"), "{said}");
+    assert!(!said.contains("every phase") && String::from_utf8_lossy(&asked.stdout).is_empty(), "{said}");
+    release(build, &paused);
+}

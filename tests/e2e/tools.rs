@@ -27,8 +27,13 @@ fn exec_with_a_tool_runs_it_inside_and_leaves_the_builds_path_as_it_was() {
 
     let ran = nix_attach_cmd(&["exec", &paused.id, "--with", &tool, "--", "test-tool", "hi"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "tool ran: hi\n", "{}", String::from_utf8_lossy(&ran.stderr));
-    let read_only = nix_attach_cmd(&["exec", &paused.id, "--with", &tool, "--", "sh", "-c", &format!("touch {tool}/planted")]);
-    assert!(!read_only.status.success(), "the tool is mounted read-only");
+    // Each mount's options, as the session sees them: the fifth and sixth
+    // fields of mountinfo.
+    let mounts =
+        nix_attach_cmd(&["exec", &paused.id, "--", "sh", "-c", &format!("grep ' {tool} ' /proc/self/mountinfo | cut -d' ' -f5,6")]);
+    let options = String::from_utf8_lossy(&mounts.stdout).into_owned();
+    let flags: Vec<&str> = options.split_whitespace().nth(1).unwrap_or_default().split(',').collect();
+    assert!(["ro", "nosuid", "nodev"].iter().all(|flag| flags.contains(flag)), "the tool is mounted read-only, nosuid, nodev: {options:?}");
 
     assert_eq!(exec(&paused.id, &["sh", "-c", "echo $PATH"]).stdout, path_before.stdout, "the build's PATH is unchanged");
     release(build, &paused);

@@ -32,7 +32,9 @@ pub async fn run(mut framed: Framed<UnixStream, AgentCodec>, context: &SessionCo
     let (tx, mut rx) = mpsc::channel(IN_FLIGHT);
     let (build_top, name) = (context.build_top.clone(), context.name.clone());
     let (cwd, shell) = (context.cwd.clone(), context.shell.clone());
-    let walk = tokio::task::spawn_blocking(move || write_archive(ChannelWriter(tx), &build_top, name, &cwd, &shell));
+    // Whole chunks: tar writes in pieces of a few KiB, and each chunk is a frame.
+    let out = std::io::BufWriter::with_capacity(crate::protocol::CHUNK, ChannelWriter(tx));
+    let walk = tokio::task::spawn_blocking(move || write_archive(out, &build_top, name, &cwd, &shell));
     while let Some(chunk) = rx.recv().await {
         framed.send(AgentFrame::Output(chunk)).await?;
     }

@@ -63,9 +63,34 @@ fn fill(template: &str, values: &[(&str, String)]) -> String {
 mod tests {
     use super::*;
 
+    /// The commands for a build that failed in buildPhase with `command`,
+    /// then `script`, run by bash; its stdout and stderr, and status.
+    fn run_in_bash(command: &str, script: &str) -> (String, i32) {
+        let mut meta = metadata();
+        meta.command = command.into();
+        let commands = render(&meta, Path::new("/"), Path::new("/bin/false"), Path::new("/nonexistent"));
+        let out = std::process::Command::new("bash").args(["-c", &format!("{commands}\n{script}")]).output().unwrap();
+        (String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr), out.status.code().unwrap_or(-1))
+    }
+
     #[test]
-    fn every_value_is_filled_in_as_one_quoted_word() {
-        let meta = Metadata {
+    fn a_function_that_failed_through_return_is_run_again_as_its_phase_with_errexit() {
+        let phase = r#"buildPhase='check() { echo checking; return 1; }; check; echo after'"#;
+        let (said, status) = run_in_bash("return 1", &format!("{phase}\nnix-attach rerun"));
+        assert_eq!(status, 1, "{said}");
+        assert!(said.contains("checking") && !said.contains("after"), "it stops where the builder stopped: {said}");
+    }
+
+    #[test]
+    fn in_a_condition_where_bash_ignores_errexit_the_commands_refuse() {
+        let (said, status) = run_in_bash("false", "if nix-attach rerun; then echo passed; fi; nix-attach resume || echo refused");
+        assert!(!said.contains("passed") && said.contains("refused"), "{said}");
+        assert_eq!(said.matches("run it as a command of its own").count(), 2, "{said}");
+        assert_eq!(status, 0);
+    }
+
+    fn metadata() -> Metadata {
+        Metadata {
             version: crate::protocol::VERSION,
             id: "4f2a9c0e11d3".into(),
             drv: "hello-2.12".into(),
@@ -79,7 +104,13 @@ mod tests {
             max_pause: 14400,
             build_top: "/build".into(),
             hostname: "localhost".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn every_value_is_filled_in_as_one_quoted_word() {
+        let mut meta = metadata();
+        meta.command = "make -j2 'x' @stack@".into();
         let text = render(&meta, Path::new("/build/src"), Path::new("/nix/store/x/bin/nix-attach"), Path::new("/build/.nix-attach"));
         assert!(!text.contains("=@"), "a value is left unfilled: {text}");
         assert!(text.contains(r"__nix_attach_command='make -j2 '\''x'\'' @stack@'"), "{text}");

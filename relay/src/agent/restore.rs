@@ -157,12 +157,19 @@ pub fn render(input: &RestoreInput) -> String {
     let mut script = String::from("# Written by nix-attach: restores the failed build's shell state.\n");
     script += &format!("source {}\n", quote(&input.state_file.to_string_lossy()));
     script += &format!("source {}\n", quote(&input.variables_file.to_string_lossy()));
-    script += &format!("source {}\n", quote(&input.commands_file.to_string_lossy()));
+    // The build's aliases are defined by now: none may rewrite our function.
+    script += &format!(
+        "if shopt -q expand_aliases; then shopt -u expand_aliases; source {0}; shopt -s expand_aliases; else source {0}; fi\n",
+        quote(&input.commands_file.to_string_lossy())
+    );
     for line in &input.options.lines {
         script += line;
         script.push('\n');
     }
-    script += &format!("if [ -n \"${{{WITH_PATH}-}}\" ]; then PATH=\"${WITH_PATH}${{PATH:+:$PATH}}\"; fi; unset {WITH_PATH}\n");
+    // The build's own PATH is kept for `nix-attach rerun` and `resume`.
+    script += &format!(
+        "if [ -n \"${{{WITH_PATH}-}}\" ]; then __nix_attach_build_path=$PATH; PATH=\"${WITH_PATH}${{PATH:+:$PATH}}\"; fi; unset {WITH_PATH}\n"
+    );
     let cwd = quote(&input.cwd.to_string_lossy());
     script += &format!("cd -- {cwd} || printf 'nix-attach: cannot enter %s\\n' {cwd} >&2\n");
     script += "if [[ $- == *i* ]]; then\n";

@@ -90,16 +90,29 @@ __nix_attach_rerun() {
     return "$__nix_attach_ended"
 }
 
-# Runs the code $1 in a subshell and puts its status in the caller's
-# __nix_attach_ended. It returns 0 itself, and runs the code outside any
-# condition, so that errexit (exec sessions have it) neither ends the
-# session at a failure nor is ignored inside the subshell.
+# Runs the code $1 in a subshell with errexit, as the builder ran, and with
+# the build's own PATH (not the one --with put tools before), and puts its
+# status in the caller's __nix_attach_ended. It returns 0 itself, so that
+# errexit in the session (exec sessions have it) does not end the session
+# at a failure. Called where bash ignores errexit (in `if`, `&&`, `||` or
+# after `!`), it would run on past failures: it refuses instead.
 __nix_attach_in_subshell() {
     local __nix_attach_errexit=""
     case $- in *e*) __nix_attach_errexit=1 ;; esac
     set +e
-    (eval "$1")
-    __nix_attach_ended=$?
+    # Not in a condition itself: it ends at `false` unless errexit is ignored.
+    (set -e; false; true)
+    if [ $? = 0 ]; then
+        printf 'nix-attach: run it as a command of its own, not in `if`, `&&`, `||` or after `!`: there bash ignores errexit, and the build would run on past its failures\n' >&2
+        __nix_attach_ended=2
+    else
+        (
+            [ -z "${__nix_attach_build_path+set}" ] || PATH=$__nix_attach_build_path
+            set -e
+            eval "$1"
+        )
+        __nix_attach_ended=$?
+    fi
     [ -z "$__nix_attach_errexit" ] || set -e
 }
 

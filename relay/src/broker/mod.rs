@@ -22,9 +22,11 @@
 //! nothing but its own threads. Connecting to an agent is bounded in time
 //! too ([`connect`](crate::waiting::connect)).
 //!
-//! May use: [`handoff`](crate::handoff), [`protocol`](crate::protocol),
-//! [`sanitize`](crate::sanitize), [`waiting`](crate::waiting); no module that
-//! uses it (`layout` keeps the arrows one way).
+//! May use: [`capture`](crate::capture), [`handoff`](crate::handoff),
+//! [`nix_conf`](crate::nix_conf), [`protocol`](crate::protocol),
+//! [`sanitize`](crate::sanitize), [`store`](crate::store),
+//! [`tools`](crate::tools), [`waiting`](crate::waiting); no module that uses
+//! it (`layout` keeps the arrows one way).
 
 pub mod client;
 pub mod wire;
@@ -261,10 +263,11 @@ fn serve(connection: &UnixStream, uid: u32, pid: i32) {
 /// `with` names mounted into it first.
 fn open(connection: &UnixStream, uid: u32, query: Option<&str>, with: &[String]) -> String {
     let opened = select::select(builds_of(uid), query).map_err(|err| err.to_string()).and_then(|build| {
+        // The agent is reached and checked first: only then does root mount.
+        let agent = connect::connect(&build).map_err(|err| format!("cannot reach build {}: {err}", build.meta.id))?;
         if !with.is_empty() {
             bring_tools(build.pid, with)?;
         }
-        let agent = connect::connect(&build).map_err(|err| format!("cannot reach build {}: {err}", build.meta.id))?;
         Ok((build.meta.id, agent))
     });
     match opened {

@@ -13,8 +13,8 @@
 //! [`handoff`](crate::handoff), [`nix_conf`](crate::nix_conf),
 //! [`nix_program`](crate::nix_program), [`protocol`](crate::protocol),
 //! [`runtime`](crate::runtime), [`sanitize`](crate::sanitize),
-//! [`waiting`](crate::waiting); no module that uses it (`layout` keeps the
-//! arrows one way).
+//! [`tools`](crate::tools), [`waiting`](crate::waiting); no module that
+//! uses it (`layout` keeps the arrows one way).
 
 pub mod capture;
 mod escape;
@@ -114,9 +114,10 @@ fn reach_with(query: Option<&str>, with: &[String]) -> anyhow::Result<(std::os::
         };
     }
     let build = select::select(discovery::discover_agents(false), query)?;
-    crate::tools::mount_into(build.pid, &wanted.closure)?;
+    // The agent is reached and checked first: only then does root mount.
     let connection =
         connect::connect(&build).with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
+    crate::tools::mount_into(build.pid, &wanted.closure)?;
     privileges::give_up_root()?;
     Ok((connection, wanted.bins))
 }

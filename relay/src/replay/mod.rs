@@ -11,8 +11,9 @@
 //!
 //! May use: [`capture`](crate::capture), [`host`](crate::host),
 //! [`metadata`](crate::metadata), [`nix_conf`](crate::nix_conf),
-//! [`protocol`](crate::protocol), [`sanitize`](crate::sanitize); no module
-//! that uses it (`layout` keeps the arrows one way).
+//! [`protocol`](crate::protocol), [`sanitize`](crate::sanitize),
+//! [`tools`](crate::tools); no module that uses it (`layout` keeps the
+//! arrows one way).
 
 pub mod sandbox;
 pub mod unpack;
