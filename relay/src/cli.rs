@@ -48,6 +48,13 @@ pub enum Command {
         with: With,
         #[command(flatten)]
         remote: Remote,
+        /// Relay the session in frames over stdin and stdout (run by
+        /// `attach --via` on the builder, over `ssh -T`).
+        #[arg(long, hide = true)]
+        framed: bool,
+        /// The terminal type, for `--framed` (ssh -T passes none).
+        #[arg(long, hide = true, requires = "framed")]
+        term: Option<String>,
     },
     /// Run one command inside a waiting build's restored shell.
     Exec {
@@ -342,7 +349,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             args.extend(search.build_dirs.iter().flat_map(|dir| ["--build-dir".to_string(), dir.to_string_lossy().into_owned()]));
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::list(&search.build_dirs, json))
         }
-        Command::Attach { id, allow_clipboard_and_queries: unfiltered, with, remote } => {
+        Command::Attach { id, framed: true, term, with, .. } => host::attach_framed(id.as_deref(), &with.tools, term),
+        Command::Attach { id, allow_clipboard_and_queries: unfiltered, with, remote, framed: false, .. } => {
             let args = ["attach".to_string()].into_iter().chain(unfiltered_flag(unfiltered)).chain(with.args()).chain(id.clone()).collect();
             remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered, &with.tools))
         }

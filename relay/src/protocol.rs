@@ -105,6 +105,12 @@ pub enum ClientFrame {
     Hello(Hello),
     Input(Bytes),
     InputEof,
+    /// The terminal's new size (framed `--via` only: the builder's relay
+    /// sets it on the build's PTY).
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
 }
 
 /// Frames from the agent to the client.
@@ -120,6 +126,9 @@ pub enum AgentFrame {
     Error(String),
     /// The session's PTY master travels with this frame (attach only).
     Terminal,
+    /// A builder's relay speaks framed `--via` of this version from here
+    /// on (its first frame).
+    Relaying(u32),
 }
 
 /// A frame that knows its own encoding.
@@ -132,11 +141,13 @@ mod kind {
     pub const HELLO: u8 = 1;
     pub const INPUT: u8 = 2;
     pub const INPUT_EOF: u8 = 3;
+    pub const RESIZE: u8 = 4;
     pub const OUTPUT: u8 = 0x81;
     pub const STDERR: u8 = 0x82;
     pub const EXIT: u8 = 0x83;
     pub const ERROR: u8 = 0x84;
     pub const TERMINAL: u8 = 0x85;
+    pub const RELAYING: u8 = 0x86;
 }
 
 fn split_kind(mut src: Bytes) -> Result<(u8, Bytes), ProtocolError> {
@@ -164,6 +175,11 @@ impl Frame for ClientFrame {
                 dst.extend_from_slice(data);
             }
             ClientFrame::InputEof => dst.put_u8(kind::INPUT_EOF),
+            ClientFrame::Resize { rows, cols } => {
+                dst.put_u8(kind::RESIZE);
+                dst.put_u16(*rows);
+                dst.put_u16(*cols);
+            }
         }
     }
 
@@ -174,6 +190,10 @@ impl Frame for ClientFrame {
             kind::INPUT => Ok(ClientFrame::Input(body)),
             kind::INPUT_EOF if body.is_empty() => Ok(ClientFrame::InputEof),
             kind::INPUT_EOF => Err(ProtocolError::Malformed { kind: "input-eof" }),
+            kind::RESIZE => {
+                let size = exact::<4>(&body, "resize")?;
+                Ok(ClientFrame::Resize { rows: u16::from_be_bytes([size[0], size[1]]), cols: u16::from_be_bytes([size[2], size[3]]) })
+            }
             other => Err(ProtocolError::UnknownKind(other)),
         }
     }
@@ -200,6 +220,10 @@ impl Frame for AgentFrame {
                 dst.extend_from_slice(&bytes[..bytes.len().min(MAX_FRAME - 1)]);
             }
             AgentFrame::Terminal => dst.put_u8(kind::TERMINAL),
+            AgentFrame::Relaying(version) => {
+                dst.put_u8(kind::RELAYING);
+                dst.put_u32(*version);
+            }
         }
     }
 
@@ -212,6 +236,7 @@ impl Frame for AgentFrame {
             kind::ERROR => Ok(AgentFrame::Error(String::from_utf8_lossy(&body).into_owned())),
             kind::TERMINAL if body.is_empty() => Ok(AgentFrame::Terminal),
             kind::TERMINAL => Err(ProtocolError::Malformed { kind: "terminal" }),
+            kind::RELAYING => Ok(AgentFrame::Relaying(u32::from_be_bytes(exact::<4>(&body, "relaying")?))),
             other => Err(ProtocolError::UnknownKind(other)),
         }
     }
@@ -308,6 +333,8 @@ mod tests {
         round_trip(AgentFrame::Exit(-1));
         round_trip(AgentFrame::Error("too many sessions".into()));
         round_trip(AgentFrame::Terminal);
+        round_trip(ClientFrame::Resize { rows: 40, cols: 120 });
+        round_trip(AgentFrame::Relaying(1));
         round_trip(ClientFrame::Hello(Hello { version: VERSION, request: Request::Capture }));
     }
 
@@ -335,6 +362,8 @@ mod tests {
         assert!(matches!(ClientFrame::decode(Bytes::from_static(&[9])), Err(ProtocolError::UnknownKind(9))));
         assert!(matches!(ClientFrame::decode(Bytes::from_static(&[3, 0])), Err(ProtocolError::Malformed { .. })));
         assert!(matches!(AgentFrame::decode(Bytes::from_static(&[0x85, 0])), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(ClientFrame::decode(Bytes::from_static(&[4, 0, 1])), Err(ProtocolError::Malformed { kind: "resize" })));
+        assert!(matches!(AgentFrame::decode(Bytes::from_static(&[0x86, 0, 1])), Err(ProtocolError::Malformed { kind: "relaying" })));
         assert!(matches!(ClientFrame::decode(Bytes::from_static(b"\x01{\"version\":2}")), Err(ProtocolError::Hello(_))));
         assert!(matches!(
             ClientFrame::decode(Bytes::from_static(b"\x01{\"request\":{\"mode\":\"release\"}}")),

@@ -13,6 +13,7 @@ mod elsewhere;
 mod ending;
 mod errors;
 mod faults;
+mod framed;
 mod hook;
 mod hostile;
 mod injection;

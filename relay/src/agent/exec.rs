@@ -110,6 +110,8 @@ async fn forward_stdin(mut stream: SplitStream<Framed<UnixStream, AgentCodec>>, 
                 }
             }
             ClientFrame::InputEof => stdin = None,
+            // A command's pipes have no size.
+            ClientFrame::Resize { .. } => {}
             ClientFrame::Hello(_) => return Err(SessionError::UnexpectedHello),
         }
     }

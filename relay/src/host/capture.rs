@@ -321,6 +321,7 @@ impl FrameStream<'_> {
             Some(AgentFrame::Error(message)) => Err(CaptureFileError::Agent(sanitize(&message))),
             Some(AgentFrame::Stderr(_)) => Err(CaptureFileError::Unexpected("stderr")),
             Some(AgentFrame::Terminal) => Err(CaptureFileError::Unexpected("terminal")),
+            Some(AgentFrame::Relaying(_)) => Err(CaptureFileError::Unexpected("relay's greeting")),
             None => Err(CaptureFileError::Agent("it left before the capture was whole".into())),
         }
     }

@@ -18,6 +18,7 @@
 
 pub mod capture;
 mod escape;
+pub mod framed;
 pub mod input;
 pub mod privileges;
 pub mod pty_relay;
@@ -76,6 +77,12 @@ pub fn list(build_dirs: &[PathBuf], json: bool) -> anyhow::Result<i32> {
 pub fn attach(query: Option<&str>, unfiltered: bool, with: &[String]) -> anyhow::Result<i32> {
     let (connection, path) = reach_with(query, with)?;
     attach_over(connection, unfiltered, path)
+}
+
+/// `nix-attach attach --framed`: the builder's half of `attach --via`
+/// over `ssh -T` ([`framed`]).
+pub fn attach_framed(query: Option<&str>, with: &[String], term: Option<String>) -> anyhow::Result<i32> {
+    framed::attach(|| reach_with(query, with), term)
 }
 
 /// An attach's session over a `connection` to an agent, its PATH starting

@@ -72,6 +72,7 @@ pub fn open_session(connection: &UnixStream, request: Request) -> Result<(OwnedF
         AgentFrame::Error(message) => Err(RelayError::Agent(sanitize(&message))),
         AgentFrame::Exit(_) => Err(RelayError::Unexpected("an exit status")),
         AgentFrame::Output(_) | AgentFrame::Stderr(_) => Err(RelayError::Unexpected("output")),
+        AgentFrame::Relaying(_) => Err(RelayError::Unexpected("a relay's greeting")),
     }
 }
 
@@ -402,6 +403,7 @@ impl Session {
                 AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
                 AgentFrame::Terminal => return Err(RelayError::Unexpected("a second terminal")),
                 AgentFrame::Output(_) | AgentFrame::Stderr(_) => return Err(RelayError::Unexpected("output")),
+                AgentFrame::Relaying(_) => return Err(RelayError::Unexpected("a relay's greeting")),
             }
         }
         Ok(())

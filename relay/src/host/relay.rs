@@ -95,6 +95,7 @@ async fn read_frames(mut frames: Frames, filter: bool) -> Result<i32, RelayError
             AgentFrame::Exit(code) => return Ok(code),
             AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
             AgentFrame::Terminal => return Err(RelayError::Unexpected("a terminal")),
+            AgentFrame::Relaying(_) => return Err(RelayError::Unexpected("a relay's greeting")),
         }
     }
 }
