@@ -162,3 +162,11 @@ fn resume_in_a_condition_refuses_as_bash_would_ignore_errexit_there() {
     assert!(!said.contains("every phase") && String::from_utf8_lossy(&asked.stdout).is_empty(), "{said}");
     release(build, &paused);
 }
+
+#[test]
+fn what_the_on_failure_commands_wrote_is_not_the_sessions_to_diff() {
+    let (build, paused) = with_source("diff-on-failure").attr("NIX_ATTACH_ON_FAILURE", "echo noted >> main.c").pause();
+    assert!(eval(&paused.id, "cat main.c").ends_with("noted\n"), "the commands ran");
+    assert_eq!(eval(&paused.id, "nix-attach diff"), "", "nothing was edited in a session");
+    release(build, &paused);
+}

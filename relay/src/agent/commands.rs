@@ -82,6 +82,20 @@ mod tests {
     }
 
     #[test]
+    fn resume_says_the_build_would_pass_only_when_every_output_was_made() {
+        let dir = std::env::temp_dir().join(format!("nix-attach-outputs-{}", std::process::id()));
+        let setup =
+            format!("outputs='out dev'; out={0}/out; dev={0}/dev; phases=installPhase; installPhase='mkdir -p $out'", dir.display());
+        let (said, status) = run_in_bash("false", &format!("{setup}\nnix-attach resume installPhase"));
+        assert_eq!(status, 1, "{said}");
+        assert!(said.contains("passed, but the build made no output dev: Nix would fail it"), "{said}");
+        let (said, status) = run_in_bash("false", &format!("{setup}\ninstallPhase='mkdir -p $out $dev'; nix-attach resume installPhase"));
+        assert_eq!(status, 0, "{said}");
+        assert!(said.contains("the build would pass"), "{said}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn in_a_condition_where_bash_ignores_errexit_the_commands_refuse() {
         let (said, status) = run_in_bash("false", "if nix-attach rerun; then echo passed; fi; nix-attach resume || echo refused");
         assert!(!said.contains("passed") && said.contains("refused"), "{said}");

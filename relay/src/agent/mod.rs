@@ -152,6 +152,8 @@ async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<(
     let context = prepare_shell(config, &meta, state_dir)?;
     if let Some(commands) = &config.on_failure {
         on_failure::run(&context, commands).await;
+        // What they wrote is not the session's: `diff` counts from now.
+        write_commands(&meta, &context.cwd, &context.agent, state_dir)?;
     }
     let listener = tokio::net::UnixListener::bind(SOCKET).context("cannot listen on the agent socket")?;
     fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o600))?;
@@ -241,8 +243,7 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
     let variables_file = state_dir.join("variables.sh");
     fs::write(&variables_file, restore::build_variables(&declared)).context("cannot write the variables")?;
     let agent = std::env::current_exe().context("cannot find the agent's own program, which isolates sessions")?;
-    let commands_file = state_dir.join("commands.sh");
-    fs::write(&commands_file, commands::render(meta, &cwd, &agent, state_dir)).context("cannot write the session's commands")?;
+    let commands_file = write_commands(meta, &cwd, &agent, state_dir)?;
     let script = restore::render(&restore::RestoreInput {
         state_file: &config.state_file,
         variables_file: &variables_file,
@@ -266,6 +267,14 @@ fn prepare_shell(config: &AgentConfig, meta: &Metadata, state_dir: &Path) -> any
         spawning: Default::default(),
         ending: Default::default(),
     })
+}
+
+/// Writes the session's `nix-attach` command ([`commands`]), which takes
+/// now as the moment the build paused; returns the file.
+fn write_commands(meta: &Metadata, cwd: &Path, agent: &Path, state_dir: &Path) -> anyhow::Result<PathBuf> {
+    let commands_file = state_dir.join("commands.sh");
+    fs::write(&commands_file, commands::render(meta, cwd, agent, state_dir)).context("cannot write the session's commands")?;
+    Ok(commands_file)
 }
 
 /// The shell sessions run: the one asked for, or else the builder's own

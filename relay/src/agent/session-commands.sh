@@ -149,10 +149,32 @@ __nix_attach_resume() {
                 if [ "$curPhase" = unpackPhase ]; then builtin cd -- "${sourceRoot:-.}"; fi
             fi
         done'
-    if [ "$__nix_attach_ended" = 0 ]; then
+    local __nix_attach_missing
+    __nix_attach_missing=$(__nix_attach_missing_outputs)
+    if [ "$__nix_attach_ended" = 0 ] && [ -n "$__nix_attach_missing" ]; then
+        printf '%s\n' "nix-attach: every phase from $__nix_attach_from on passed, but the build made no output$__nix_attach_missing: Nix would fail it." >&2
+        __nix_attach_ended=1
+    elif [ "$__nix_attach_ended" = 0 ]; then
         printf '%s\n' "nix-attach: every phase from $__nix_attach_from on passed: the build would pass as this session left it. Its outputs stay in this sandbox, never registered; the real build still fails when released." >&2
     fi
     return "$__nix_attach_ended"
+}
+
+# The outputs the build has not made (` dev man`), as Nix checks them when
+# the builder ends: `outputs` names them (under structured attributes it
+# maps each to its path), each one's path is in the variable of its name.
+__nix_attach_missing_outputs() {
+    local __nix_attach_output __nix_attach_path
+    if [[ "$(declare -p outputs 2> /dev/null)" == "declare -A"* ]]; then
+        for __nix_attach_output in "${!outputs[@]}"; do
+            [ -e "${outputs[$__nix_attach_output]}" ] || printf ' %s' "$__nix_attach_output"
+        done
+    else
+        for __nix_attach_output in ${outputs:-out}; do
+            __nix_attach_path="${!__nix_attach_output:-}"
+            [ -n "$__nix_attach_path" ] && [ -e "$__nix_attach_path" ] || printf ' %s' "$__nix_attach_output"
+        done
+    fi
 }
 
 # The session's changes to the source as a patch: the build's own unpack
