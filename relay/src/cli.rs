@@ -282,6 +282,16 @@ impl Remote {
         self.via.as_deref().map(|uri| self.run_on(uri, &args, tty))
     }
 
+    /// `attach` on the builder `uri` over `ssh -T`, in frames
+    /// ([`host::framed`]); `None` where its nix-attach speaks none.
+    fn attach_framed(&self, uri: &str, id: Option<&str>, with: &With, unfiltered: bool) -> anyhow::Result<Option<i32>> {
+        let via = Via::parse(uri)?.with_key(remote::machines::find(uri).and_then(|machine| machine.key));
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
+        let args: Vec<String> =
+            ["attach", "--framed", "--term", &term].into_iter().map(String::from).chain(with.args()).chain(id.map(String::from)).collect();
+        host::framed::attach_via(remote::command(&via, self.agent.as_deref(), &args, remote::Tty::Framed), unfiltered)
+    }
+
     /// Runs `nix-attach ARGS…` on the builder `uri`, with the key Nix's
     /// `builders` give it where the URI names none.
     fn run_on(&self, uri: &str, args: &[String], tty: remote::Tty) -> anyhow::Result<i32> {
@@ -351,6 +361,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Attach { id, framed: true, term, with, .. } => host::attach_framed(id.as_deref(), &with.tools, term),
         Command::Attach { id, allow_clipboard_and_queries: unfiltered, with, remote, framed: false, .. } => {
+            if let (Some(uri), remote::Tty::Yes) = (remote.via.as_deref(), terminal(false)) {
+                if let Some(code) = remote.attach_framed(uri, id.as_deref(), &with, unfiltered)? {
+                    return Ok(code);
+                }
+                eprintln!("nix-attach: the builder's nix-attach speaks no framed --via (an older one); attaching through ssh -t");
+            }
             let args = ["attach".to_string()].into_iter().chain(unfiltered_flag(unfiltered)).chain(with.args()).chain(id.clone()).collect();
             remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered, &with.tools))
         }

@@ -165,3 +165,63 @@ fn a_build_that_names_a_builder_of_its_own_is_never_reached_there() {
     assert!(stderr.contains(&format!("{} was released", drv.name)), "not released here: {stderr}");
     assert!(!stderr.contains("could not release") && !stderr.contains("cannot reach"), "the wrapper went to the build's host: {stderr}");
 }
+
+/// Whether a process here runs ssh with the framed relay as its remote
+/// command.
+fn ssh_runs_the_framed_relay() -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let words: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+        words.first().is_some_and(|program| program.ends_with(b"ssh"))
+            && words.iter().any(|word| *word == b"-T")
+            && words.iter().any(|word| word.windows(10).any(|part| part == b"'--framed'"))
+    })
+}
+
+#[test]
+fn attach_via_at_a_terminal_speaks_frames_over_ssh_t_follows_the_window_and_leaves_with_tilde_dot() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-framed"));
+    let sshopts = remote.sshopts();
+    let args = ["attach", &id, "--via", VIA, "--agent", &agent];
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let inside = terminal.expect(" $ ");
+    assert!(ssh_runs_the_framed_relay(), "attach --via runs ssh -T with the framed relay");
+    terminal.send("stty size\r");
+    let sized = terminal.expect_after(inside, "40 160");
+    terminal.resize(30, 100);
+    terminal.send("stty size\r");
+    let resized = terminal.expect_after(sized, "30 100");
+    terminal.send("~.");
+    terminal.expect_after(resized, "left the session (~.)");
+    assert_eq!(terminal.wait(), 255);
+    drop(build);
+}
+
+#[test]
+fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_through_ssh_t() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-older"));
+    // An older nix-attach refuses `--framed` as clap refuses any unknown flag.
+    // In the checkout, which the remote builder sees as this machine does.
+    let older = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(crate::support::unique_name("older-nix-attach"));
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" != --framed ] || {{ echo \"error: unexpected argument '--framed' found\" >&2; exit 2; }}; done\nexec {agent} \"$@\"\n"
+    );
+    std::fs::write(&older, script).unwrap();
+    std::fs::set_permissions(&older, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sshopts = remote.sshopts();
+    let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let fell_back = terminal.expect("speaks no framed --via (an older one); attaching through ssh -t");
+    assert!(!terminal.screen().contains("unexpected argument"), "the older one's refusal is not shown");
+    let inside = terminal.expect_after(fell_back, " $ ");
+    terminal.send("echo \"in=$insideVar\"\r");
+    terminal.expect_after(inside, "in=remote-here");
+    terminal.send("exit 4\r");
+    assert_eq!(terminal.wait(), 4);
+    let _ = std::fs::remove_file(&older);
+    drop(build);
+}

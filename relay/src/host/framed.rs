@@ -10,6 +10,15 @@
 //!
 //! It waits in `poll` and in blocking reads, so an idle session costs no
 //! CPU.
+//!
+//! The person's half ([`attach_via`]) runs that over `ssh -T` and relays
+//! the local terminal as a local attach does ([`super::pty_relay`]: raw
+//! mode, `~.`, the output filter), its ends being two socket pairs that
+//! threads tie to ssh's pipes: keys become input frames, new window sizes
+//! resize frames; the builder's frames are read strictly, and only
+//! terminal output and a status come through. A builder whose nix-attach
+//! does not greet first speaks no framed `--via` (an older one): the caller
+//! then attaches through `ssh -t`, as before.
 
 use super::relay::RelayError;
 use crate::protocol::{read_frame, write_frame, AgentFrame, ClientCodec, ClientFrame, Request, MAX_FRAME};
@@ -18,6 +27,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::codec::Decoder;
 
@@ -136,4 +147,179 @@ fn forward_input(master: OwnedFd) {
         }
     }
     std::process::exit(super::pty_relay::ESCAPED);
+}
+
+/// `attach --via` at a terminal over `ssh -T`: `ssh` runs `attach
+/// --framed` on the builder. Returns the session's status, or `None` where
+/// the builder's nix-attach speaks no framed `--via`.
+pub fn attach_via(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>> {
+    let mut child = ssh.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let (to_remote, mut from_remote) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
+    let said = Arc::new(Mutex::new(Said::default()));
+    let stderr_thread = {
+        let (stderr, said) = (child.stderr.take().expect("piped"), said.clone());
+        std::thread::spawn(move || pass_stderr(stderr, &said))
+    };
+    if !matches!(read_frame::<AgentFrame>(&mut from_remote), Ok(Some(AgentFrame::Relaying(VERSION)))) {
+        end(&mut child);
+        let _ = stderr_thread.join();
+        let said = std::mem::take(&mut said.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).kept);
+        // An older nix-attach refuses the flag, as clap refuses any it
+        // does not know; anything else (ssh's failure, no nix-attach
+        // there) is told as it is, and the status passed on.
+        if String::from_utf8_lossy(&said).contains("--framed") {
+            return Ok(None);
+        }
+        let _ = std::io::stderr().write_all(&said);
+        return Ok(Some(child.wait().ok().and_then(|status| status.code()).unwrap_or(super::ERROR_EXIT)));
+    }
+    said.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).show();
+    let to_remote = Arc::new(Mutex::new(to_remote));
+    let (rows, cols) = super::terminal::size();
+    send(&to_remote, &ClientFrame::Resize { rows, cols })?;
+    super::pty_relay::block_relay_signals()?;
+    let (shell, shell_far) = UnixStream::pair()?;
+    let (connection, connection_far) = UnixStream::pair()?;
+    let keys = to_remote.clone();
+    let far_reader = shell_far.try_clone()?;
+    std::thread::spawn(move || keys_to_remote(far_reader, &keys));
+    std::thread::spawn(move || frames_from_remote(from_remote, shell_far, connection_far));
+    let sizes = to_remote.clone();
+    let resize: Box<dyn FnMut(u16, u16)> = Box::new(move |rows, cols| drop(send(&sizes, &ClientFrame::Resize { rows, cols })));
+    let filter = (!unfiltered).then(super::terminal_filter::TerminalFilter::default);
+    let status = super::pty_relay::relay(OwnedFd::from(shell), connection, BytesMut::new(), true, filter, Some(resize));
+    end(&mut child);
+    Ok(Some(status?))
+}
+
+/// What ssh and the builder said on stderr: kept until the relay greets
+/// (it may be an older nix-attach refusing `--framed`), shown from then on.
+#[derive(Default)]
+struct Said {
+    shown: bool,
+    kept: Vec<u8>,
+}
+
+impl Said {
+    /// Shows what was kept, and whatever comes from now on.
+    fn show(&mut self) {
+        self.shown = true;
+        let _ = std::io::stderr().write_all(&std::mem::take(&mut self.kept));
+    }
+}
+
+/// Passes ssh's stderr on, or keeps it, as [`Said`] says; at most 64 KiB
+/// is kept.
+fn pass_stderr(mut stderr: std::process::ChildStderr, said: &Mutex<Said>) {
+    let mut buffer = [0u8; 4096];
+    while let Ok(n @ 1..) = stderr.read(&mut buffer) {
+        let mut said = said.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if said.shown {
+            let _ = std::io::stderr().write_all(&buffer[..n]);
+        } else if said.kept.len() < 64 * 1024 {
+            said.kept.extend_from_slice(&buffer[..n]);
+        }
+    }
+}
+
+/// Ends ssh, if it still runs, and reaps it.
+fn end(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn send(to_remote: &Mutex<ChildStdin>, frame: &ClientFrame) -> std::io::Result<()> {
+    let mut to_remote = to_remote.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    write_frame(&mut *to_remote, frame)?;
+    to_remote.flush()
+}
+
+/// What the local relay types, as input frames to the builder.
+fn keys_to_remote(mut typed: UnixStream, to_remote: &Mutex<ChildStdin>) {
+    let mut buffer = vec![0u8; crate::protocol::CHUNK];
+    loop {
+        match typed.read(&mut buffer) {
+            Ok(0) | Err(_) => {
+                let _ = send(to_remote, &ClientFrame::InputEof);
+                return;
+            }
+            Ok(n) => {
+                if send(to_remote, &ClientFrame::Input(bytes::Bytes::copy_from_slice(&buffer[..n]))).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The builder's frames, read strictly: terminal output goes to the local
+/// relay as the build's terminal would give it, the status and the reason
+/// for an error as an agent would. Anything else ends the session.
+fn frames_from_remote(mut from_remote: impl Read, mut shell: UnixStream, mut connection: UnixStream) {
+    let mut to_agent = |frame: AgentFrame| write_frame(&mut connection, &frame);
+    loop {
+        let frame = match read_frame::<AgentFrame>(&mut from_remote) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(err) => {
+                let _ = to_agent(AgentFrame::Error(format!("the builder's framed relay sent a broken frame: {err}")));
+                return;
+            }
+        };
+        match frame {
+            AgentFrame::Output(data) => {
+                if shell.write_all(&data).is_err() {
+                    return;
+                }
+            }
+            AgentFrame::Exit(code) => {
+                let _ = to_agent(AgentFrame::Exit(code));
+                let _ = shell.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            AgentFrame::Error(message) => {
+                let _ = to_agent(AgentFrame::Error(message));
+                return;
+            }
+            AgentFrame::Stderr(_) | AgentFrame::Terminal | AgentFrame::Relaying(_) => {
+                let _ = to_agent(AgentFrame::Error("the builder's framed relay sent a frame it never sends".into()));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the local relay gets from `frames` sent by a builder: the
+    /// terminal's bytes, and the frames an agent would have sent.
+    fn received(frames: &[AgentFrame]) -> (Vec<u8>, Vec<AgentFrame>) {
+        let mut sent = Vec::new();
+        frames.iter().for_each(|frame| write_frame(&mut sent, frame).unwrap());
+        let (shell, shell_far) = UnixStream::pair().unwrap();
+        let (mut connection, connection_far) = UnixStream::pair().unwrap();
+        frames_from_remote(&sent[..], shell_far, connection_far);
+        let mut terminal = Vec::new();
+        (&shell).read_to_end(&mut terminal).unwrap();
+        let mut agent = Vec::new();
+        while let Ok(Some(frame)) = read_frame::<AgentFrame>(&mut connection) {
+            agent.push(frame);
+        }
+        (terminal, agent)
+    }
+
+    #[test]
+    fn a_builder_gets_bytes_to_the_terminal_and_a_status_through_and_nothing_else() {
+        let (terminal, agent) = received(&[AgentFrame::Output("hi $ ".into()), AgentFrame::Exit(3)]);
+        assert_eq!((terminal, agent), (b"hi $ ".to_vec(), vec![AgentFrame::Exit(3)]));
+        for hostile in [AgentFrame::Stderr("x".into()), AgentFrame::Terminal, AgentFrame::Relaying(1)] {
+            let (terminal, agent) = received(&[AgentFrame::Output("a".into()), hostile.clone(), AgentFrame::Output("b".into())]);
+            assert_eq!(terminal, b"a", "nothing after {hostile:?}");
+            assert!(matches!(&agent[..], [AgentFrame::Error(message)] if message.contains("never sends")), "{hostile:?}: {agent:?}");
+        }
+        let (_, agent) = received(&[]);
+        assert!(agent.is_empty(), "a builder that says nothing gives no status: the relay says it closed");
+    }
 }

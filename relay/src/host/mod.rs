@@ -92,7 +92,7 @@ pub fn attach_over(connection: std::os::unix::net::UnixStream, unfiltered: bool,
     let term = std::env::var("TERM").ok();
     let (master, frames) = pty_relay::open_session(&connection, Request::Attach { rows, cols, term, path })?;
     let filter = (!unfiltered).then(terminal_filter::TerminalFilter::default);
-    Ok(pty_relay::relay(master, connection, frames, std::io::stdin().is_terminal(), filter)?)
+    Ok(pty_relay::relay(master, connection, frames, std::io::stdin().is_terminal(), filter, None)?)
 }
 
 /// `nix-attach exec`: one command in the build's restored shell; its

@@ -80,12 +80,15 @@ pub fn open_session(connection: &UnixStream, request: Request) -> Result<(OwnedF
 /// the terminal is then raw and its size followed) or a signal comes;
 /// returns the shell's status, [`ESCAPED`], or 128 plus the signal. The
 /// shell's output passes `filter`, when given, on its way to the user.
+/// `resize`, where given, takes the window's new sizes in the terminal's
+/// place (a framed `--via`, whose terminal is the builder's).
 pub fn relay(
     master: OwnedFd,
     connection: UnixStream,
     frames: BytesMut,
     interactive: bool,
     filter: Option<TerminalFilter>,
+    resize: Option<Box<dyn FnMut(u16, u16)>>,
 ) -> Result<i32, RelayError> {
     let signals = watch_signals().map_err(|errno| RelayError::Signals(errno.into()))?;
     cut_blocked_calls_on_alarm().map_err(|errno| RelayError::Signals(errno.into()))?;
@@ -102,6 +105,7 @@ pub fn relay(
         signals,
         escape: interactive.then(Escape::default),
         filter,
+        resize,
         stdin_open: true,
         master_open: true,
         to_shell: Vec::new(),
@@ -115,12 +119,26 @@ pub fn relay(
 /// interruption, which end it with the terminal restored), taken from a
 /// signalfd for the rest of the process.
 fn watch_signals() -> nix::Result<SignalFd> {
+    let mask = relay_signals();
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+/// The signals the relay takes from its signalfd.
+fn relay_signals() -> SigSet {
     let mut mask = SigSet::empty();
     for signal in [Signal::SIGWINCH, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT] {
         mask.add(signal);
     }
-    mask.thread_block()?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    mask
+}
+
+/// Blocks the relay's signals in this thread and the threads it starts
+/// from now on, so that they wait for the relay's signalfd rather than
+/// reach a thread that ignores them. For a caller that starts threads
+/// before it relays.
+pub fn block_relay_signals() -> nix::Result<()> {
+    relay_signals().thread_block()
 }
 
 extern "C" fn interrupt_only(_: nix::libc::c_int) {}
@@ -186,6 +204,7 @@ struct Session {
     signals: SignalFd,
     escape: Option<Escape>,
     filter: Option<TerminalFilter>,
+    resize: Option<Box<dyn FnMut(u16, u16)>>,
     stdin_open: bool,
     master_open: bool,
     /// Typed, not yet taken by the build's terminal.
@@ -293,7 +312,10 @@ impl Session {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGWINCH) => {
                     let (rows, cols) = terminal::size();
-                    let _ = terminal::set_size(self.master.as_fd(), rows, cols);
+                    match self.resize.as_mut() {
+                        Some(resize) => resize(rows, cols),
+                        None => drop(terminal::set_size(self.master.as_fd(), rows, cols)),
+                    }
                 }
                 Ok(signal) => return Some(128 + signal as i32),
                 Err(_) => {}
@@ -489,6 +511,7 @@ mod tests {
             signals: SignalFd::with_flags(&SigSet::empty(), SfdFlags::SFD_CLOEXEC).unwrap(),
             escape: None,
             filter: None,
+            resize: None,
             stdin_open: false,
             master_open: true,
             to_shell: Vec::new(),

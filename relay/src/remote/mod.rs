@@ -76,6 +76,9 @@ pub fn quoted_if_needed(word: &str) -> String {
 pub enum Tty {
     Yes,
     No,
+    /// No terminal on the remote, and frames on stdin and stdout (`attach
+    /// --framed`): ssh's `-T`, and nothing of ours on its stderr.
+    Framed,
 }
 
 /// The ssh command that runs `nix-attach ARGS…` on `via`.
