@@ -185,7 +185,8 @@ fn attach_via_at_a_terminal_speaks_frames_over_ssh_t_follows_the_window_and_leav
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-framed"));
     let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", &agent];
-    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let mut terminal =
+        Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "1")], 40, 160);
     let inside = terminal.expect(" $ ");
     assert!(ssh_runs_the_framed_relay(), "attach --via runs ssh -T with the framed relay");
     terminal.send("stty size\r");
@@ -214,7 +215,8 @@ fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_through_ssh_t() {
     std::fs::set_permissions(&older, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
-    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let mut terminal =
+        Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "1")], 40, 160);
     let fell_back = terminal.expect("speaks no framed --via (an older one); attaching through ssh -t");
     assert!(!terminal.screen().contains("unexpected argument"), "the older one's refusal is not shown");
     let inside = terminal.expect_after(fell_back, " $ ");

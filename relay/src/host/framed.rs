@@ -110,7 +110,16 @@ fn relay(master: OwnedFd, connection: UnixStream, mut frames: BytesMut) -> anyho
                 // The shell's side is closed: its status comes next.
                 Ok(0) | Err(_) => master_open = false,
                 Ok(n) => {
-                    write_frame(&mut stdout, &AgentFrame::Output(bytes::Bytes::copy_from_slice(&buffer[..n])))?;
+                    // What the shell printed meanwhile goes in the same
+                    // frame: one write through ssh, not one per read.
+                    let mut filled = n;
+                    while filled < buffer.len() && ready_now(&master) {
+                        match master.read(&mut buffer[filled..]) {
+                            Ok(more @ 1..) => filled += more,
+                            _ => break,
+                        }
+                    }
+                    write_frame(&mut stdout, &AgentFrame::Output(bytes::Bytes::copy_from_slice(&buffer[..filled])))?;
                     stdout.flush()?;
                 }
             }
@@ -124,6 +133,12 @@ fn relay(master: OwnedFd, connection: UnixStream, mut frames: BytesMut) -> anyho
             }
         }
     }
+}
+
+/// Whether `fd` has something to read at once.
+fn ready_now(fd: &impl AsFd) -> bool {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
 }
 
 /// Applies the other side's frames to the build's terminal until its input
@@ -153,6 +168,9 @@ fn forward_input(master: OwnedFd) {
 /// --framed` on the builder. Returns the session's status, or `None` where
 /// the builder's nix-attach speaks no framed `--via`.
 pub fn attach_via(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>> {
+    // Before any thread starts: a signal (a new window size) must wait for
+    // the relay, not reach a thread that ignores it.
+    super::pty_relay::block_relay_signals()?;
     let mut child = ssh.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let (to_remote, mut from_remote) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
     let said = Arc::new(Mutex::new(Said::default()));
@@ -177,7 +195,6 @@ pub fn attach_via(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i
     let to_remote = Arc::new(Mutex::new(to_remote));
     let (rows, cols) = super::terminal::size();
     send(&to_remote, &ClientFrame::Resize { rows, cols })?;
-    super::pty_relay::block_relay_signals()?;
     let (shell, shell_far) = UnixStream::pair()?;
     let (connection, connection_far) = UnixStream::pair()?;
     let keys = to_remote.clone();
@@ -255,7 +272,9 @@ fn keys_to_remote(mut typed: UnixStream, to_remote: &Mutex<ChildStdin>) {
 /// The builder's frames, read strictly: terminal output goes to the local
 /// relay as the build's terminal would give it, the status and the reason
 /// for an error as an agent would. Anything else ends the session.
-fn frames_from_remote(mut from_remote: impl Read, mut shell: UnixStream, mut connection: UnixStream) {
+fn frames_from_remote(from_remote: impl Read, mut shell: UnixStream, mut connection: UnixStream) {
+    // A frame's length and body in one read where they came together.
+    let mut from_remote = std::io::BufReader::with_capacity(2 * MAX_FRAME, from_remote);
     let mut to_agent = |frame: AgentFrame| write_frame(&mut connection, &frame);
     loop {
         let frame = match read_frame::<AgentFrame>(&mut from_remote) {
