@@ -1,7 +1,8 @@
 //! What nix-attach asks of the Nix store, through Nix's own commands (so
 //! it works with a daemon, a single-user store and any Nix or Lix): which
-//! paths are valid, whether a derivation may just have failed, adding the
-//! hook's files, and instantiating an expression.
+//! paths are valid, a path's closure, whether a derivation may just have
+//! failed, adding the hook's files, instantiating an expression and
+//! building an installable.
 //!
 //! May use: [`derivation`](crate::derivation), [`nix_conf`](crate::nix_conf);
 //! no module that uses it (`layout` keeps the arrows one way).
@@ -66,6 +67,19 @@ pub fn may_have_failed(drv_path: &Path) -> bool {
     let Some(drv) = in_store.then(|| Derivation::read(drv_path).ok()).flatten() else { return false };
     let outputs = drv.output_paths();
     invalid(&outputs).is_ok_and(|invalid| invalid.len() == outputs.len())
+}
+
+/// The closure of the store path `root`, itself among it
+/// (`nix-store --query --requisites`).
+pub fn requisites(root: &str) -> Result<Vec<String>, StoreError> {
+    Ok(output("nix-store", &["--query".into(), "--requisites".into(), "--".into(), root.into()])?.lines().map(String::from).collect())
+}
+
+/// Builds `installable` (`nix build`, with the new CLI on whatever this
+/// Nix's settings) and returns its output paths.
+pub fn build_installable(installable: &str) -> Result<Vec<String>, StoreError> {
+    let args = ["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths", "--", installable];
+    Ok(output("nix", &args.map(OsString::from))?.lines().map(String::from).collect())
 }
 
 /// Adds the file or directory `path` to the store (content-addressed, by

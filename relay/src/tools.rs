@@ -16,10 +16,11 @@
 //! with valid store paths, which any user may read anyway.
 //!
 //! May use: [`capture`](crate::capture), [`nix_conf`](crate::nix_conf),
-//! [`sanitize`](crate::sanitize); no module that uses it (`layout` keeps
+//! [`sanitize`](crate::sanitize), [`store`](crate::store); no module that uses it (`layout` keeps
 //! the arrows one way).
 
 use crate::capture::is_store_path;
+use crate::store::StoreError;
 use rustix::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,10 +29,10 @@ use std::process::{Command, Stdio};
 pub enum ToolsError {
     #[error("--with {0:?} is not a store path, and nix cannot realise it as an installable: {1}")]
     NotStorePath(String, String),
-    #[error("cannot take the closure of the --with paths: {0}")]
-    Closure(String),
-    #[error("cannot run {0} (is Nix on PATH?)")]
-    Run(&'static str, #[source] std::io::Error),
+    #[error("cannot take the closure of the --with paths")]
+    Closure(#[source] StoreError),
+    #[error("cannot realise a --with installable")]
+    Realise(#[source] StoreError),
     #[error("cannot {0} {1}")]
     Mount(&'static str, String, #[source] std::io::Error),
     #[error("cannot put the --with paths into the build: {0}")]
@@ -94,14 +95,11 @@ pub fn closure(roots: &[String]) -> Result<Vec<String>, ToolsError> {
     Ok(all)
 }
 
-/// `nix-store --query --requisites ROOT`.
+/// `nix-store --query --requisites ROOT`, store paths only.
 fn query_closure(root: &str) -> Result<Vec<String>, ToolsError> {
     let store = crate::nix_conf::store_dir();
-    let printed = output("nix-store", &["--query", "--requisites", "--", root]).map_err(|why| match why {
-        Failed::Run(err) => ToolsError::Run("nix-store", err),
-        Failed::Said(said) => ToolsError::Closure(said),
-    })?;
-    Ok(printed.lines().map(str::to_string).filter(|path| is_store_path(path, &store)).collect())
+    let paths = crate::store::requisites(root).map_err(ToolsError::Closure)?;
+    Ok(paths.into_iter().filter(|path| is_store_path(path, &store)).collect())
 }
 
 /// Where closures are kept: root's in `/var/cache/nix-attach/closures`,
@@ -155,32 +153,16 @@ pub fn bins_of(roots: &[String]) -> Vec<String> {
 
 /// `nix build --no-link --print-out-paths INSTALLABLE`: its store paths.
 fn realise(installable: &str) -> Result<Vec<String>, ToolsError> {
-    let args = ["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths", "--", installable];
-    let printed = output("nix", &args).map_err(|why| match why {
-        Failed::Run(err) => ToolsError::Run("nix", err),
-        Failed::Said(said) => ToolsError::NotStorePath(crate::sanitize::sanitize(installable), said),
+    let shown = crate::sanitize::sanitize(installable);
+    let paths = crate::store::build_installable(installable).map_err(|err| match err {
+        StoreError::Failed { message, .. } => ToolsError::NotStorePath(shown.clone(), crate::sanitize::sanitize(&message)),
+        run => ToolsError::Realise(run),
     })?;
     let store = crate::nix_conf::store_dir();
-    let paths: Vec<String> = printed.lines().map(str::to_string).collect();
     if paths.is_empty() || paths.iter().any(|path| !is_store_path(path, &store)) {
-        return Err(ToolsError::NotStorePath(crate::sanitize::sanitize(installable), "it names no store path".into()));
+        return Err(ToolsError::NotStorePath(shown, "it names no store path".into()));
     }
     Ok(paths)
-}
-
-enum Failed {
-    Run(std::io::Error),
-    Said(String),
-}
-
-/// A program's standard output, or its last line of error.
-fn output(program: &str, args: &[&str]) -> Result<String, Failed> {
-    let out = Command::new(program).args(args).stdin(Stdio::null()).output().map_err(Failed::Run)?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    let said = String::from_utf8_lossy(&out.stderr);
-    Err(Failed::Said(crate::sanitize::sanitize(said.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("(no message)").trim())))
 }
 
 /// The hidden subcommand that mounts, in a process of its own.

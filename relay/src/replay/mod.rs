@@ -12,7 +12,7 @@
 //! May use: [`capture`](crate::capture), [`host`](crate::host),
 //! [`metadata`](crate::metadata), [`nix_conf`](crate::nix_conf),
 //! [`protocol`](crate::protocol), [`sanitize`](crate::sanitize),
-//! [`tools`](crate::tools); no module that uses it (`layout` keeps the
+//! [`store`](crate::store), [`tools`](crate::tools); no module that uses it (`layout` keeps the
 //! arrows one way).
 
 pub mod sandbox;
@@ -129,16 +129,7 @@ fn ensure_store_paths(sandbox: &Sandbox, fetch: bool) -> Result<(), ReplayError>
 /// The store paths of `paths` that are not valid in this store, as
 /// `nix-store` says; where it cannot be asked, those that do not exist.
 fn missing_paths(paths: &[String]) -> Vec<String> {
-    let asked = std::process::Command::new("nix-store")
-        .args(["--check-validity", "--print-invalid", "--"])
-        .args(paths)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    match asked {
-        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect(),
-        _ => paths.iter().filter(|path| std::fs::symlink_metadata(path).is_err()).cloned().collect(),
-    }
+    crate::store::invalid(paths).unwrap_or_else(|_| paths.iter().filter(|path| std::fs::symlink_metadata(path).is_err()).cloned().collect())
 }
 
 /// Waits for the sandbox's agent and runs the session: an attach, or
