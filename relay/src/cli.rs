@@ -361,9 +361,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Attach { id, framed: true, term, with, .. } => host::attach_framed(id.as_deref(), &with.tools, term),
         Command::Attach { id, allow_clipboard_and_queries: unfiltered, with, remote, framed: false, .. } => {
-            // Framed --via over ssh -T is asked for (NIX_ATTACH_VIA_FRAMES=1)
-            // until its keystrokes are as quick as ssh -t's (docs/speed.md).
-            let frames = std::env::var("NIX_ATTACH_VIA_FRAMES").as_deref() == Ok("1");
+            // Framed --via over ssh -T, unless NIX_ATTACH_VIA_FRAMES=0 asks
+            // for ssh -t (docs/remote-builders.md).
+            let frames = std::env::var("NIX_ATTACH_VIA_FRAMES").as_deref() != Ok("0");
             if let (Some(uri), remote::Tty::Yes, true) = (remote.via.as_deref(), terminal(false), frames) {
                 if let Some(code) = remote.attach_framed(uri, id.as_deref(), &with, unfiltered)? {
                     return Ok(code);

@@ -281,12 +281,15 @@ impl<In, Out: Frame> Encoder<Out> for Codec<In, Out> {
     }
 }
 
-/// Writes one frame to a blocking stream, as [`Codec`] frames it.
+/// Writes one frame to a blocking stream, as [`Codec`] frames it, in one
+/// write where the stream takes it whole (a pipe to ssh then passes it on
+/// in one piece).
 pub fn write_frame<F: Frame>(out: &mut impl Write, frame: &F) -> io::Result<()> {
-    let mut body = BytesMut::new();
-    frame.encode(&mut body);
-    out.write_all(&(body.len() as u32).to_be_bytes())?;
-    out.write_all(&body)
+    let mut framed = BytesMut::from(&[0u8; 4][..]);
+    frame.encode(&mut framed);
+    let length = (framed.len() - 4) as u32;
+    framed[..4].copy_from_slice(&length.to_be_bytes());
+    out.write_all(&framed)
 }
 
 /// Reads one frame from a blocking stream, as [`Codec`] reads it: at most

@@ -77,9 +77,10 @@ pub fn resolve(asked: &[String]) -> Result<Tools, ToolsError> {
 /// --requisites`, some tens of milliseconds).
 pub fn closure(roots: &[String]) -> Result<Vec<String>, ToolsError> {
     let cache = closure_cache();
+    let store = crate::nix_conf::store_dir();
     let mut all: Vec<String> = Vec::new();
     for root in roots {
-        let known = cache.as_deref().and_then(|dir| cached_closure(dir, root));
+        let known = cache.as_deref().and_then(|dir| cached_closure(dir, root, &store));
         let paths = match known {
             Some(paths) => paths,
             None => {
@@ -121,18 +122,18 @@ fn closure_cache() -> Option<std::path::PathBuf> {
     (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0).then_some(dir)
 }
 
-/// The closure kept for `root`, if every path of it is still there.
-fn cached_closure(dir: &Path, root: &str) -> Option<Vec<String>> {
+/// The closure kept for `root`, if every path of it is still there in
+/// `store`.
+fn cached_closure(dir: &Path, root: &str, store: &Path) -> Option<Vec<String>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let name = Path::new(root).file_name()?;
     let file = std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(dir.join(name)).ok()?;
     let mut text = String::new();
     file.take(1 << 20).read_to_string(&mut text).ok()?;
-    let store = crate::nix_conf::store_dir();
     let paths: Vec<String> = text.lines().map(str::to_string).collect();
     let whole = paths.iter().any(|path| path == root);
-    let all_there = paths.iter().all(|path| is_store_path(path, &store) && Path::new(path).symlink_metadata().is_ok());
+    let all_there = paths.iter().all(|path| is_store_path(path, store) && Path::new(path).symlink_metadata().is_ok());
     (whole && all_there).then_some(paths)
 }
 
@@ -325,21 +326,18 @@ mod tests {
     #[test]
     fn a_kept_closure_is_read_back_until_one_of_its_paths_is_gone() {
         let scratch = Scratch(std::env::temp_dir().join(format!("nix-attach-closures-{}", std::process::id())));
-        std::fs::create_dir_all(&scratch.0).unwrap();
-        let store = crate::nix_conf::store_dir();
-        let there: Vec<String> = std::fs::read_dir(&store)
-            .unwrap()
-            .flatten()
-            .map(|entry| entry.path().to_string_lossy().into_owned())
-            .filter(|path| is_store_path(path, &store))
-            .take(2)
-            .collect();
-        assert_eq!(there.len(), 2, "the test bed's store has paths");
-        keep_closure(&scratch.0, &there[0], &there);
-        assert_eq!(cached_closure(&scratch.0, &there[0]), Some(there.clone()));
+        let (kept, store) = (scratch.0.join("closures"), scratch.0.join("store"));
+        let there: Vec<String> =
+            ["a", "b"].iter().map(|name| format!("{}/0123456789abcdfghijklmnpqrsvwxy{name}-{name}", store.display())).collect();
+        for path in &there {
+            std::fs::create_dir_all(path).unwrap();
+        }
+        std::fs::create_dir_all(&kept).unwrap();
+        keep_closure(&kept, &there[0], &there);
+        assert_eq!(cached_closure(&kept, &there[0], &store), Some(there.clone()));
         let gone = format!("{}/0123456789abcdfghijklmnpqrsvwxyz-gone", store.display());
-        keep_closure(&scratch.0, &there[0], &[there[0].clone(), gone]);
-        assert_eq!(cached_closure(&scratch.0, &there[0]), None, "a path of it is gone: ask again");
-        assert_eq!(cached_closure(&scratch.0, &there[1]), None, "nothing kept for another root");
+        keep_closure(&kept, &there[0], &[there[0].clone(), gone]);
+        assert_eq!(cached_closure(&kept, &there[0], &store), None, "a path of it is gone: ask again");
+        assert_eq!(cached_closure(&kept, &there[1], &store), None, "nothing kept for another root");
     }
 }

@@ -166,16 +166,24 @@ fn a_build_that_names_a_builder_of_its_own_is_never_reached_there() {
     assert!(!stderr.contains("could not release") && !stderr.contains("cannot reach"), "the wrapper went to the build's host: {stderr}");
 }
 
-/// Whether a process here runs ssh with the framed relay as its remote
-/// command.
-fn ssh_runs_the_framed_relay() -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let words: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
-        words.first().is_some_and(|program| program.ends_with(b"ssh"))
-            && words.iter().any(|word| *word == b"-T")
-            && words.iter().any(|word| word.windows(10).any(|part| part == b"'--framed'"))
-    })
+/// The words of the ssh running here for the build `id` (its ID is one of
+/// the remote command's words).
+fn ssh_for(id: &str) -> Vec<String> {
+    let quoted = format!("'{id}'");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read(entry.path().join("cmdline")).unwrap_or_default())
+        .map(|cmdline| cmdline.split(|byte| *byte == 0).map(|word| String::from_utf8_lossy(word).into_owned()).collect::<Vec<_>>())
+        .find(|words| words.first().is_some_and(|program| program.ends_with("ssh")) && words.iter().any(|word| word.contains(&quoted)))
+        .unwrap_or_default()
+}
+
+/// Whether the ssh for the build `id` runs the framed relay, over `-T`.
+fn ssh_runs_the_framed_relay(id: &str) -> bool {
+    let words = ssh_for(id);
+    assert!(!words.is_empty(), "no ssh runs for {id}");
+    words.iter().any(|word| word == "-T") && words.iter().any(|word| word.contains("'--framed'"))
 }
 
 #[test]
@@ -185,10 +193,9 @@ fn attach_via_at_a_terminal_speaks_frames_over_ssh_t_follows_the_window_and_leav
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-framed"));
     let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", &agent];
-    let mut terminal =
-        Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "1")], 40, 160);
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
     let inside = terminal.expect(" $ ");
-    assert!(ssh_runs_the_framed_relay(), "attach --via runs ssh -T with the framed relay");
+    assert!(ssh_runs_the_framed_relay(&id), "attach --via runs ssh -T with the framed relay: {:?}", ssh_for(&id));
     terminal.send("stty size\r");
     let sized = terminal.expect_after(inside, "40 160");
     terminal.resize(30, 100);
@@ -215,8 +222,7 @@ fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_through_ssh_t() {
     std::fs::set_permissions(&older, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
-    let mut terminal =
-        Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "1")], 40, 160);
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
     let fell_back = terminal.expect("speaks no framed --via (an older one); attaching through ssh -t");
     assert!(!terminal.screen().contains("unexpected argument"), "the older one's refusal is not shown");
     let inside = terminal.expect_after(fell_back, " $ ");
@@ -225,5 +231,24 @@ fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_through_ssh_t() {
     terminal.send("exit 4\r");
     assert_eq!(terminal.wait(), 4);
     let _ = std::fs::remove_file(&older);
+    drop(build);
+}
+
+#[test]
+fn nix_attach_via_frames_0_asks_for_ssh_t() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-ssh-t"));
+    let sshopts = remote.sshopts();
+    let args = ["attach", &id, "--via", VIA, "--agent", &agent];
+    let env = [("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "0")];
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &env, 40, 160);
+    let inside = terminal.expect(" $ ");
+    let ssh = ssh_for(&id);
+    assert!(ssh.iter().any(|word| word == "-t") && !ssh_runs_the_framed_relay(&id), "{ssh:?}");
+    terminal.send("stty size\r");
+    terminal.expect_after(inside, "40 160");
+    terminal.send("exit 4\r");
+    assert_eq!(terminal.wait(), 4);
     drop(build);
 }

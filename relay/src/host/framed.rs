@@ -12,14 +12,15 @@
 //! CPU.
 //!
 //! The person's half ([`attach_via`]) runs that over `ssh -T` and relays
-//! the local terminal as a local attach does ([`super::pty_relay`]: raw
-//! mode, `~.`, the output filter), its ends being two socket pairs that
-//! threads tie to ssh's pipes: keys become input frames, new window sizes
+//! the local terminal to ssh's pipes as a local attach relays it to a PTY
+//! ([`super::pty_relay`]: raw mode, `~.`, the output filter; the frames are
+//! [`BuildTerminal::Framed`]'s): keys become input frames, new window sizes
 //! resize frames; the builder's frames are read strictly, and only
 //! terminal output and a status come through. A builder whose nix-attach
 //! does not greet first speaks no framed `--via` (an older one): the caller
 //! then attaches through `ssh -t`, as before.
 
+use super::build_terminal::BuildTerminal;
 use super::relay::RelayError;
 use crate::protocol::{read_frame, write_frame, AgentFrame, ClientCodec, ClientFrame, Request, MAX_FRAME};
 use bytes::BytesMut;
@@ -27,7 +28,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::codec::Decoder;
@@ -42,7 +43,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(300);
 /// status. Any failure is said in an [`AgentFrame::Error`] before the
 /// status frame.
 pub fn attach(reach: impl FnOnce() -> anyhow::Result<(UnixStream, Vec<String>)>, term: Option<String>) -> anyhow::Result<i32> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = frames_out()?;
     write_frame(&mut stdout, &AgentFrame::Relaying(VERSION))?;
     stdout.flush()?;
     let outcome = (|| {
@@ -71,6 +72,12 @@ pub fn attach(reach: impl FnOnce() -> anyhow::Result<(UnixStream, Vec<String>)>,
     }
 }
 
+/// Stdout for frames, unbuffered: a frame leaves in one write, and ssh
+/// passes it on in one piece.
+fn frames_out() -> std::io::Result<std::fs::File> {
+    Ok(std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?))
+}
+
 /// Relays until the shell ends; returns its status.
 fn relay(master: OwnedFd, connection: UnixStream, mut frames: BytesMut) -> anyhow::Result<i32> {
     let writer = master.try_clone()?;
@@ -78,7 +85,7 @@ fn relay(master: OwnedFd, connection: UnixStream, mut frames: BytesMut) -> anyho
     std::thread::spawn(move || forward_input(writer));
     let mut master = std::fs::File::from(master);
     let mut codec = ClientCodec::default();
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = frames_out()?;
     let mut buffer = vec![0u8; crate::protocol::CHUNK];
     let (mut ended, mut master_open, mut connection_open): (Option<(i32, Instant)>, bool, bool) = (None, true, true);
     loop {
@@ -172,7 +179,7 @@ pub fn attach_via(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i
     // the relay, not reach a thread that ignores it.
     super::pty_relay::block_relay_signals()?;
     let mut child = ssh.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let (to_remote, mut from_remote) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
+    let (mut to_remote, mut from_remote) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
     let said = Arc::new(Mutex::new(Said::default()));
     let stderr_thread = {
         let (stderr, said) = (child.stderr.take().expect("piped"), said.clone());
@@ -192,19 +199,11 @@ pub fn attach_via(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i
         return Ok(Some(child.wait().ok().and_then(|status| status.code()).unwrap_or(super::ERROR_EXIT)));
     }
     said.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).show();
-    let to_remote = Arc::new(Mutex::new(to_remote));
     let (rows, cols) = super::terminal::size();
-    send(&to_remote, &ClientFrame::Resize { rows, cols })?;
-    let (shell, shell_far) = UnixStream::pair()?;
-    let (connection, connection_far) = UnixStream::pair()?;
-    let keys = to_remote.clone();
-    let far_reader = shell_far.try_clone()?;
-    std::thread::spawn(move || keys_to_remote(far_reader, &keys));
-    std::thread::spawn(move || frames_from_remote(from_remote, shell_far, connection_far));
-    let sizes = to_remote.clone();
-    let resize: Box<dyn FnMut(u16, u16)> = Box::new(move |rows, cols| drop(send(&sizes, &ClientFrame::Resize { rows, cols })));
+    write_frame(&mut to_remote, &ClientFrame::Resize { rows, cols })?;
+    let build = BuildTerminal::framed(OwnedFd::from(to_remote), OwnedFd::from(from_remote));
     let filter = (!unfiltered).then(super::terminal_filter::TerminalFilter::default);
-    let status = super::pty_relay::relay(OwnedFd::from(shell), connection, BytesMut::new(), true, filter, Some(resize));
+    let status = super::pty_relay::relay(build, BytesMut::new(), true, filter);
     end(&mut child);
     Ok(Some(status?))
 }
@@ -243,102 +242,4 @@ fn pass_stderr(mut stderr: std::process::ChildStderr, said: &Mutex<Said>) {
 fn end(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn send(to_remote: &Mutex<ChildStdin>, frame: &ClientFrame) -> std::io::Result<()> {
-    let mut to_remote = to_remote.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    write_frame(&mut *to_remote, frame)?;
-    to_remote.flush()
-}
-
-/// What the local relay types, as input frames to the builder.
-fn keys_to_remote(mut typed: UnixStream, to_remote: &Mutex<ChildStdin>) {
-    let mut buffer = vec![0u8; crate::protocol::CHUNK];
-    loop {
-        match typed.read(&mut buffer) {
-            Ok(0) | Err(_) => {
-                let _ = send(to_remote, &ClientFrame::InputEof);
-                return;
-            }
-            Ok(n) => {
-                if send(to_remote, &ClientFrame::Input(bytes::Bytes::copy_from_slice(&buffer[..n]))).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// The builder's frames, read strictly: terminal output goes to the local
-/// relay as the build's terminal would give it, the status and the reason
-/// for an error as an agent would. Anything else ends the session.
-fn frames_from_remote(from_remote: impl Read, mut shell: UnixStream, mut connection: UnixStream) {
-    // A frame's length and body in one read where they came together.
-    let mut from_remote = std::io::BufReader::with_capacity(2 * MAX_FRAME, from_remote);
-    let mut to_agent = |frame: AgentFrame| write_frame(&mut connection, &frame);
-    loop {
-        let frame = match read_frame::<AgentFrame>(&mut from_remote) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(err) => {
-                let _ = to_agent(AgentFrame::Error(format!("the builder's framed relay sent a broken frame: {err}")));
-                return;
-            }
-        };
-        match frame {
-            AgentFrame::Output(data) => {
-                if shell.write_all(&data).is_err() {
-                    return;
-                }
-            }
-            AgentFrame::Exit(code) => {
-                let _ = to_agent(AgentFrame::Exit(code));
-                let _ = shell.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-            AgentFrame::Error(message) => {
-                let _ = to_agent(AgentFrame::Error(message));
-                return;
-            }
-            AgentFrame::Stderr(_) | AgentFrame::Terminal | AgentFrame::Relaying(_) => {
-                let _ = to_agent(AgentFrame::Error("the builder's framed relay sent a frame it never sends".into()));
-                return;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the local relay gets from `frames` sent by a builder: the
-    /// terminal's bytes, and the frames an agent would have sent.
-    fn received(frames: &[AgentFrame]) -> (Vec<u8>, Vec<AgentFrame>) {
-        let mut sent = Vec::new();
-        frames.iter().for_each(|frame| write_frame(&mut sent, frame).unwrap());
-        let (shell, shell_far) = UnixStream::pair().unwrap();
-        let (mut connection, connection_far) = UnixStream::pair().unwrap();
-        frames_from_remote(&sent[..], shell_far, connection_far);
-        let mut terminal = Vec::new();
-        (&shell).read_to_end(&mut terminal).unwrap();
-        let mut agent = Vec::new();
-        while let Ok(Some(frame)) = read_frame::<AgentFrame>(&mut connection) {
-            agent.push(frame);
-        }
-        (terminal, agent)
-    }
-
-    #[test]
-    fn a_builder_gets_bytes_to_the_terminal_and_a_status_through_and_nothing_else() {
-        let (terminal, agent) = received(&[AgentFrame::Output("hi $ ".into()), AgentFrame::Exit(3)]);
-        assert_eq!((terminal, agent), (b"hi $ ".to_vec(), vec![AgentFrame::Exit(3)]));
-        for hostile in [AgentFrame::Stderr("x".into()), AgentFrame::Terminal, AgentFrame::Relaying(1)] {
-            let (terminal, agent) = received(&[AgentFrame::Output("a".into()), hostile.clone(), AgentFrame::Output("b".into())]);
-            assert_eq!(terminal, b"a", "nothing after {hostile:?}");
-            assert!(matches!(&agent[..], [AgentFrame::Error(message)] if message.contains("never sends")), "{hostile:?}: {agent:?}");
-        }
-        let (_, agent) = received(&[]);
-        assert!(agent.is_empty(), "a builder that says nothing gives no status: the relay says it closed");
-    }
 }

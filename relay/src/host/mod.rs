@@ -16,6 +16,7 @@
 //! [`tools`](crate::tools), [`waiting`](crate::waiting); no module that
 //! uses it (`layout` keeps the arrows one way).
 
+pub mod build_terminal;
 pub mod capture;
 mod escape;
 pub mod framed;
@@ -92,7 +93,7 @@ pub fn attach_over(connection: std::os::unix::net::UnixStream, unfiltered: bool,
     let term = std::env::var("TERM").ok();
     let (master, frames) = pty_relay::open_session(&connection, Request::Attach { rows, cols, term, path })?;
     let filter = (!unfiltered).then(terminal_filter::TerminalFilter::default);
-    Ok(pty_relay::relay(master, connection, frames, std::io::stdin().is_terminal(), filter, None)?)
+    Ok(pty_relay::relay(build_terminal::BuildTerminal::handed(master, connection), frames, std::io::stdin().is_terminal(), filter)?)
 }
 
 /// `nix-attach exec`: one command in the build's restored shell; its

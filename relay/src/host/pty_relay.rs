@@ -1,15 +1,15 @@
 //! Relays the user's terminal (or stdin and stdout) straight to the build's
-//! PTY, once the agent has handed its master over ([`crate::handoff`]). A
-//! keystroke crosses this one process and no socket; the agent's connection
-//! only brings how the shell ended.
+//! terminal ([`BuildTerminal`]): its PTY master, once the agent has handed
+//! it over ([`crate::handoff`]), or a builder's framed relay behind ssh's
+//! pipes. A keystroke crosses this one process and no socket of ours; the
+//! agent's connection only brings how the shell ended.
 //!
-//! One thread polls every end: stdin, the master, stdout while output waits
-//! for it, the connection and the signals (a signalfd). The master and a
-//! terminal or pipe on stdout are used non-blocking, so `~.`, a signal or
-//! the session's end gets through whoever stops reading. The agent shares
-//! the master's open file and could make it blocking again: every call on
-//! it runs under an alarm, and one the alarm has to cut ends the session.
+//! One thread polls every end: stdin, the build's ends, stdout while output
+//! waits for it, the connection and the signals (a signalfd). The build's
+//! ends and a terminal or pipe on stdout are used non-blocking, so `~.`, a
+//! signal or the session's end gets through whoever stops reading.
 
+use super::build_terminal::BuildTerminal;
 use super::escape::Escape;
 use super::relay::RelayError;
 use super::terminal::{self, RawMode};
@@ -19,12 +19,11 @@ use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError
 use crate::sanitize::sanitize;
 use bytes::BytesMut;
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::{fstat, Mode, SFlag};
-use nix::unistd::alarm;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -40,8 +39,6 @@ const DRAIN_GRACE: Duration = Duration::from_millis(300);
 const FLUSH_PATIENCE: Duration = Duration::from_secs(10);
 /// How long the agent has to answer an attach.
 const ANSWER_PATIENCE: Duration = Duration::from_secs(10);
-/// The seconds a call on the master may block before it is cut.
-const MASTER_PATIENCE_SECS: u32 = 2;
 /// The most read from one end at a time.
 const READ_SIZE: usize = 64 * 1024;
 /// Reads of a burst of output before the other ends are looked at again.
@@ -80,24 +77,13 @@ pub fn open_session(connection: &UnixStream, request: Request) -> Result<(OwnedF
 /// the terminal is then raw and its size followed) or a signal comes;
 /// returns the shell's status, [`ESCAPED`], or 128 plus the signal. The
 /// shell's output passes `filter`, when given, on its way to the user.
-/// `resize`, where given, takes the window's new sizes in the terminal's
-/// place (a framed `--via`, whose terminal is the builder's).
-pub fn relay(
-    master: OwnedFd,
-    connection: UnixStream,
-    frames: BytesMut,
-    interactive: bool,
-    filter: Option<TerminalFilter>,
-    resize: Option<Box<dyn FnMut(u16, u16)>>,
-) -> Result<i32, RelayError> {
+/// `frames`: what the agent sent past its answer.
+pub fn relay(build: BuildTerminal, frames: BytesMut, interactive: bool, filter: Option<TerminalFilter>) -> Result<i32, RelayError> {
     let signals = watch_signals().map_err(|errno| RelayError::Signals(errno.into()))?;
-    cut_blocked_calls_on_alarm().map_err(|errno| RelayError::Signals(errno.into()))?;
-    set_nonblocking(master.as_fd()).map_err(RelayError::BuildTerminal)?;
-    connection.set_nonblocking(true).map_err(RelayError::Connection)?;
+    build.prepare()?;
     let _raw = interactive.then(RawMode::enter).flatten();
     let mut session = Session {
-        master,
-        connection,
+        build,
         frames,
         codec: ClientCodec::default(),
         stdin: std::io::stdin(),
@@ -105,10 +91,8 @@ pub fn relay(
         signals,
         escape: interactive.then(Escape::default),
         filter,
-        resize,
         stdin_open: true,
         master_open: true,
-        to_shell: Vec::new(),
         to_user: Vec::new(),
         ended: None,
     };
@@ -141,33 +125,6 @@ pub fn block_relay_signals() -> nix::Result<()> {
     relay_signals().thread_block()
 }
 
-extern "C" fn interrupt_only(_: nix::libc::c_int) {}
-
-/// Makes SIGALRM interrupt a blocked call (no `SA_RESTART`) and do nothing
-/// else.
-fn cut_blocked_calls_on_alarm() -> nix::Result<()> {
-    let action = SigAction::new(SigHandler::Handler(interrupt_only), SaFlags::empty(), SigSet::empty());
-    // SAFETY: the handler does nothing, so it is async-signal-safe.
-    unsafe { sigaction(Signal::SIGALRM, &action) }.map(drop)
-}
-
-/// Runs one call on the master under the alarm; a call the alarm cut (the
-/// master was made blocking behind our back) is an error.
-fn on_master<T>(call: impl FnOnce() -> nix::Result<T>) -> Result<nix::Result<T>, RelayError> {
-    alarm::set(MASTER_PATIENCE_SECS);
-    let result = call();
-    alarm::cancel();
-    match result {
-        Err(Errno::EINTR) => Err(RelayError::Stalled),
-        other => Ok(other),
-    }
-}
-
-fn set_nonblocking(fd: BorrowedFd) -> nix::Result<()> {
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
-}
-
 /// Where output goes: stdout opened again, non-blocking, when it is a
 /// terminal or a pipe (a description of our own, so the shell that started
 /// us keeps its blocking one); stdout itself otherwise (a file, or a socket
@@ -188,15 +145,17 @@ fn open_output() -> nix::Result<OwnedFd> {
 #[derive(Clone, Copy)]
 enum End {
     Stdin,
-    Master,
+    FromBuild,
+    ToBuild,
     Output,
     Connection,
     Signals,
 }
 
 struct Session {
-    master: OwnedFd,
-    connection: UnixStream,
+    build: BuildTerminal,
+    /// The agent's frames not yet decoded: from its connection, or, framed,
+    /// from the builder's relay.
     frames: BytesMut,
     codec: ClientCodec,
     stdin: std::io::Stdin,
@@ -204,11 +163,8 @@ struct Session {
     signals: SignalFd,
     escape: Option<Escape>,
     filter: Option<TerminalFilter>,
-    resize: Option<Box<dyn FnMut(u16, u16)>>,
     stdin_open: bool,
     master_open: bool,
-    /// Typed, not yet taken by the build's terminal.
-    to_shell: Vec<u8>,
     /// Printed, not yet taken by stdout.
     to_user: Vec<u8>,
     /// The shell's status, and until when its last output is still shown.
@@ -222,7 +178,7 @@ impl Session {
         loop {
             if let Some(code) = self.finished() {
                 for _ in 0..BURST {
-                    if !self.master_open || !self.to_user.is_empty() || !self.read_master(&mut buffer)? {
+                    if !self.master_open || !self.to_user.is_empty() || !self.read_build(&mut buffer)? {
                         break;
                     }
                 }
@@ -241,20 +197,18 @@ impl Session {
     fn interests(&self) -> Vec<(End, BorrowedFd<'_>, PollFlags)> {
         let mut ends = vec![(End::Signals, self.signals.as_fd(), PollFlags::POLLIN)];
         if self.ended.is_none() {
-            ends.push((End::Connection, self.connection.as_fd(), PollFlags::POLLIN));
-            if self.stdin_open && self.to_shell.is_empty() {
+            if let Some(connection) = self.build.connection() {
+                ends.push((End::Connection, connection.as_fd(), PollFlags::POLLIN));
+            }
+            if self.stdin_open && !self.build.pending() {
                 ends.push((End::Stdin, self.stdin.as_fd(), PollFlags::POLLIN));
             }
         }
-        let mut master = PollFlags::empty();
         if self.master_open && self.to_user.is_empty() {
-            master |= PollFlags::POLLIN;
+            ends.push((End::FromBuild, self.build.reader(), PollFlags::POLLIN));
         }
-        if self.master_open && !self.to_shell.is_empty() {
-            master |= PollFlags::POLLOUT;
-        }
-        if !master.is_empty() {
-            ends.push((End::Master, self.master.as_fd(), master));
+        if self.master_open && self.build.pending() {
+            ends.push((End::ToBuild, self.build.writer(), PollFlags::POLLOUT));
         }
         if !self.to_user.is_empty() {
             ends.push((End::Output, self.output.as_fd(), PollFlags::POLLOUT));
@@ -281,16 +235,16 @@ impl Session {
     /// Acts on one ready end; `Some` when the session is over.
     fn serve(&mut self, end: End, events: PollFlags, buffer: &mut [u8]) -> Result<Option<i32>, RelayError> {
         match end {
-            End::Signals => return Ok(self.take_signals()),
+            End::Signals => return self.take_signals(),
             End::Connection => return self.read_connection(buffer),
             End::Stdin => return self.read_stdin(buffer),
-            End::Master => {
-                self.write_shell()?;
+            End::ToBuild => self.build.flush()?,
+            End::FromBuild => {
                 if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                     // Read on while the shell prints and stdout takes it:
                     // one poll for a burst of output, not one per read.
                     let mut reads = 0;
-                    while reads < BURST && self.to_user.is_empty() && self.read_master(buffer)? {
+                    while reads < BURST && self.to_user.is_empty() && self.master_open && self.read_build(buffer)? {
                         reads += 1;
                     }
                 }
@@ -307,72 +261,69 @@ impl Session {
         (!self.master_open || Instant::now() >= until).then_some(code)
     }
 
-    fn take_signals(&mut self) -> Option<i32> {
+    fn take_signals(&mut self) -> Result<Option<i32>, RelayError> {
         while let Ok(Some(info)) = self.signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGWINCH) => {
                     let (rows, cols) = terminal::size();
-                    match self.resize.as_mut() {
-                        Some(resize) => resize(rows, cols),
-                        None => drop(terminal::set_size(self.master.as_fd(), rows, cols)),
-                    }
+                    self.build.resize(rows, cols)?;
                 }
-                Ok(signal) => return Some(128 + signal as i32),
+                Ok(signal) => return Ok(Some(128 + signal as i32)),
                 Err(_) => {}
             }
         }
-        None
+        Ok(None)
     }
 
     fn read_stdin(&mut self, buffer: &mut [u8]) -> Result<Option<i32>, RelayError> {
         match nix::unistd::read(self.stdin.as_fd(), buffer) {
-            Err(Errno::EINTR | Errno::EAGAIN) => return Ok(None),
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
             Ok(0) | Err(_) => {
                 // A fresh line, then the terminal's end-of-file character.
                 self.stdin_open = false;
-                self.to_shell.extend_from_slice(b"\n\x04");
+                self.build.type_in(b"\n\x04")?;
             }
             Ok(n) => match self.escape.as_mut().map_or(Some(buffer[..n].to_vec()), |escape| escape.scan(&buffer[..n])) {
-                Some(typed) => self.to_shell.extend_from_slice(&typed),
+                Some(typed) => self.build.type_in(&typed)?,
                 None => {
                     eprint!("\r\nnix-attach: left the session (~.)\r\n");
                     return Ok(Some(ESCAPED));
                 }
             },
         }
-        self.write_shell()?;
         Ok(None)
     }
 
-    /// Types what waits into the build's terminal, as far as it takes it.
-    /// A terminal that is gone takes nothing more.
-    fn write_shell(&mut self) -> Result<(), RelayError> {
-        while !self.to_shell.is_empty() {
-            match on_master(|| nix::unistd::write(&self.master, &self.to_shell))? {
-                Ok(0) | Err(Errno::EAGAIN) => break,
-                Ok(n) => drop(self.to_shell.drain(..n)),
-                Err(_) => self.to_shell.clear(),
+    /// Reads what the build sent and shows it; whether it read any.
+    fn read_build(&mut self, buffer: &mut [u8]) -> Result<bool, RelayError> {
+        match self.build.read(buffer)? {
+            Ok(n @ 1..) if self.build.is_framed() => {
+                self.frames.extend_from_slice(&buffer[..n]);
+                // What came before a frame that ends the session is shown.
+                let decoded = self.read_frames();
+                self.write_user()?;
+                decoded.map(|()| true)
             }
-        }
-        Ok(())
-    }
-
-    /// Reads what the shell printed and shows it; whether it read any.
-    fn read_master(&mut self, buffer: &mut [u8]) -> Result<bool, RelayError> {
-        match on_master(|| nix::unistd::read(self.master.as_fd(), buffer))? {
             Ok(n @ 1..) => {
-                match self.filter.as_mut() {
-                    Some(filter) => filter.feed(&buffer[..n], &mut self.to_user),
-                    None => self.to_user.extend_from_slice(&buffer[..n]),
-                }
+                self.show(&buffer[..n]);
                 self.write_user().map(|()| true)
             }
-            Err(Errno::EAGAIN) => Ok(false),
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(false),
+            // Framed, the relay's status comes before its end.
+            Ok(0) | Err(_) if self.build.is_framed() => Err(RelayError::Closed),
             // EIO: every process on the terminal is gone.
             Ok(0) | Err(_) => {
                 self.master_open = false;
                 Ok(false)
             }
+        }
+    }
+
+    /// Queues what the shell printed for the user, through the filter.
+    fn show(&mut self, printed: &[u8]) {
+        match self.filter.as_mut() {
+            Some(filter) => filter.feed(printed, &mut self.to_user),
+            None => self.to_user.extend_from_slice(printed),
         }
     }
 
@@ -406,7 +357,8 @@ impl Session {
     }
 
     fn read_connection(&mut self, buffer: &mut [u8]) -> Result<Option<i32>, RelayError> {
-        match std::io::Read::read(&mut &self.connection, buffer) {
+        let Some(mut connection) = self.build.connection() else { return Ok(None) };
+        match std::io::Read::read(&mut connection, buffer) {
             Ok(0) => Err(RelayError::Closed),
             Ok(n) => {
                 self.frames.extend_from_slice(&buffer[..n]);
@@ -418,9 +370,18 @@ impl Session {
     }
 
     /// Acts on the agent's frames: the shell's status starts the drain.
+    /// Framed, they also bring the build's output, and the status comes
+    /// after all of it.
     fn read_frames(&mut self) -> Result<(), RelayError> {
+        let framed = self.build.is_framed();
         while let Some(frame) = self.codec.decode(&mut self.frames)? {
             match frame {
+                AgentFrame::Output(printed) if framed => self.show(&printed),
+                AgentFrame::Exit(code) if framed => {
+                    self.ended = Some((code, Instant::now()));
+                    self.master_open = false;
+                    return Ok(());
+                }
                 AgentFrame::Exit(code) => self.ended = Some((code, Instant::now() + DRAIN_GRACE)),
                 AgentFrame::Error(message) => return Err(RelayError::Agent(sanitize(&message))),
                 AgentFrame::Terminal => return Err(RelayError::Unexpected("a second terminal")),
@@ -495,29 +456,78 @@ mod tests {
         assert!(matches!(answered_with(TERMINAL, &[]), Err(RelayError::NoTerminal)));
     }
 
+    /// A session on `build` that reads no input and shows on `output`.
+    fn session(build: BuildTerminal, output: OwnedFd) -> Session {
+        Session {
+            build,
+            frames: BytesMut::new(),
+            codec: ClientCodec::default(),
+            stdin: std::io::stdin(),
+            output,
+            signals: SignalFd::with_flags(&SigSet::empty(), SfdFlags::SFD_CLOEXEC).unwrap(),
+            escape: None,
+            filter: None,
+            stdin_open: false,
+            master_open: true,
+            to_user: Vec::new(),
+            ended: None,
+        }
+    }
+
+    /// How a framed session ends, and what the person sees, when the
+    /// builder's relay sends `frames` and then `tail`.
+    fn framed_session(frames: &[AgentFrame], tail: &[u8]) -> (Result<i32, RelayError>, Vec<u8>) {
+        let mut sent = Vec::new();
+        frames.iter().for_each(|frame| crate::protocol::write_frame(&mut sent, frame).unwrap());
+        sent.extend_from_slice(tail);
+        let (from_remote, builder) = nix::unistd::pipe().unwrap();
+        std::fs::File::from(builder).write_all(&sent).unwrap();
+        let (_builder_reads, to_remote) = nix::unistd::pipe().unwrap();
+        let (shown, output) = nix::unistd::pipe().unwrap();
+        let outcome = session(BuildTerminal::framed(to_remote, from_remote), output).run();
+        let mut seen = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(shown), &mut seen).unwrap();
+        (outcome, seen)
+    }
+
+    #[test]
+    fn a_builder_gets_the_terminal_s_bytes_and_the_shell_s_status_through() {
+        let (outcome, seen) =
+            framed_session(&[AgentFrame::Output("hi ".into()), AgentFrame::Output("$ ".into()), AgentFrame::Exit(3)], b"");
+        assert_eq!((outcome.unwrap(), seen), (3, b"hi $ ".to_vec()));
+    }
+
+    #[test]
+    fn a_builder_s_frame_it_never_sends_ends_the_session_after_what_came_before() {
+        for hostile in [AgentFrame::Stderr("x".into()), AgentFrame::Terminal, AgentFrame::Relaying(1)] {
+            let (outcome, seen) = framed_session(&[AgentFrame::Output("a".into()), hostile.clone(), AgentFrame::Output("b".into())], b"");
+            assert!(matches!(outcome, Err(RelayError::Unexpected(_))), "{hostile:?}: {outcome:?}");
+            assert_eq!(seen, b"a", "nothing after {hostile:?}");
+        }
+    }
+
+    #[test]
+    fn a_builder_s_broken_frames_or_silence_end_the_session_with_a_reason() {
+        let (outcome, _) = framed_session(&[], b"");
+        assert!(matches!(outcome, Err(RelayError::Closed)), "no status, no session: {outcome:?}");
+        let (outcome, _) = framed_session(&[AgentFrame::Output("a".into())], b"\0\0");
+        assert!(matches!(outcome, Err(RelayError::Closed)), "a frame cut short: {outcome:?}");
+        let (outcome, _) = framed_session(&[], &((crate::protocol::MAX_FRAME + 1) as u32).to_be_bytes());
+        assert!(matches!(outcome, Err(RelayError::Protocol(_))), "a frame over the bound: {outcome:?}");
+        let (outcome, _) = framed_session(&[], b"\0\0\0\x01\x7f");
+        assert!(matches!(outcome, Err(RelayError::Protocol(_))), "a kind no one sends: {outcome:?}");
+        let (outcome, _) = framed_session(&[AgentFrame::Error("no\x1b[2J build".into())], b"");
+        assert!(matches!(&outcome, Err(RelayError::Agent(message)) if !message.contains('\x1b')), "{outcome:?}");
+    }
+
     #[test]
     fn output_that_stdout_does_not_take_is_reported_as_a_write_to_stdout() {
         let pty = nix::pty::openpty(None, None).unwrap();
         let (connection, _agent) = UnixStream::pair().unwrap();
         let (reader, writer) = nix::unistd::pipe().unwrap();
         drop(reader);
-        let mut session = Session {
-            master: pty.master,
-            connection,
-            frames: BytesMut::new(),
-            codec: ClientCodec::default(),
-            stdin: std::io::stdin(),
-            output: writer,
-            signals: SignalFd::with_flags(&SigSet::empty(), SfdFlags::SFD_CLOEXEC).unwrap(),
-            escape: None,
-            filter: None,
-            resize: None,
-            stdin_open: false,
-            master_open: true,
-            to_shell: Vec::new(),
-            to_user: b"shown $ ".to_vec(),
-            ended: None,
-        };
+        let mut session = session(BuildTerminal::handed(pty.master, connection), writer);
+        session.to_user = b"shown $ ".to_vec();
         match session.write_user() {
             Err(err @ RelayError::WriteStdout(_)) => {
                 assert_eq!(format!("{:#}", anyhow::Error::from(err)), "cannot write to stdout: Broken pipe (os error 32)")
