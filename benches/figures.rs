@@ -93,40 +93,42 @@ fn main() {
     let mut figures = Vec::new();
     if std::env::var("BENCH_ONLY").as_deref() == Ok("remote") {
         eprintln!("bench: through --via");
-        write_results(&remote_figures(reps), None, &[]);
+        let (figures, via_idle_ticks) = remote_figures(reps);
+        write_results(&figures, None, &Counts { via_idle_ticks: Some(via_idle_ticks), ..Counts::default() });
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("release") {
         eprintln!("bench: attach to prompt and retry to paused");
-        write_results(&release_figures(reps), None, &[]);
+        write_results(&release_figures(reps), None, &Counts::default());
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("capture") {
         eprintln!("bench: capture throughput and replay to prompt");
-        write_results(&capture_figures(reps), None, &[]);
+        write_results(&capture_figures(reps), None, &Counts::default());
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("with") {
         eprintln!("bench: attach with --with to prompt");
-        write_results(&[with_figure(reps)], None, &[]);
+        write_results(&[with_figure(reps)], None, &Counts::default());
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("retry") {
         eprintln!("bench: retry to paused");
-        write_results(&[retry_figure(reps)], None, &[]);
+        write_results(&[retry_figure(reps)], None, &Counts::default());
         return;
     }
     eprintln!("bench: the daemon's pre-build hook");
     let (injection, hook_calls) = injection_figures(200, (reps * 3).max(20));
     if std::env::var("BENCH_ONLY").as_deref() == Ok("injection") {
-        write_results(&[injection], None, &hook_calls);
+        write_results(&[injection], None, &Counts { hook_calls, ..Counts::default() });
         return;
     }
     figures.push(injection);
     eprintln!("bench: retry to paused");
     figures.push(retry_figure(reps));
     eprintln!("bench: through --via");
-    figures.extend(remote_figures(reps));
+    let (remote, via_idle_ticks) = remote_figures(reps);
+    figures.extend(remote);
     eprintln!("bench: capture throughput and replay to prompt");
     figures.extend(capture_figures(reps));
     eprintln!("bench: attach with --with to prompt");
@@ -137,5 +139,5 @@ fn main() {
     eprintln!("bench: attach to prompt, keystrokes, bulk output, idle cost");
     let (session_figures, agent) = session_figures(reps, idle_secs);
     figures.extend(session_figures);
-    write_results(&figures, Some(agent), &hook_calls);
+    write_results(&figures, Some(agent), &Counts { hook_calls, via_idle_ticks: Some(via_idle_ticks) });
 }

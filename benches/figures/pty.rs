@@ -73,6 +73,11 @@ impl Pty {
 }
 
 impl Pty {
+    /// The command's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.process_id().expect("the PTY's command has a pid") as i32
+    }
+
     /// Waits a while for the command to end (it is killed on drop if not).
     pub fn wait_for_exit(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);

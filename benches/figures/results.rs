@@ -12,7 +12,15 @@ pub struct AgentCosts {
     pub size_mib: f64,
 }
 
-pub fn write_results(figures: &[Figure], agent: Option<AgentCosts>, hook_calls: &[f64]) {
+/// Rows that are counts, not ratios: the pre-build hook's calls, and what
+/// the two relays of an idle session through `--via` cost.
+#[derive(Default)]
+pub struct Counts {
+    pub hook_calls: Vec<f64>,
+    pub via_idle_ticks: Option<f64>,
+}
+
+pub fn write_results(figures: &[Figure], agent: Option<AgentCosts>, counts: &Counts) {
     let date = humantime::format_rfc3339_seconds(SystemTime::now());
     // Lix prints more lines after the first.
     let version = std::process::Command::new("nix").arg("--version").output().map(|out| out.stdout).unwrap_or_default();
@@ -38,8 +46,15 @@ pub fn write_results(figures: &[Figure], agent: Option<AgentCosts>, hook_calls: 
                 "ratio": ours / base, "goal": baseline.goal, "met": met }));
         }
     }
-    if !hook_calls.is_empty() {
-        write_hook_calls(&mut md, &mut json, hook_calls);
+    if !counts.hook_calls.is_empty() {
+        write_hook_calls(&mut md, &mut json, &counts.hook_calls);
+    }
+    if let Some(ticks) = counts.via_idle_ticks {
+        md += &format!(
+            "| relays' CPU ticks over 10 s with an idle session through --via, here and on the builder | {ticks} | | | | | 0 | {} |\n",
+            if ticks == 0.0 { "yes" } else { "no" }
+        );
+        json.push(json!({ "via_session_idle_ticks": ticks }));
     }
     if let Some(AgentCosts { idle_secs, idle_ticks, session_ticks, rss, size_mib }) = agent {
         md += &format!(
