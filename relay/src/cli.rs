@@ -72,6 +72,10 @@ pub enum Command {
         with: With,
         #[command(flatten)]
         remote: Remote,
+        /// Pass the agent's frames for the command on over stdout (run by
+        /// `exec --via` on the builder, over `ssh -T`).
+        #[arg(long, hide = true)]
+        framed: bool,
     },
     /// Say what failed in a waiting build, where, and which phases ran,
     /// failed and remain (`nix-attach status` inside it).
@@ -276,6 +280,12 @@ pub struct Remote {
     pub agent: Option<String>,
 }
 
+/// The builder `uri` names, with the key Nix's `builders` give it where
+/// the URI names none.
+fn via(uri: &str) -> anyhow::Result<Via> {
+    Ok(Via::parse(uri)?.with_key(remote::machines::find(uri).and_then(|machine| machine.key)))
+}
+
 impl Remote {
     /// Runs `nix-attach ARGS…` on the remote builder, if one is named.
     fn run(&self, args: Vec<String>, tty: remote::Tty) -> Option<anyhow::Result<i32>> {
@@ -285,17 +295,30 @@ impl Remote {
     /// `attach` on the builder `uri` over `ssh -T`, in frames
     /// ([`host::framed`]); `None` where its nix-attach speaks none.
     fn attach_framed(&self, uri: &str, id: Option<&str>, with: &With, unfiltered: bool) -> anyhow::Result<Option<i32>> {
-        let via = Via::parse(uri)?.with_key(remote::machines::find(uri).and_then(|machine| machine.key));
+        let via = via(uri)?;
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
         let args: Vec<String> =
             ["attach", "--framed", "--term", &term].into_iter().map(String::from).chain(with.args()).chain(id.map(String::from)).collect();
         host::framed::attach_via(remote::command(&via, self.agent.as_deref(), &args, remote::Tty::Framed), unfiltered)
     }
 
-    /// Runs `nix-attach ARGS…` on the builder `uri`, with the key Nix's
-    /// `builders` give it where the URI names none.
+    /// `exec` on the builder `uri` over `ssh -T`, its frames passed on
+    /// ([`host::framed`]); `None` where its nix-attach speaks none.
+    fn exec_framed(&self, uri: &str, id: &str, command: &[String], with: &With, unfiltered: bool) -> anyhow::Result<Option<i32>> {
+        let via = via(uri)?;
+        let args: Vec<String> = ["exec", "--framed"]
+            .into_iter()
+            .map(String::from)
+            .chain(with.args())
+            .chain([id.to_string(), "--".to_string()])
+            .chain(command.iter().cloned())
+            .collect();
+        host::framed::exec_via(remote::command(&via, self.agent.as_deref(), &args, remote::Tty::Framed), unfiltered)
+    }
+
+    /// Runs `nix-attach ARGS…` on the builder `uri`.
     fn run_on(&self, uri: &str, args: &[String], tty: remote::Tty) -> anyhow::Result<i32> {
-        let via = Via::parse(uri)?.with_key(remote::machines::find(uri).and_then(|machine| machine.key));
+        let via = via(uri)?;
         Ok(remote::run(&via, self.agent.as_deref(), args, tty)?)
     }
 }
@@ -306,6 +329,12 @@ fn unfiltered_flag(unfiltered: bool) -> Option<String> {
 }
 
 /// Whether stdin (and, with `both`, stdout) is a terminal, as a `Tty`.
+/// Whether `--via` at a terminal goes over `ssh -T` in frames: unless
+/// NIX_ATTACH_VIA_FRAMES=0 asks for `ssh -t` (docs/remote-builders.md).
+fn via_frames() -> bool {
+    std::env::var("NIX_ATTACH_VIA_FRAMES").as_deref() != Ok("0")
+}
+
 fn terminal(both: bool) -> remote::Tty {
     use std::io::IsTerminal;
     let yes = std::io::stdin().is_terminal() && (!both || std::io::stdout().is_terminal());
@@ -361,10 +390,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Attach { id, framed: true, term, with, .. } => host::attach_framed(id.as_deref(), &with.tools, term),
         Command::Attach { id, allow_clipboard_and_queries: unfiltered, with, remote, framed: false, .. } => {
-            // Framed --via over ssh -T, unless NIX_ATTACH_VIA_FRAMES=0 asks
-            // for ssh -t (docs/remote-builders.md).
-            let frames = std::env::var("NIX_ATTACH_VIA_FRAMES").as_deref() != Ok("0");
-            if let (Some(uri), remote::Tty::Yes, true) = (remote.via.as_deref(), terminal(false), frames) {
+            if let (Some(uri), remote::Tty::Yes, true) = (remote.via.as_deref(), terminal(false), via_frames()) {
                 if let Some(code) = remote.attach_framed(uri, id.as_deref(), &with, unfiltered)? {
                     return Ok(code);
                 }
@@ -373,7 +399,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let args = ["attach".to_string()].into_iter().chain(unfiltered_flag(unfiltered)).chain(with.args()).chain(id.clone()).collect();
             remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered, &with.tools))
         }
-        Command::Exec { id, allow_clipboard_and_queries: unfiltered, command, with, remote } => {
+        Command::Exec { id, command, with, framed: true, .. } => host::exec_framed(&id, command, &with.tools),
+        Command::Exec { id, allow_clipboard_and_queries: unfiltered, command, with, remote, framed: false } => {
+            if let (Some(uri), remote::Tty::Yes, true) = (remote.via.as_deref(), terminal(true), via_frames()) {
+                if let Some(code) = remote.exec_framed(uri, &id, &command, &with, unfiltered)? {
+                    return Ok(code);
+                }
+                eprintln!("nix-attach: the builder's nix-attach speaks no framed --via (an older one); running through ssh -t");
+            }
             let args = ["exec".to_string()]
                 .into_iter()
                 .chain(unfiltered_flag(unfiltered))

@@ -208,7 +208,28 @@ fn attach_via_at_a_terminal_speaks_frames_over_ssh_t_follows_the_window_and_leav
 }
 
 #[test]
-fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_through_ssh_t() {
+fn exec_via_at_a_terminal_speaks_frames_over_ssh_t_and_filters_what_the_builder_sends() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-exec-framed"));
+    let sshopts = remote.sshopts();
+    // It prints, sets the clipboard and queries the terminal between three
+    // letters, then waits for the file the spec makes once it saw ssh.
+    let script = "echo \"in=$insideVar\"; printf 'A\\033]52;c;aGVsbG8=\\007B\\033[6nC\\n'; \
+                  until [ -e \"$NIX_BUILD_TOP/go\" ]; do sleep 0.05; done; exit 7";
+    let args = ["exec", &id, "--via", VIA, "--agent", &agent, "--", "eval", script];
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 24, 80);
+    let shown = terminal.expect("in=remote-here");
+    terminal.expect_after(shown, "ABC");
+    assert!(ssh_runs_the_framed_relay(&id), "exec --via at a terminal runs ssh -T with the framed relay: {:?}", ssh_for(&id));
+    let go = nix_attach_via(&remote, &["exec", &id, "--via", VIA, "--agent", &agent, "--", "eval", "touch \"$NIX_BUILD_TOP/go\""]);
+    assert!(go.status.success(), "{}", String::from_utf8_lossy(&go.stderr));
+    assert_eq!(terminal.wait(), 7, "the command's status comes back");
+    drop(build);
+}
+
+#[test]
+fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_through_ssh_t() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-older"));
@@ -230,6 +251,11 @@ fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_through_ssh_t() {
     terminal.expect_after(inside, "in=remote-here");
     terminal.send("exit 4\r");
     assert_eq!(terminal.wait(), 4);
+    let args = ["exec", &id, "--via", VIA, "--agent", older.to_str().unwrap(), "--", "eval", "echo \"in=$insideVar\"; exit 5"];
+    let mut exec = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let fell_back = exec.expect("speaks no framed --via (an older one); running through ssh -t");
+    exec.expect_after(fell_back, "in=remote-here");
+    assert_eq!(exec.wait(), 5);
     let _ = std::fs::remove_file(&older);
     drop(build);
 }

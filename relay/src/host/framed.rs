@@ -19,16 +19,20 @@
 //! terminal output and a status come through. A builder whose nix-attach
 //! does not greet first speaks no framed `--via` (an older one): the caller
 //! then attaches through `ssh -t`, as before.
+//!
+//! `exec --via` at a terminal goes the same way: `exec --framed` on the
+//! builder passes the agent's frames for the command on, and they are read
+//! here as a local exec reads them ([`super::relay::follow`]).
 
 use super::build_terminal::BuildTerminal;
 use super::relay::RelayError;
-use crate::protocol::{read_frame, write_frame, AgentFrame, ClientCodec, ClientFrame, Request, MAX_FRAME};
+use crate::protocol::{read_frame, write_frame, AgentFrame, ClientCodec, ClientFrame, Hello, Request, MAX_FRAME};
 use bytes::BytesMut;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::codec::Decoder;
@@ -63,13 +67,58 @@ pub fn attach(reach: impl FnOnce() -> anyhow::Result<(UnixStream, Vec<String>)>,
             stdout.flush()?;
             Ok(code)
         }
-        Err(err) => {
-            let _ = write_frame(&mut stdout, &AgentFrame::Error(format!("{err:#}")));
-            let _ = write_frame(&mut stdout, &AgentFrame::Exit(super::ERROR_EXIT));
-            let _ = stdout.flush();
-            Ok(super::ERROR_EXIT)
+        Err(err) => Ok(say_failure(&mut stdout, &err)),
+    }
+}
+
+/// `nix-attach exec --framed`: the builder's half of `exec --via` over
+/// `ssh -T`. Greets, asks the agent `reach()` reaches to run `argv` with no
+/// input (as a local exec at a terminal does), and passes the agent's
+/// frames on unchanged: the person's side reads them strictly, as a local
+/// exec reads an agent's ([`super::relay::follow`]). The session ends with
+/// the agent's, or once the person's side is gone (its input ends), which
+/// ends the command as a local exec's end does.
+pub fn exec(reach: impl FnOnce() -> anyhow::Result<(UnixStream, Vec<String>)>, argv: Vec<String>) -> anyhow::Result<i32> {
+    let mut stdout = frames_out()?;
+    write_frame(&mut stdout, &AgentFrame::Relaying(VERSION))?;
+    let outcome = (|| {
+        let (connection, path) = reach()?;
+        let hello = Hello { version: crate::protocol::VERSION, request: Request::Exec { argv, path } };
+        write_frame(&mut &connection, &ClientFrame::Hello(hello))?;
+        write_frame(&mut &connection, &ClientFrame::InputEof)?;
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            std::process::exit(super::ERROR_EXIT);
+        });
+        pass_on(&connection, &mut stdout)?;
+        Ok(0)
+    })();
+    outcome.or_else(|err: anyhow::Error| Ok(say_failure(&mut stdout, &err)))
+}
+
+/// Passes what the agent sends on to stdout, a read and a write at a time,
+/// until it closes the connection. Not `std::io::copy`: it splices a
+/// socket into a pipe, and so the command's first output never reached
+/// the person's side in about half the spec's runs; read and write, it
+/// always did.
+fn pass_on(connection: &UnixStream, stdout: &mut std::fs::File) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; crate::protocol::CHUNK];
+    loop {
+        match (&*connection).read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => stdout.write_all(&buffer[..n])?,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
         }
     }
+}
+
+/// Tells the person's side what failed, and a status to end on.
+fn say_failure(stdout: &mut std::fs::File, err: &anyhow::Error) -> i32 {
+    let _ = write_frame(stdout, &AgentFrame::Error(format!("{err:#}")));
+    let _ = write_frame(stdout, &AgentFrame::Exit(super::ERROR_EXIT));
+    let _ = stdout.flush();
+    super::ERROR_EXIT
 }
 
 /// Stdout for frames, unbuffered: a frame leaves in one write, and ssh
@@ -171,15 +220,20 @@ fn forward_input(master: OwnedFd) {
     std::process::exit(super::pty_relay::ESCAPED);
 }
 
-/// `attach --via` at a terminal over `ssh -T`: `ssh` runs `attach
-/// --framed` on the builder. Returns the session's status, or `None` where
-/// the builder's nix-attach speaks no framed `--via`.
-pub fn attach_via(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>> {
-    // Before any thread starts: a signal (a new window size) must wait for
-    // the relay, not reach a thread that ignores it.
-    super::pty_relay::block_relay_signals()?;
+/// ssh, started with a builder's framed relay at its other end.
+enum Started {
+    /// The relay greeted: its pipes. What ssh says is shown from now on.
+    Greeted { child: Child, to_remote: ChildStdin, from_remote: ChildStdout },
+    /// The builder's nix-attach refused `--framed`: an older one.
+    Older,
+    /// ssh or the builder failed: what they said is shown; ssh's status.
+    Failed(i32),
+}
+
+/// Runs `ssh` and waits for the framed relay's greeting.
+fn start(mut ssh: Command) -> anyhow::Result<Started> {
     let mut child = ssh.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let (mut to_remote, mut from_remote) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
+    let (to_remote, mut from_remote) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
     let said = Arc::new(Mutex::new(Said::default()));
     let stderr_thread = {
         let (stderr, said) = (child.stderr.take().expect("piped"), said.clone());
@@ -193,12 +247,27 @@ pub fn attach_via(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i
         // does not know; anything else (ssh's failure, no nix-attach
         // there) is told as it is, and the status passed on.
         if String::from_utf8_lossy(&said).contains("--framed") {
-            return Ok(None);
+            return Ok(Started::Older);
         }
         let _ = std::io::stderr().write_all(&said);
-        return Ok(Some(child.wait().ok().and_then(|status| status.code()).unwrap_or(super::ERROR_EXIT)));
+        return Ok(Started::Failed(child.wait().ok().and_then(|status| status.code()).unwrap_or(super::ERROR_EXIT)));
     }
     said.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).show();
+    Ok(Started::Greeted { child, to_remote, from_remote })
+}
+
+/// `attach --via` at a terminal over `ssh -T`: `ssh` runs `attach
+/// --framed` on the builder. Returns the session's status, or `None` where
+/// the builder's nix-attach speaks no framed `--via`.
+pub fn attach_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>> {
+    // Before any thread starts: a signal (a new window size) must wait for
+    // the relay, not reach a thread that ignores it.
+    super::pty_relay::block_relay_signals()?;
+    let (mut child, mut to_remote, from_remote) = match start(ssh)? {
+        Started::Greeted { child, to_remote, from_remote } => (child, to_remote, from_remote),
+        Started::Older => return Ok(None),
+        Started::Failed(code) => return Ok(Some(code)),
+    };
     let (rows, cols) = super::terminal::size();
     write_frame(&mut to_remote, &ClientFrame::Resize { rows, cols })?;
     let build = BuildTerminal::framed(OwnedFd::from(to_remote), OwnedFd::from(from_remote));
@@ -206,6 +275,27 @@ pub fn attach_via(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i
     let status = super::pty_relay::relay(build, BytesMut::new(), true, filter);
     end(&mut child);
     Ok(Some(status?))
+}
+
+/// `exec --via` at a terminal over `ssh -T`: `ssh` runs `exec --framed` on
+/// the builder, and the agent's frames it passes on are read here as a
+/// local exec reads them: strictly, output through the filter unless
+/// `unfiltered`, then the status. Returns that, or `None` where the
+/// builder's nix-attach speaks no framed `--via`.
+pub fn exec_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>> {
+    let (mut child, to_remote, from_remote) = match start(ssh)? {
+        Started::Greeted { child, to_remote, from_remote } => (child, to_remote, from_remote),
+        Started::Older => return Ok(None),
+        Started::Failed(code) => return Ok(Some(code)),
+    };
+    let status = crate::runtime::run(async move {
+        let from_remote = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(from_remote)).map_err(RelayError::Connection)?;
+        super::relay::follow(from_remote, !unfiltered).await
+    });
+    // Its end of input tells the builder's relay that the session is over.
+    drop(to_remote);
+    end(&mut child);
+    Ok(Some(status??))
 }
 
 /// What ssh and the builder said on stderr: kept until the relay greets

@@ -105,6 +105,12 @@ pub fn exec(query: &str, argv: Vec<String>, unfiltered: bool, with: &[String]) -
     session_over(connection, Request::Exec { argv, path }, forward_stdin, !unfiltered)
 }
 
+/// `nix-attach exec --framed`: the builder's half of `exec --via` over
+/// `ssh -T` ([`framed`]).
+pub fn exec_framed(query: &str, argv: Vec<String>, with: &[String]) -> anyhow::Result<i32> {
+    framed::exec(|| reach_with(Some(query), with), argv)
+}
+
 /// [`reach`], with the tools `with` names mounted into the build first
 /// ([`crate::tools`]); returns the connection and the directories the
 /// session's PATH starts with. Root mounts them, or, for an ordinary

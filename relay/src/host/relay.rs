@@ -1,5 +1,7 @@
 //! Relays stdin and stdout to a command run in the build (or sends a
-//! release) over framed messages, until the agent reports how it ended.
+//! release) over framed messages, until the agent reports how it ended;
+//! or follows such a session that a builder's framed relay asked for
+//! (`exec --via`, [`super::framed`]), reading its frames the same way.
 //!
 //! Reading frames never waits on sending: input goes out in a future of its
 //! own, so a command that floods output while it is fed input cannot
@@ -9,16 +11,15 @@ use super::input::Input;
 use super::terminal_filter::TerminalFilter;
 use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, Stream, StreamExt};
 use std::io::IsTerminal;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedRead};
 
 type Sink = SplitSink<Framed<UnixStream, ClientCodec>, ClientFrame>;
-type Frames = SplitStream<Framed<UnixStream, ClientCodec>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -58,8 +59,7 @@ pub enum RelayError {
 /// `stdin`, when given, is sent to the session. With `filter`, output for
 /// a terminal passes a [`TerminalFilter`].
 pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Input>, filter: bool) -> Result<i32, RelayError> {
-    let mut terminated = signal(SignalKind::terminate()).map_err(RelayError::Signals)?;
-    let mut hung_up = signal(SignalKind::hangup()).map_err(RelayError::Signals)?;
+    let mut signals = EndSignals::watch()?;
     let (mut sink, frames) = Framed::new(stream, ClientCodec::default()).split();
     if sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await.is_err() {
         // The agent may have refused us and closed before reading: its
@@ -69,14 +69,48 @@ pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Inpu
     tokio::select! {
         outcome = read_frames(frames, filter) => outcome,
         never = forward_input(sink, stdin) => never,
-        Some(()) = terminated.recv() => Ok(128 + 15),
-        Some(()) = hung_up.recv() => Ok(128 + 1),
+        code = signals.next() => Ok(code),
+    }
+}
+
+/// Follows a session that a builder's framed relay asked its agent for,
+/// with no input: reads the agent's frames it passes on from `from_remote`,
+/// strictly, until the status comes. With `filter`, output for a terminal
+/// passes a [`TerminalFilter`].
+pub async fn follow(from_remote: impl AsyncRead + Unpin, filter: bool) -> Result<i32, RelayError> {
+    let mut signals = EndSignals::watch()?;
+    tokio::select! {
+        outcome = read_frames(FramedRead::new(from_remote, ClientCodec::default()), filter) => outcome,
+        code = signals.next() => Ok(code),
+    }
+}
+
+/// SIGTERM and SIGHUP, which end a session with 128 plus the signal.
+struct EndSignals {
+    terminated: tokio::signal::unix::Signal,
+    hung_up: tokio::signal::unix::Signal,
+}
+
+impl EndSignals {
+    fn watch() -> Result<EndSignals, RelayError> {
+        let terminated = signal(SignalKind::terminate()).map_err(RelayError::Signals)?;
+        let hung_up = signal(SignalKind::hangup()).map_err(RelayError::Signals)?;
+        Ok(EndSignals { terminated, hung_up })
+    }
+
+    /// The status the next of them ends the session with.
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            Some(()) = self.terminated.recv() => 128 + 15,
+            Some(()) = self.hung_up.recv() => 128 + 1,
+            else => std::future::pending().await,
+        }
     }
 }
 
 /// Shows the command's output until it reports its status. Writes go
 /// through tokio, so that a pipe that stops draining leaves signals working.
-async fn read_frames(mut frames: Frames, filter: bool) -> Result<i32, RelayError> {
+async fn read_frames(mut frames: impl Stream<Item = Result<AgentFrame, ProtocolError>> + Unpin, filter: bool) -> Result<i32, RelayError> {
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
     let mut stdout_filter = (filter && std::io::stdout().is_terminal()).then(TerminalFilter::default);
     let mut stderr_filter = (filter && std::io::stderr().is_terminal()).then(TerminalFilter::default);
