@@ -228,6 +228,38 @@ fn exec_via_at_a_terminal_speaks_frames_over_ssh_t_and_filters_what_the_builder_
     drop(build);
 }
 
+/// Whether a process with `marker` for one of its words runs, here or on
+/// the remote builder (its processes are in a pid namespace below this
+/// one). The commands that started it hold the marker inside longer words.
+fn runs(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        cmdline.split(|byte| *byte == 0).any(|word| word == marker.as_bytes())
+    })
+}
+
+#[test]
+fn an_interrupted_exec_via_at_a_terminal_leaves_no_process_of_its_command_on_the_builder() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-exec-interrupted"));
+    let sshopts = remote.sshopts();
+    let marker = crate::support::unique_name("still-running");
+    let script = format!("\"$BASH\" -c 'echo started; sleep 1000; :' {marker}");
+    let args = ["exec", &id, "--via", VIA, "--agent", &agent, "--", "eval", &script];
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 24, 80);
+    terminal.expect("started");
+    assert!(runs(&marker), "the command runs on the builder");
+    terminal.send("\x03");
+    terminal.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while runs(&marker) {
+        assert!(std::time::Instant::now() < deadline, "the command outlived the interrupted exec --via");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(build);
+}
+
 #[test]
 fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_through_ssh_t() {
     let remote = RemoteBuilder::start();
