@@ -93,7 +93,7 @@ pub fn relay(build: BuildTerminal, frames: BytesMut, interactive: bool, filter: 
         filter,
         stdin_open: true,
         master_open: true,
-        to_user: Vec::new(),
+        to_user: Unsent::default(),
         ended: None,
     };
     session.run()
@@ -141,6 +141,33 @@ fn open_output() -> nix::Result<OwnedFd> {
     nix::unistd::dup(stdout.as_fd())
 }
 
+/// What waits for stdout: the bytes, and how far stdout took them. A
+/// terminal takes a little at a time; what it took is skipped, not moved.
+#[derive(Default)]
+struct Unsent {
+    bytes: Vec<u8>,
+    taken: usize,
+}
+
+impl Unsent {
+    fn is_empty(&self) -> bool {
+        self.taken == self.bytes.len()
+    }
+
+    fn unsent(&self) -> &[u8] {
+        &self.bytes[self.taken..]
+    }
+
+    /// Stdout took `n` more; once it took all, the buffer starts again.
+    fn taken(&mut self, n: usize) {
+        self.taken += n;
+        if self.is_empty() {
+            self.bytes.clear();
+            self.taken = 0;
+        }
+    }
+}
+
 /// The ends the relay polls.
 #[derive(Clone, Copy)]
 enum End {
@@ -166,7 +193,7 @@ struct Session {
     stdin_open: bool,
     master_open: bool,
     /// Printed, not yet taken by stdout.
-    to_user: Vec<u8>,
+    to_user: Unsent,
     /// The shell's status, and until when its last output is still shown.
     ended: Option<(i32, Instant)>,
 }
@@ -322,17 +349,17 @@ impl Session {
     /// Queues what the shell printed for the user, through the filter.
     fn show(&mut self, printed: &[u8]) {
         match self.filter.as_mut() {
-            Some(filter) => filter.feed(printed, &mut self.to_user),
-            None => self.to_user.extend_from_slice(printed),
+            Some(filter) => filter.feed(printed, &mut self.to_user.bytes),
+            None => self.to_user.bytes.extend_from_slice(printed),
         }
     }
 
     /// Shows what waits, as far as stdout takes it now.
     fn write_user(&mut self) -> Result<(), RelayError> {
         while !self.to_user.is_empty() {
-            match nix::unistd::write(&self.output, &self.to_user) {
+            match nix::unistd::write(&self.output, self.to_user.unsent()) {
                 Ok(0) | Err(Errno::EAGAIN) => return Ok(()),
-                Ok(n) => drop(self.to_user.drain(..n)),
+                Ok(n) => self.to_user.taken(n),
                 Err(Errno::EINTR) => {}
                 Err(err) => return Err(RelayError::WriteStdout(err.into())),
             }
@@ -403,6 +430,19 @@ mod tests {
     /// A terminal frame, as the agent sends it.
     const TERMINAL: &[u8] = b"\0\0\0\x01\x85";
 
+    #[test]
+    fn what_stdout_took_is_skipped_and_the_rest_waits_in_order() {
+        let mut unsent = Unsent::default();
+        unsent.bytes.extend_from_slice(b"one two");
+        unsent.taken(4);
+        assert_eq!(unsent.unsent(), b"two");
+        assert!(!unsent.is_empty());
+        unsent.taken(3);
+        assert!(unsent.is_empty() && unsent.bytes.is_empty(), "all taken: the buffer starts again");
+        unsent.bytes.extend_from_slice(b"three");
+        assert_eq!(unsent.unsent(), b"three");
+    }
+
     /// Sends `frame` with `fds` beside it, as an agent could, and opens a
     /// session on the other end.
     fn answered_with(frame: &[u8], fds: &[RawFd]) -> Result<(OwnedFd, BytesMut), RelayError> {
@@ -469,7 +509,7 @@ mod tests {
             filter: None,
             stdin_open: false,
             master_open: true,
-            to_user: Vec::new(),
+            to_user: Unsent::default(),
             ended: None,
         }
     }
@@ -527,7 +567,7 @@ mod tests {
         let (reader, writer) = nix::unistd::pipe().unwrap();
         drop(reader);
         let mut session = session(BuildTerminal::handed(pty.master, connection), writer);
-        session.to_user = b"shown $ ".to_vec();
+        session.to_user.bytes = b"shown $ ".to_vec();
         match session.write_user() {
             Err(err @ RelayError::WriteStdout(_)) => {
                 assert_eq!(format!("{:#}", anyhow::Error::from(err)), "cannot write to stdout: Broken pipe (os error 32)")

@@ -69,8 +69,18 @@ impl TerminalFilter {
     /// Filters the next piece of output, appending what may be shown to
     /// `shown`.
     pub fn feed(&mut self, output: &[u8], shown: &mut Vec<u8>) {
-        for &byte in output {
-            self.step(byte, shown);
+        let mut rest = output;
+        while let Some((&byte, after)) = rest.split_first() {
+            if self.state == State::Ground && byte != ESC && byte != ENQ {
+                // Plain output passes in runs, up to the next byte the
+                // filter reads: most output is one run.
+                let run = memchr::memchr2(ESC, ENQ, rest).unwrap_or(rest.len());
+                shown.extend_from_slice(&rest[..run]);
+                rest = &rest[run..];
+            } else {
+                self.step(byte, shown);
+                rest = after;
+            }
         }
     }
 
