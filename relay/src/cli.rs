@@ -328,13 +328,41 @@ fn unfiltered_flag(unfiltered: bool) -> Option<String> {
     unfiltered.then(|| "--allow-clipboard-and-queries".to_string())
 }
 
-/// Whether stdin (and, with `both`, stdout) is a terminal, as a `Tty`.
-/// Whether `--via` at a terminal goes over `ssh -T` in frames: unless
-/// NIX_ATTACH_VIA_FRAMES=0 asks for `ssh -t` (docs/remote-builders.md).
-fn via_frames() -> bool {
-    std::env::var("NIX_ATTACH_VIA_FRAMES").as_deref() != Ok("0")
+/// How `--via` at a terminal reaches the builder (NIX_ATTACH_VIA_FRAMES,
+/// docs/remote-builders.md).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ViaFrames {
+    /// `0`: through `ssh -t`.
+    Never,
+    /// Unset: over `ssh -T` in frames, through `ssh -t` where the
+    /// builder's nix-attach speaks none.
+    Preferred,
+    /// `1`: in frames only. A builder that claims to be older would
+    /// otherwise get `ssh -t`, where its output is not filtered here.
+    Required,
 }
 
+fn via_frames() -> ViaFrames {
+    match std::env::var("NIX_ATTACH_VIA_FRAMES").as_deref() {
+        Ok("0") => ViaFrames::Never,
+        Ok("1") => ViaFrames::Required,
+        _ => ViaFrames::Preferred,
+    }
+}
+
+/// The fallback to `ssh -t` for a builder whose nix-attach speaks no
+/// frames: said in one line, or refused where frames are required.
+fn without_frames(frames: ViaFrames, what: &str) -> anyhow::Result<()> {
+    if frames == ViaFrames::Required {
+        anyhow::bail!(
+            "the builder's nix-attach speaks no framed --via (an older one), and NIX_ATTACH_VIA_FRAMES=1 asks for frames only; update nix-attach there, or unset NIX_ATTACH_VIA_FRAMES"
+        );
+    }
+    eprintln!("nix-attach: the builder's nix-attach speaks no framed --via (an older one); {what} through ssh -t");
+    Ok(())
+}
+
+/// Whether stdin (and, with `both`, stdout) is a terminal, as a `Tty`.
 fn terminal(both: bool) -> remote::Tty {
     use std::io::IsTerminal;
     let yes = std::io::stdin().is_terminal() && (!both || std::io::stdout().is_terminal());
@@ -390,22 +418,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Attach { id, framed: true, term, with, .. } => host::attach_framed(id.as_deref(), &with.tools, term),
         Command::Attach { id, allow_clipboard_and_queries: unfiltered, with, remote, framed: false, .. } => {
-            if let (Some(uri), remote::Tty::Yes, true) = (remote.via.as_deref(), terminal(false), via_frames()) {
+            let frames = via_frames();
+            if let (Some(uri), remote::Tty::Yes, false) = (remote.via.as_deref(), terminal(false), frames == ViaFrames::Never) {
                 if let Some(code) = remote.attach_framed(uri, id.as_deref(), &with, unfiltered)? {
                     return Ok(code);
                 }
-                eprintln!("nix-attach: the builder's nix-attach speaks no framed --via (an older one); attaching through ssh -t");
+                without_frames(frames, "attaching")?;
             }
             let args = ["attach".to_string()].into_iter().chain(unfiltered_flag(unfiltered)).chain(with.args()).chain(id.clone()).collect();
             remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered, &with.tools))
         }
         Command::Exec { id, command, with, framed: true, .. } => host::exec_framed(&id, command, &with.tools),
         Command::Exec { id, allow_clipboard_and_queries: unfiltered, command, with, remote, framed: false } => {
-            if let (Some(uri), remote::Tty::Yes, true) = (remote.via.as_deref(), terminal(true), via_frames()) {
+            let frames = via_frames();
+            if let (Some(uri), remote::Tty::Yes, false) = (remote.via.as_deref(), terminal(true), frames == ViaFrames::Never) {
                 if let Some(code) = remote.exec_framed(uri, &id, &command, &with, unfiltered)? {
                     return Ok(code);
                 }
-                eprintln!("nix-attach: the builder's nix-attach speaks no framed --via (an older one); running through ssh -t");
+                without_frames(frames, "running")?;
             }
             let args = ["exec".to_string()]
                 .into_iter()

@@ -260,19 +260,25 @@ fn an_interrupted_exec_via_at_a_terminal_leaves_no_process_of_its_command_on_the
     drop(build);
 }
 
+/// A nix-attach for the builder that runs the shell `before`, then the
+/// build's agent. In the checkout, which the remote builder sees as this
+/// machine does.
+fn agent_after(prefix: &str, before: &str, agent: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(crate::support::unique_name(prefix));
+    std::fs::write(&path, format!("#!/bin/sh\n{before}\nexec {agent} \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
 #[test]
 fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_through_ssh_t() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-older"));
     // An older nix-attach refuses `--framed` as clap refuses any unknown flag.
-    // In the checkout, which the remote builder sees as this machine does.
-    let older = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(crate::support::unique_name("older-nix-attach"));
-    let script = format!(
-        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" != --framed ] || {{ echo \"error: unexpected argument '--framed' found\" >&2; exit 2; }}; done\nexec {agent} \"$@\"\n"
-    );
-    std::fs::write(&older, script).unwrap();
-    std::fs::set_permissions(&older, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let refuses =
+        "for a in \"$@\"; do [ \"$a\" != --framed ] || { echo \"error: unexpected argument '--framed' found\" >&2; exit 2; }; done";
+    let older = agent_after("older-nix-attach", refuses, &agent);
     let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
     let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
@@ -288,7 +294,35 @@ fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_thr
     let fell_back = exec.expect("speaks no framed --via (an older one); running through ssh -t");
     exec.expect_after(fell_back, "in=remote-here");
     assert_eq!(exec.wait(), 5);
+    // Where frames are required, a builder that says it is older (its
+    // output would not pass the filter here under ssh -t) is refused.
+    let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
+    let env = [("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "1")];
+    let mut required = Terminal::spawn_with_env(nix_attach(), &args, &env, 40, 160);
+    required.expect("NIX_ATTACH_VIA_FRAMES=1 asks for frames only");
+    assert_ne!(required.wait(), 0);
+    assert!(!required.screen().contains(" $ "), "no session through ssh -t: {}", required.screen());
     let _ = std::fs::remove_file(&older);
+    drop(build);
+}
+
+#[test]
+fn what_the_builder_says_on_stderr_passes_the_filter_as_its_output_does() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-stderr"));
+    // A builder whose nix-attach sets the clipboard and queries the
+    // terminal on stderr, between three letters, before it relays.
+    let noisy = agent_after("noisy-nix-attach", "printf 'A\\033]52;c;aGVsbG8=\\007B\\033[6nC\\n' >&2", &agent);
+    let sshopts = remote.sshopts();
+    let args = ["attach", &id, "--via", VIA, "--agent", noisy.to_str().unwrap()];
+    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let said = terminal.expect("ABC");
+    let inside = terminal.expect_after(said, " $ ");
+    terminal.send("exit 4\r");
+    terminal.expect_after(inside, "exit");
+    assert_eq!(terminal.wait(), 4);
+    let _ = std::fs::remove_file(&noisy);
     drop(build);
 }
 

@@ -26,6 +26,7 @@
 
 use super::build_terminal::BuildTerminal;
 use super::relay::RelayError;
+use super::terminal_filter::TerminalFilter;
 use crate::protocol::{read_frame, write_frame, AgentFrame, ClientCodec, ClientFrame, Hello, Request, MAX_FRAME};
 use bytes::BytesMut;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -230,27 +231,36 @@ enum Started {
     Failed(i32),
 }
 
-/// Runs `ssh` and waits for the framed relay's greeting.
-fn start(mut ssh: Command) -> anyhow::Result<Started> {
+/// Runs `ssh` and waits for the framed relay's greeting. What ssh says is
+/// filtered unless `unfiltered`.
+fn start(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Started> {
     let mut child = ssh.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let (to_remote, mut from_remote) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
-    let said = Arc::new(Mutex::new(Said::default()));
+    let said = Arc::new(Mutex::new(Said::new(unfiltered)));
     let stderr_thread = {
         let (stderr, said) = (child.stderr.take().expect("piped"), said.clone());
         std::thread::spawn(move || pass_stderr(stderr, &said))
     };
-    if !matches!(read_frame::<AgentFrame>(&mut from_remote), Ok(Some(AgentFrame::Relaying(VERSION)))) {
+    let greeting = read_frame::<AgentFrame>(&mut from_remote);
+    if !matches!(greeting, Ok(Some(AgentFrame::Relaying(VERSION)))) {
+        // Once the other end closed, ssh ends with the remote command's
+        // status; it is cut short only if it does not end soon.
+        let status = match greeting {
+            Ok(None) => wait_a_while(&mut child),
+            _ => None,
+        };
         end(&mut child);
         let _ = stderr_thread.join();
-        let said = std::mem::take(&mut said.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).kept);
+        let mut said = said.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let kept = std::mem::take(&mut said.kept);
         // An older nix-attach refuses the flag, as clap refuses any it
         // does not know; anything else (ssh's failure, no nix-attach
         // there) is told as it is, and the status passed on.
-        if String::from_utf8_lossy(&said).contains("--framed") {
+        if String::from_utf8_lossy(&kept).contains("--framed") {
             return Ok(Started::Older);
         }
-        let _ = std::io::stderr().write_all(&said);
-        return Ok(Started::Failed(child.wait().ok().and_then(|status| status.code()).unwrap_or(super::ERROR_EXIT)));
+        said.say(&kept);
+        return Ok(Started::Failed(status.and_then(|status| status.code()).unwrap_or(super::ERROR_EXIT)));
     }
     said.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).show();
     Ok(Started::Greeted { child, to_remote, from_remote })
@@ -263,7 +273,12 @@ pub fn attach_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>>
     // Before any thread starts: a signal (a new window size) must wait for
     // the relay, not reach a thread that ignores it.
     super::pty_relay::block_relay_signals()?;
-    let (mut child, mut to_remote, from_remote) = match start(ssh)? {
+    let started = start(ssh, unfiltered)?;
+    if !matches!(started, Started::Greeted { .. }) {
+        // No relay here: the signals are the process's again.
+        super::pty_relay::unblock_relay_signals()?;
+    }
+    let (mut child, mut to_remote, from_remote) = match started {
         Started::Greeted { child, to_remote, from_remote } => (child, to_remote, from_remote),
         Started::Older => return Ok(None),
         Started::Failed(code) => return Ok(Some(code)),
@@ -283,7 +298,7 @@ pub fn attach_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>>
 /// `unfiltered`, then the status. Returns that, or `None` where the
 /// builder's nix-attach speaks no framed `--via`.
 pub fn exec_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>> {
-    let (mut child, to_remote, from_remote) = match start(ssh)? {
+    let (mut child, to_remote, from_remote) = match start(ssh, unfiltered)? {
         Started::Greeted { child, to_remote, from_remote } => (child, to_remote, from_remote),
         Started::Older => return Ok(None),
         Started::Failed(code) => return Ok(Some(code)),
@@ -299,18 +314,35 @@ pub fn exec_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>> {
 }
 
 /// What ssh and the builder said on stderr: kept until the relay greets
-/// (it may be an older nix-attach refusing `--framed`), shown from then on.
-#[derive(Default)]
+/// (it may be an older nix-attach refusing `--framed`), shown from then on,
+/// through the filter (the builder writes there as it likes), unless the
+/// person allowed clipboard and queries.
 struct Said {
     shown: bool,
     kept: Vec<u8>,
+    filter: Option<TerminalFilter>,
 }
 
 impl Said {
+    fn new(unfiltered: bool) -> Said {
+        Said { shown: false, kept: Vec::new(), filter: (!unfiltered).then(TerminalFilter::default) }
+    }
+
     /// Shows what was kept, and whatever comes from now on.
     fn show(&mut self) {
         self.shown = true;
-        let _ = std::io::stderr().write_all(&std::mem::take(&mut self.kept));
+        let kept = std::mem::take(&mut self.kept);
+        self.say(&kept);
+    }
+
+    /// Writes `bytes` to stderr, through the filter.
+    fn say(&mut self, bytes: &[u8]) {
+        let mut shown = Vec::with_capacity(bytes.len());
+        match self.filter.as_mut() {
+            Some(filter) => filter.feed(bytes, &mut shown),
+            None => shown.extend_from_slice(bytes),
+        }
+        let _ = std::io::stderr().write_all(&shown);
     }
 }
 
@@ -321,9 +353,24 @@ fn pass_stderr(mut stderr: std::process::ChildStderr, said: &Mutex<Said>) {
     while let Ok(n @ 1..) = stderr.read(&mut buffer) {
         let mut said = said.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if said.shown {
-            let _ = std::io::stderr().write_all(&buffer[..n]);
+            said.say(&buffer[..n]);
         } else if said.kept.len() < 64 * 1024 {
             said.kept.extend_from_slice(&buffer[..n]);
+        }
+    }
+}
+
+/// How long ssh may take to end once the other end closed.
+const SSH_END_PATIENCE: Duration = Duration::from_secs(5);
+
+/// ssh's status, if it ends within [`SSH_END_PATIENCE`].
+fn wait_a_while(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + SSH_END_PATIENCE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
+            _ => return None,
         }
     }
 }

@@ -125,6 +125,12 @@ pub fn block_relay_signals() -> nix::Result<()> {
     relay_signals().thread_block()
 }
 
+/// Undoes [`block_relay_signals`] for a caller that will not relay after
+/// all.
+pub fn unblock_relay_signals() -> nix::Result<()> {
+    relay_signals().thread_unblock()
+}
+
 /// Where output goes: stdout opened again, non-blocking, when it is a
 /// terminal or a pipe (a description of our own, so the shell that started
 /// us keeps its blocking one); stdout itself otherwise (a file, or a socket
