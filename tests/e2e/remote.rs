@@ -260,6 +260,10 @@ fn an_interrupted_exec_via_at_a_terminal_leaves_no_process_of_its_command_on_the
     drop(build);
 }
 
+/// An older nix-attach refuses `--framed` as clap refuses any unknown flag.
+const REFUSES_FRAMES: &str =
+    "for a in \"$@\"; do [ \"$a\" != --framed ] || { echo \"error: unexpected argument '--framed' found\" >&2; exit 2; }; done";
+
 /// A nix-attach for the builder that runs the shell `before`, then the
 /// build's agent. In the checkout, which the remote builder sees as this
 /// machine does.
@@ -271,14 +275,11 @@ fn agent_after(prefix: &str, before: &str, agent: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_through_ssh_t() {
+fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_through_ssh_t_unless_frames_are_required() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-older"));
-    // An older nix-attach refuses `--framed` as clap refuses any unknown flag.
-    let refuses =
-        "for a in \"$@\"; do [ \"$a\" != --framed ] || { echo \"error: unexpected argument '--framed' found\" >&2; exit 2; }; done";
-    let older = agent_after("older-nix-attach", refuses, &agent);
+    let older = agent_after("older-nix-attach", REFUSES_FRAMES, &agent);
     let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
     let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
@@ -294,9 +295,16 @@ fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_thr
     let fell_back = exec.expect("speaks no framed --via (an older one); running through ssh -t");
     exec.expect_after(fell_back, "in=remote-here");
     assert_eq!(exec.wait(), 5);
+    // The relay's signals were blocked for the relay only: a termination
+    // signal still ends nix-attach once it fell back to ssh -t.
+    let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
+    let mut ended = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let fell_back = ended.expect("attaching through ssh -t");
+    ended.expect_after(fell_back, " $ ");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(ended.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
+    ended.wait();
     // Where frames are required, a builder that says it is older (its
     // output would not pass the filter here under ssh -t) is refused.
-    let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
     let env = [("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "1")];
     let mut required = Terminal::spawn_with_env(nix_attach(), &args, &env, 40, 160);
     required.expect("NIX_ATTACH_VIA_FRAMES=1 asks for frames only");
