@@ -166,6 +166,14 @@ fn a_build_that_names_a_builder_of_its_own_is_never_reached_there() {
     assert!(!stderr.contains("could not release") && !stderr.contains("cannot reach"), "the wrapper went to the build's host: {stderr}");
 }
 
+/// nix-attach `args` at a terminal of `rows` by `cols`, with the test bed's
+/// remote builder in reach (its NIX_SSHOPTS) and `env` beside.
+fn at_terminal(remote: &RemoteBuilder, args: &[&str], env: &[(&str, &str)], rows: u16, cols: u16) -> Terminal {
+    let sshopts = remote.sshopts();
+    let env: Vec<(&str, &str)> = [("NIX_SSHOPTS", sshopts.as_str())].into_iter().chain(env.iter().copied()).collect();
+    Terminal::spawn_with_env(nix_attach(), args, &env, rows, cols)
+}
+
 /// The words of the ssh running here for the build `id` (its ID is one of
 /// the remote command's words).
 fn ssh_for(id: &str) -> Vec<String> {
@@ -191,9 +199,8 @@ fn attach_via_at_a_terminal_speaks_frames_over_ssh_t_follows_the_window_and_leav
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-framed"));
-    let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", &agent];
-    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let mut terminal = at_terminal(&remote, &args, &[], 40, 160);
     let inside = terminal.expect(" $ ");
     assert!(ssh_runs_the_framed_relay(&id), "attach --via runs ssh -T with the framed relay: {:?}", ssh_for(&id));
     terminal.send("stty size\r");
@@ -212,13 +219,12 @@ fn exec_via_at_a_terminal_speaks_frames_over_ssh_t_and_filters_what_the_builder_
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-exec-framed"));
-    let sshopts = remote.sshopts();
     // It prints, sets the clipboard and queries the terminal between three
     // letters, then waits for the file the spec makes once it saw ssh.
     let script = "echo \"in=$insideVar\"; printf 'A\\033]52;c;aGVsbG8=\\007B\\033[6nC\\n'; \
                   until [ -e \"$NIX_BUILD_TOP/go\" ]; do sleep 0.05; done; exit 7";
     let args = ["exec", &id, "--via", VIA, "--agent", &agent, "--", "eval", script];
-    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 24, 80);
+    let mut terminal = at_terminal(&remote, &args, &[], 24, 80);
     let shown = terminal.expect("in=remote-here");
     terminal.expect_after(shown, "ABC");
     assert!(ssh_runs_the_framed_relay(&id), "exec --via at a terminal runs ssh -T with the framed relay: {:?}", ssh_for(&id));
@@ -243,11 +249,10 @@ fn an_interrupted_exec_via_at_a_terminal_leaves_no_process_of_its_command_on_the
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-exec-interrupted"));
-    let sshopts = remote.sshopts();
     let marker = crate::support::unique_name("still-running");
     let script = format!("\"$BASH\" -c 'echo started; sleep 1000; :' {marker}");
     let args = ["exec", &id, "--via", VIA, "--agent", &agent, "--", "eval", &script];
-    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 24, 80);
+    let mut terminal = at_terminal(&remote, &args, &[], 24, 80);
     terminal.expect("started");
     assert!(runs(&marker), "the command runs on the builder");
     terminal.send("\x03");
@@ -280,9 +285,8 @@ fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_thr
     let daemon = remote.local_daemon();
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-older"));
     let older = agent_after("older-nix-attach", REFUSES_FRAMES, &agent);
-    let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
-    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let mut terminal = at_terminal(&remote, &args, &[], 40, 160);
     let fell_back = terminal.expect("speaks no framed --via (an older one); attaching through ssh -t");
     assert!(!terminal.screen().contains("unexpected argument"), "the older one's refusal is not shown");
     let inside = terminal.expect_after(fell_back, " $ ");
@@ -291,22 +295,21 @@ fn a_builder_whose_nix_attach_speaks_no_frames_is_attached_and_runs_commands_thr
     terminal.send("exit 4\r");
     assert_eq!(terminal.wait(), 4);
     let args = ["exec", &id, "--via", VIA, "--agent", older.to_str().unwrap(), "--", "eval", "echo \"in=$insideVar\"; exit 5"];
-    let mut exec = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let mut exec = at_terminal(&remote, &args, &[], 40, 160);
     let fell_back = exec.expect("speaks no framed --via (an older one); running through ssh -t");
     exec.expect_after(fell_back, "in=remote-here");
     assert_eq!(exec.wait(), 5);
     // The relay's signals were blocked for the relay only: a termination
     // signal still ends nix-attach once it fell back to ssh -t.
     let args = ["attach", &id, "--via", VIA, "--agent", older.to_str().unwrap()];
-    let mut ended = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let mut ended = at_terminal(&remote, &args, &[], 40, 160);
     let fell_back = ended.expect("attaching through ssh -t");
     ended.expect_after(fell_back, " $ ");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(ended.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
     ended.wait();
     // Where frames are required, a builder that says it is older (its
     // output would not pass the filter here under ssh -t) is refused.
-    let env = [("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "1")];
-    let mut required = Terminal::spawn_with_env(nix_attach(), &args, &env, 40, 160);
+    let mut required = at_terminal(&remote, &args, &[("NIX_ATTACH_VIA_FRAMES", "1")], 40, 160);
     required.expect("NIX_ATTACH_VIA_FRAMES=1 asks for frames only");
     assert_ne!(required.wait(), 0);
     assert!(!required.screen().contains(" $ "), "no session through ssh -t: {}", required.screen());
@@ -322,9 +325,8 @@ fn what_the_builder_says_on_stderr_passes_the_filter_as_its_output_does() {
     // A builder whose nix-attach sets the clipboard and queries the
     // terminal on stderr, between three letters, before it relays.
     let noisy = agent_after("noisy-nix-attach", "printf 'A\\033]52;c;aGVsbG8=\\007B\\033[6nC\\n' >&2", &agent);
-    let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", noisy.to_str().unwrap()];
-    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &[("NIX_SSHOPTS", sshopts.as_str())], 40, 160);
+    let mut terminal = at_terminal(&remote, &args, &[], 40, 160);
     let said = terminal.expect("ABC");
     let inside = terminal.expect_after(said, " $ ");
     terminal.send("exit 4\r");
@@ -339,10 +341,8 @@ fn nix_attach_via_frames_0_asks_for_ssh_t() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();
     let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-ssh-t"));
-    let sshopts = remote.sshopts();
     let args = ["attach", &id, "--via", VIA, "--agent", &agent];
-    let env = [("NIX_SSHOPTS", sshopts.as_str()), ("NIX_ATTACH_VIA_FRAMES", "0")];
-    let mut terminal = Terminal::spawn_with_env(nix_attach(), &args, &env, 40, 160);
+    let mut terminal = at_terminal(&remote, &args, &[("NIX_ATTACH_VIA_FRAMES", "0")], 40, 160);
     let inside = terminal.expect(" $ ");
     let ssh = ssh_for(&id);
     assert!(ssh.iter().any(|word| word == "-t") && !ssh_runs_the_framed_relay(&id), "{ssh:?}");

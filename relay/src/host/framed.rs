@@ -223,12 +223,30 @@ fn forward_input(master: OwnedFd) {
 
 /// ssh, started with a builder's framed relay at its other end.
 enum Started {
-    /// The relay greeted: its pipes. What ssh says is shown from now on.
-    Greeted { child: Child, to_remote: ChildStdin, from_remote: ChildStdout },
+    /// The relay greeted. What ssh says is shown from now on.
+    Greeted(Greeted),
     /// The builder's nix-attach refused `--framed`: an older one.
     Older,
     /// ssh or the builder failed: what they said is shown; ssh's status.
     Failed(i32),
+}
+
+/// ssh, and its pipes to the builder's framed relay.
+struct Greeted {
+    child: Child,
+    to_remote: ChildStdin,
+    from_remote: ChildStdout,
+}
+
+impl Started {
+    /// What `attach_via` and `exec_via` return where no relay greeted:
+    /// `None` for an older nix-attach, else ssh's status.
+    fn without_relay(&self) -> Option<i32> {
+        match self {
+            Started::Failed(code) => Some(*code),
+            Started::Older | Started::Greeted(_) => None,
+        }
+    }
 }
 
 /// Runs `ssh` and waits for the framed relay's greeting. What ssh says is
@@ -263,7 +281,7 @@ fn start(mut ssh: Command, unfiltered: bool) -> anyhow::Result<Started> {
         return Ok(Started::Failed(status.and_then(|status| status.code()).unwrap_or(super::ERROR_EXIT)));
     }
     said.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).show();
-    Ok(Started::Greeted { child, to_remote, from_remote })
+    Ok(Started::Greeted(Greeted { child, to_remote, from_remote }))
 }
 
 /// `attach --via` at a terminal over `ssh -T`: `ssh` runs `attach
@@ -273,15 +291,13 @@ pub fn attach_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>>
     // Before any thread starts: a signal (a new window size) must wait for
     // the relay, not reach a thread that ignores it.
     super::pty_relay::block_relay_signals()?;
-    let started = start(ssh, unfiltered)?;
-    if !matches!(started, Started::Greeted { .. }) {
-        // No relay here: the signals are the process's again.
-        super::pty_relay::unblock_relay_signals()?;
-    }
-    let (mut child, mut to_remote, from_remote) = match started {
-        Started::Greeted { child, to_remote, from_remote } => (child, to_remote, from_remote),
-        Started::Older => return Ok(None),
-        Started::Failed(code) => return Ok(Some(code)),
+    let Greeted { mut child, mut to_remote, from_remote } = match start(ssh, unfiltered)? {
+        Started::Greeted(greeted) => greeted,
+        not => {
+            // No relay here: the signals are the process's again.
+            super::pty_relay::unblock_relay_signals()?;
+            return Ok(not.without_relay());
+        }
     };
     let (rows, cols) = super::terminal::size();
     write_frame(&mut to_remote, &ClientFrame::Resize { rows, cols })?;
@@ -298,10 +314,9 @@ pub fn attach_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>>
 /// `unfiltered`, then the status. Returns that, or `None` where the
 /// builder's nix-attach speaks no framed `--via`.
 pub fn exec_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>> {
-    let (mut child, to_remote, from_remote) = match start(ssh, unfiltered)? {
-        Started::Greeted { child, to_remote, from_remote } => (child, to_remote, from_remote),
-        Started::Older => return Ok(None),
-        Started::Failed(code) => return Ok(Some(code)),
+    let Greeted { mut child, to_remote, from_remote } = match start(ssh, unfiltered)? {
+        Started::Greeted(greeted) => greeted,
+        not => return Ok(not.without_relay()),
     };
     let status = crate::runtime::run(async move {
         let from_remote = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(from_remote)).map_err(RelayError::Connection)?;
@@ -338,10 +353,7 @@ impl Said {
     /// Writes `bytes` to stderr, through the filter.
     fn say(&mut self, bytes: &[u8]) {
         let mut shown = Vec::with_capacity(bytes.len());
-        match self.filter.as_mut() {
-            Some(filter) => filter.feed(bytes, &mut shown),
-            None => shown.extend_from_slice(bytes),
-        }
+        super::terminal_filter::pass(self.filter.as_mut(), bytes, &mut shown);
         let _ = std::io::stderr().write_all(&shown);
     }
 }

@@ -354,10 +354,7 @@ impl Session {
 
     /// Queues what the shell printed for the user, through the filter.
     fn show(&mut self, printed: &[u8]) {
-        match self.filter.as_mut() {
-            Some(filter) => filter.feed(printed, &mut self.to_user.bytes),
-            None => self.to_user.bytes.extend_from_slice(printed),
-        }
+        super::terminal_filter::pass(self.filter.as_mut(), printed, &mut self.to_user.bytes);
     }
 
     /// Shows what waits, as far as stdout takes it now.

@@ -65,6 +65,15 @@ impl Default for TerminalFilter {
     }
 }
 
+/// Appends `output` to `shown`, through `filter` where there is one
+/// (`--allow-clipboard-and-queries` gives none).
+pub fn pass(filter: Option<&mut TerminalFilter>, output: &[u8], shown: &mut Vec<u8>) {
+    match filter {
+        Some(filter) => filter.feed(output, shown),
+        None => shown.extend_from_slice(output),
+    }
+}
+
 impl TerminalFilter {
     /// Filters the next piece of output, appending what may be shown to
     /// `shown`.
