@@ -25,7 +25,8 @@
 //!
 //! They speak the framed [`protocol`], and an attach's PTY master passes
 //! from agent to client beside it ([`handoff`]); [`metadata`] describes a
-//! waiting build, [`derivation`] reads a `.drv` file, [`store`] asks the
+//! waiting build, [`derivation`] reads a `.drv` file, [`gc_roots`] keeps what a
+//! build is lent from the garbage collector, [`store`] asks the
 //! Nix store through Nix's commands, [`nix_conf`] reads what this
 //! machine's Nix is set to and [`nix_program`] asks its programs,
 //! [`pointer`](mod@pointer) is the log line that says how to attach,
@@ -44,6 +45,7 @@ pub mod broker;
 pub mod capture;
 pub mod cli;
 pub mod derivation;
+pub mod gc_roots;
 pub mod handoff;
 pub mod host;
 pub mod inject;

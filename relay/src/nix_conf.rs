@@ -1,5 +1,6 @@
 //! What this machine's Nix is set to, as its own programs read it: the
-//! store directory (`NIX_STORE_DIR`, else /nix/store), the configuration
+//! store directory (`NIX_STORE_DIR`, else /nix/store), the state directory
+//! (`NIX_STATE_DIR`, else /nix/var/nix), the configuration
 //! directory (`NIX_CONF_DIR`, else /etc/nix) and the settings in its
 //! nix.conf. Read without asking any program.
 //!
@@ -10,6 +11,11 @@ use std::path::PathBuf;
 /// The store directory.
 pub fn store_dir() -> PathBuf {
     std::env::var_os("NIX_STORE_DIR").map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from)
+}
+
+/// The state directory, which holds the garbage collector's roots.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("NIX_STATE_DIR").map_or_else(|| PathBuf::from("/nix/var/nix"), PathBuf::from)
 }
 
 /// The configuration directory.

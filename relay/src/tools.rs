@@ -15,7 +15,11 @@
 //! tree. Only root does it (or the broker, for the build's owner), and only
 //! with valid store paths, which any user may read anyway.
 //!
-//! May use: [`capture`](crate::capture), [`nix_conf`](crate::nix_conf),
+//! The tools' paths are roots of the garbage collector for as long as the
+//! build waits ([`gc_roots`](crate::gc_roots)): nothing of Nix's own
+//! refers to them, and a collection would empty their mounts.
+//!
+//! May use: [`capture`](crate::capture), [`gc_roots`](crate::gc_roots), [`nix_conf`](crate::nix_conf),
 //! [`sanitize`](crate::sanitize), [`store`](crate::store); no module that uses it (`layout` keeps
 //! the arrows one way).
 
@@ -41,6 +45,8 @@ pub enum ToolsError {
     NotMountable(String),
     #[error("{0} is a symbolic link; --with mounts store paths that are directories or files")]
     Link(String),
+    #[error(transparent)]
+    Root(#[from] crate::gc_roots::GcRootError),
     #[error("--with needs root or the broker, which mount the tools into the build: run it with sudo, or start the broker")]
     NeedsRoot,
 }
@@ -199,6 +205,7 @@ pub fn mount_here(agent: i32, closure: &[String]) -> Result<usize, ToolsError> {
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .map_err(|err| ToolsError::Mount("reach the build's agent", agent.to_string(), err.into()))?;
     let owner = owner_of(agent, &pidfd)?;
+    crate::gc_roots::keep_while_agent_lives(agent, closure)?;
     mount_in_namespace(&pidfd, owner, &trees)
 }
 

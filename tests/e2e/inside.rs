@@ -116,22 +116,7 @@ fn diff_shows_the_sessions_edit_as_a_patch_and_nothing_the_build_made() {
 
     // It applies where nixpkgs applies patches: to the source as unpacked
     // and patched, with `patch -p1`.
-    let tree = std::env::temp_dir().join(crate::support::unique_name("diff-applies"));
-    let copied =
-        std::process::Command::new("cp").arg("-r").arg(crate::support::fixtures().join("diff-source")).arg(&tree).status().unwrap();
-    assert!(copied.success());
-    for patch_file in [std::fs::read_to_string(crate::support::fixtures().join("diff-source.patch")).unwrap(), patch] {
-        // The test bed's busybox: every machine of it has one, not all GNU patch.
-        let mut apply = std::process::Command::new("/bin/busybox")
-            .args(["patch", "-p1"])
-            .current_dir(&tree)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut apply.stdin.take().unwrap(), patch_file.as_bytes()).unwrap();
-        assert!(apply.wait().unwrap().success());
-    }
+    let tree = applied(&patch);
     assert_eq!(std::fs::read_to_string(tree.join("main.c")).unwrap(), eval(&paused.id, "cat main.c"));
     std::fs::remove_dir_all(&tree).unwrap();
 
@@ -151,6 +136,47 @@ fn diff_shows_the_sessions_edit_as_a_patch_and_nothing_the_build_made() {
     assert_eq!(String::from_utf8_lossy(&from_host.stdout), with_new, "the host's `diff ID --new` is the session's");
     assert_eq!(eval(&paused.id, "ls -a $NIX_BUILD_TOP/.nix-attach | grep -c pristine || true"), "0\n", "the scratch directory is gone");
     release(build, &paused);
+}
+
+#[test]
+fn a_source_file_the_session_deletes_goes_to_dev_null_and_one_the_build_deleted_is_not_in_the_diff() {
+    let (build, paused) = with_source("diff-deleted").phase("buildPhase", "rm Makefile\nsh -c 'exit 3'").pause();
+    eval(&paused.id, "rm docs/notes.txt");
+    let patch = eval(&paused.id, "nix-attach diff");
+    assert_eq!(
+        patch, "--- a/docs/notes.txt\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-notes\n-patched line\n",
+        "the Makefile was the build's to delete"
+    );
+
+    let tree = applied(&patch);
+    assert!(!tree.join("docs/notes.txt").exists(), "patch -p1 deletes it");
+    assert!(tree.join("Makefile").exists() && tree.join("main.c").exists());
+    std::fs::remove_dir_all(&tree).unwrap();
+    release(build, &paused);
+}
+
+/// A copy of the fixture's source with its own patch and then `patch`
+/// applied by `patch -p1`, as nixpkgs applies `patches`.
+fn applied(patch: &str) -> std::path::PathBuf {
+    let tree = std::env::temp_dir().join(crate::support::unique_name("diff-applies"));
+    let copied =
+        std::process::Command::new("cp").arg("-r").arg(crate::support::fixtures().join("diff-source")).arg(&tree).status().unwrap();
+    assert!(copied.success());
+    for patch_file in [std::fs::read_to_string(crate::support::fixtures().join("diff-source.patch")).unwrap(), patch.to_string()] {
+        // The test bed's busybox: every machine of it has one, not all GNU
+        // patch. GNU patch removes a file patched to `/dev/null`; busybox's
+        // does so with `-E`.
+        let mut apply = std::process::Command::new("/bin/busybox")
+            .args(["patch", "-p1", "-E"])
+            .current_dir(&tree)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut apply.stdin.take().unwrap(), patch_file.as_bytes()).unwrap();
+        assert!(apply.wait().unwrap().success(), "patch -p1 takes {patch_file}");
+    }
+    tree
 }
 
 #[test]

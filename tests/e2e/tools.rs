@@ -7,12 +7,16 @@ use std::process::Command;
 
 /// The fixture's tool, built here: a store path no build has as an input.
 fn tool() -> String {
-    let built = Command::new("nix-build")
-        .args(["--no-out-link", "-A", "tool"])
-        .arg(fixtures().join("default.nix"))
-        .env("NIX_REMOTE", "daemon")
-        .output()
-        .unwrap();
+    built_tool(&format!("(import {}/default.nix {{ }}).tool", fixtures().display()))
+}
+
+/// A tool like [`tool`] of the store path named `name`, for one test alone.
+fn tool_named(name: &str) -> String {
+    built_tool(&format!("(import {}/default.nix {{ }}).toolNamed \"{name}\"", fixtures().display()))
+}
+
+fn built_tool(expression: &str) -> String {
+    let built = Command::new("nix-build").args(["--no-out-link", "-E", expression]).env("NIX_REMOTE", "daemon").output().unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
     String::from_utf8(built.stdout).unwrap().trim().to_string()
 }
@@ -37,6 +41,34 @@ fn exec_with_a_tool_runs_it_inside_and_leaves_the_builds_path_as_it_was() {
 
     assert_eq!(exec(&paused.id, &["sh", "-c", "echo $PATH"]).stdout, path_before.stdout, "the build's PATH is unchanged");
     release(build, &paused);
+}
+
+#[test]
+fn a_tool_stays_in_the_store_while_its_build_waits_and_is_let_go_once_the_build_ended() {
+    let (lent, shared) = (tool_named(&crate::support::unique_name("nix-attach-kept-tool")), tool());
+    let tool = &lent;
+    let (build, paused) = Drv::new("with-kept-tool").phase("buildPhase", "false").pause();
+    let ran = nix_attach_cmd(&["exec", &paused.id, "--with", tool, "--", "test-tool", "before"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "tool ran: before\n", "{}", String::from_utf8_lossy(&ran.stderr));
+    let collected = delete_from_store(tool);
+    assert!(!collected.status.success(), "a root keeps the tool mounted in the build: {collected:?}");
+    let still = exec(&paused.id, &[&format!("{tool}/bin/test-tool"), "after"]);
+    assert_eq!(String::from_utf8_lossy(&still.stdout), "tool ran: after\n", "{}", String::from_utf8_lossy(&still.stderr));
+    release(build, &paused);
+
+    // The next `--with` lets go of what builds that ended were lent.
+    let (next, next_paused) = Drv::new("with-after-kept-tool").phase("buildPhase", "false").pause();
+    let ran = nix_attach_cmd(&["exec", &next_paused.id, "--with", &shared, "--", "true"]);
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    release(next, &next_paused);
+    let collected = delete_from_store(tool);
+    assert!(collected.status.success(), "nothing keeps it once its build ended: {}", String::from_utf8_lossy(&collected.stderr));
+}
+
+/// `nix-store --delete PATH`, which the daemon refuses for a path that is
+/// still alive (rooted).
+fn delete_from_store(path: &str) -> std::process::Output {
+    Command::new("nix-store").args(["--delete", path]).env("NIX_REMOTE", "daemon").output().unwrap()
 }
 
 #[test]

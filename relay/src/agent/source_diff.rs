@@ -7,7 +7,10 @@
 //! session's command made by running the build's own unpack and patch
 //! phases in a scratch directory. So what the build itself made before it
 //! failed (objects, generated files) is never in the diff. Files the
-//! session made are in it only with `--new`. Links are not followed, and a
+//! session made are in it only with `--new`. A file of the pristine source
+//! that is gone counts as deleted by the session when the directory that
+//! held it (or its nearest ancestor left) was changed after the pause, as
+//! removing or renaming an entry changes it. Links are not followed, and a
 //! file that is not text is named, not shown.
 
 use std::fs;
@@ -45,10 +48,20 @@ pub fn parse_time(text: &str) -> Result<SystemTime, DiffError> {
     Ok(UNIX_EPOCH + Duration::from_secs_f64(seconds))
 }
 
-/// The unified diff of the session's changes under `trees.live`.
+/// The unified diff of the session's changes under `trees.live`, file by
+/// file in the order of their paths.
 pub fn diff(trees: &Trees) -> Result<String, DiffError> {
+    let mut files: Vec<(PathBuf, bool)> =
+        regular_files(trees.live, |meta| written_at(meta) > trees.paused)?.into_iter().map(|path| (path, true)).collect();
+    files.extend(deleted_files(trees)?.into_iter().map(|path| (path, false)));
+    files.sort();
     let mut patch = String::new();
-    for relative in changed_files(trees.live, trees.paused)? {
+    for (relative, written) in files {
+        let name = relative.to_string_lossy();
+        if !written {
+            patch.push_str(&file_diff(&name, Some(&read(&trees.pristine.join(&relative))?), None));
+            continue;
+        }
         let pristine = trees.pristine.join(&relative);
         let old = match pristine.symlink_metadata() {
             Ok(meta) if meta.is_file() => Some(read(&pristine)?),
@@ -57,20 +70,22 @@ pub fn diff(trees: &Trees) -> Result<String, DiffError> {
             Err(_) => continue,
         };
         let new = read(&trees.live.join(&relative))?;
-        patch.push_str(&file_diff(&relative.to_string_lossy(), old.as_deref(), &new));
+        patch.push_str(&file_diff(&name, old.as_deref(), Some(&new)));
     }
     Ok(patch)
 }
 
-/// One file's part of the patch; empty where nothing changed.
-fn file_diff(name: &str, old: Option<&[u8]>, new: &[u8]) -> String {
-    if old == Some(new) {
+/// One file's part of the patch; empty where nothing changed. `None` is a
+/// file that is not there: made (`old`) or deleted (`new`) by the session.
+fn file_diff(name: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> String {
+    if old == new {
         return String::new();
     }
-    let (from, to) = (old.map_or_else(|| "/dev/null".to_string(), |_| format!("a/{name}")), format!("b/{name}"));
-    match (old.map(std::str::from_utf8).transpose(), std::str::from_utf8(new)) {
+    let side = |content: Option<&[u8]>, prefix: &str| content.map_or_else(|| "/dev/null".to_string(), |_| format!("{prefix}/{name}"));
+    let (from, to) = (side(old, "a"), side(new, "b"));
+    match (old.map(std::str::from_utf8).transpose(), new.map(std::str::from_utf8).transpose()) {
         (Ok(old), Ok(new)) => {
-            let lines = similar::TextDiff::from_lines(old.unwrap_or(""), new);
+            let lines = similar::TextDiff::from_lines(old.unwrap_or(""), new.unwrap_or(""));
             lines.unified_diff().context_radius(3).header(&from, &to).to_string()
         }
         _ => format!("Binary files {from} and {to} differ\n"),
@@ -81,9 +96,26 @@ fn read(path: &Path) -> Result<Vec<u8>, DiffError> {
     fs::read(path).map_err(|err| DiffError::Read(path.to_path_buf(), err))
 }
 
-/// The regular files under `root` written after `paused`, relative to it,
-/// in order, but nix-attach's own; links are neither followed nor taken.
-fn changed_files(root: &Path, paused: SystemTime) -> Result<Vec<PathBuf>, DiffError> {
+/// The regular files of the pristine source that are gone from the live
+/// one, where the directory that held them, or the nearest one of its
+/// ancestors still there, was changed after the pause.
+fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
+    let mut deleted = Vec::new();
+    for relative in regular_files(trees.pristine, |_| true)? {
+        if trees.live.join(&relative).symlink_metadata().is_ok() {
+            continue;
+        }
+        let holder = relative.ancestors().skip(1).map(|dir| trees.live.join(dir)).find_map(|dir| dir.symlink_metadata().ok());
+        if holder.is_some_and(|meta| meta.is_dir() && written_at(&meta) > trees.paused) {
+            deleted.push(relative);
+        }
+    }
+    Ok(deleted)
+}
+
+/// The regular files under `root` whose metadata `take` accepts, relative
+/// to it, but nix-attach's own; links are neither followed nor taken.
+fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Vec<PathBuf>, DiffError> {
     let mut found = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
@@ -99,12 +131,11 @@ fn changed_files(root: &Path, paused: SystemTime) -> Result<Vec<PathBuf>, DiffEr
             let meta = entry.metadata().map_err(|err| DiffError::Read(root.join(&relative), err))?;
             if meta.is_dir() {
                 dirs.push(relative);
-            } else if meta.is_file() && written_at(&meta) > paused {
+            } else if meta.is_file() && take(&meta) {
                 found.push(relative);
             }
         }
     }
-    found.sort();
     Ok(found)
 }
 
@@ -118,15 +149,20 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_a_hunk_with_a_and_b_paths_from_the_source_root() {
-        let patch = file_diff("src/main.c", Some(b"int main() {\n  return 1;\n}\n"), b"int main() {\n  return 0;\n}\n");
+        let patch = file_diff("src/main.c", Some(b"int main() {\n  return 1;\n}\n"), Some(b"int main() {\n  return 0;\n}\n"));
         assert_eq!(patch, "--- a/src/main.c\n+++ b/src/main.c\n@@ -1,3 +1,3 @@\n int main() {\n-  return 1;\n+  return 0;\n }\n");
     }
 
     #[test]
     fn an_unchanged_file_is_nothing_a_new_one_comes_from_dev_null_and_binary_is_named() {
-        assert_eq!(file_diff("same", Some(b"x\n"), b"x\n"), "");
-        assert_eq!(file_diff("new.txt", None, b"hello\n"), "--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+hello\n");
-        assert_eq!(file_diff("blob", Some(&[0xff, 0]), &[0xfe]), "Binary files a/blob and b/blob differ\n");
+        assert_eq!(file_diff("same", Some(b"x\n"), Some(b"x\n")), "");
+        assert_eq!(file_diff("new.txt", None, Some(b"hello\n")), "--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+hello\n");
+        assert_eq!(file_diff("blob", Some(&[0xff, 0]), Some(&[0xfe])), "Binary files a/blob and b/blob differ\n");
+    }
+
+    #[test]
+    fn a_deleted_file_goes_to_dev_null() {
+        assert_eq!(file_diff("old.txt", Some(b"bye\n"), None), "--- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n");
     }
 
     #[test]

@@ -206,6 +206,16 @@ struct Session {
 
 impl Session {
     fn run(&mut self) -> Result<i32, RelayError> {
+        let outcome = self.relay_until_ended();
+        if matches!(outcome, Err(ref err) if !matches!(err, RelayError::WriteStdout(_))) {
+            // The reason comes after all that came before it, however
+            // slowly stdout takes it.
+            let _ = self.flush_user();
+        }
+        outcome
+    }
+
+    fn relay_until_ended(&mut self) -> Result<i32, RelayError> {
         let mut buffer = vec![0u8; READ_SIZE];
         self.read_frames()?;
         loop {
@@ -561,6 +571,31 @@ mod tests {
         assert!(matches!(outcome, Err(RelayError::Protocol(_))), "a kind no one sends: {outcome:?}");
         let (outcome, _) = framed_session(&[AgentFrame::Error("no\x1b[2J build".into())], b"");
         assert!(matches!(&outcome, Err(RelayError::Agent(message)) if !message.contains('\x1b')), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_builder_s_error_ends_the_session_after_all_it_printed_before_reached_a_slow_stdout() {
+        let (shown, output) = nix::unistd::pipe().unwrap();
+        // Stdout takes one page at a time: most of the output waits.
+        nix::fcntl::fcntl(&output, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            std::io::Read::read_to_end(&mut std::fs::File::from(shown), &mut seen).unwrap();
+            seen
+        });
+        let printed: Vec<u8> = (0..200_000).map(|n| b'a' + (n % 26) as u8).collect();
+        let (from_remote, _builder) = nix::unistd::pipe().unwrap();
+        let (_builder_reads, to_remote) = nix::unistd::pipe().unwrap();
+        let mut session = session(BuildTerminal::framed(to_remote, from_remote), output);
+        let mut codec = crate::protocol::AgentCodec::default();
+        for chunk in printed.chunks(50_000) {
+            codec.encode(AgentFrame::Output(bytes::Bytes::copy_from_slice(chunk)), &mut session.frames).unwrap();
+        }
+        codec.encode(AgentFrame::Error("the build's agent ended".into()), &mut session.frames).unwrap();
+        let outcome = session.run();
+        drop(session);
+        assert!(matches!(outcome, Err(RelayError::Agent(_))), "{outcome:?}");
+        assert!(reader.join().unwrap() == printed, "all of the output, in order, before the reason");
     }
 
     #[test]
