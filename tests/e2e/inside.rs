@@ -112,7 +112,10 @@ fn diff_shows_the_sessions_edit_as_a_patch_and_nothing_the_build_made() {
 
     eval(&paused.id, "sed -i 's/return 1/return 0/' main.c");
     let patch = eval(&paused.id, "nix-attach diff");
-    assert_eq!(patch, "--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n");
+    assert_eq!(
+        patch,
+        "diff --git a/main.c b/main.c\n--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n"
+    );
 
     // It applies where nixpkgs applies patches: to the source as unpacked
     // and patched, with `patch -p1`.
@@ -123,14 +126,14 @@ fn diff_shows_the_sessions_edit_as_a_patch_and_nothing_the_build_made() {
     eval(&paused.id, "echo more >> docs/notes.txt");
     let both = eval(&paused.id, "nix-attach diff");
     assert!(
-        both.starts_with("--- a/docs/notes.txt\n+++ b/docs/notes.txt\n@@ -1,2 +1,3 @@\n notes\n patched line\n+more\n"),
+        both.starts_with("diff --git a/docs/notes.txt b/docs/notes.txt\n--- a/docs/notes.txt\n+++ b/docs/notes.txt\n@@ -1,2 +1,3 @@\n notes\n patched line\n+more\n"),
         "against the patched source: {both}"
     );
 
     eval(&paused.id, "echo added > docs/added.txt");
     assert!(!eval(&paused.id, "nix-attach diff").contains("added.txt"), "a new file only with --new");
     let with_new = eval(&paused.id, "nix-attach diff --new");
-    assert!(with_new.contains("--- /dev/null\n+++ b/docs/added.txt\n@@ -0,0 +1 @@\n+added\n"), "{with_new}");
+    assert!(with_new.contains("diff --git a/docs/added.txt b/docs/added.txt\nnew file mode 100644\n--- /dev/null\n+++ b/docs/added.txt\n@@ -0,0 +1 @@\n+added\n"), "{with_new}");
     assert!(!with_new.contains("product.o"), "{with_new}");
     let from_host = crate::support::nix_attach_cmd(&["diff", &paused.id, "--new"]);
     assert_eq!(String::from_utf8_lossy(&from_host.stdout), with_new, "the host's `diff ID --new` is the session's");
@@ -144,7 +147,7 @@ fn a_source_file_the_session_deletes_goes_to_dev_null_and_one_the_build_deleted_
     eval(&paused.id, "rm docs/notes.txt");
     let patch = eval(&paused.id, "nix-attach diff");
     assert_eq!(
-        patch, "--- a/docs/notes.txt\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-notes\n-patched line\n",
+        patch, "diff --git a/docs/notes.txt b/docs/notes.txt\ndeleted file mode 100644\n--- a/docs/notes.txt\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-notes\n-patched line\n",
         "the Makefile was the build's to delete"
     );
 
@@ -155,24 +158,42 @@ fn a_source_file_the_session_deletes_goes_to_dev_null_and_one_the_build_deleted_
     release(build, &paused);
 }
 
+#[test]
+fn a_mode_the_session_changes_and_a_script_it_makes_carry_gits_mode_lines_which_patch_applies() {
+    let (build, paused) = with_source("diff-modes").pause();
+    eval(&paused.id, "chmod +x main.c; printf 'echo hi\\n' > run.sh; chmod 755 run.sh");
+    assert_eq!(eval(&paused.id, "nix-attach diff"), "diff --git a/main.c b/main.c\nold mode 100644\nnew mode 100755\n", "a mode alone");
+    let patch = eval(&paused.id, "nix-attach diff --new");
+    assert_eq!(
+        patch,
+        "diff --git a/main.c b/main.c\nold mode 100644\nnew mode 100755\n\
+         diff --git a/run.sh b/run.sh\nnew file mode 100755\n--- /dev/null\n+++ b/run.sh\n@@ -0,0 +1 @@\n+echo hi\n"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let tree = applied(&patch);
+    for (file, mode) in [("main.c", 0o755), ("run.sh", 0o755), ("Makefile", 0o644)] {
+        assert_eq!(std::fs::metadata(tree.join(file)).unwrap().permissions().mode() & 0o777, mode, "{file}");
+    }
+    std::fs::remove_dir_all(&tree).unwrap();
+    release(build, &paused);
+}
+
 /// A copy of the fixture's source with its own patch and then `patch`
-/// applied by `patch -p1`, as nixpkgs applies `patches`.
+/// applied by GNU `patch -p1`, as nixpkgs' stdenv applies `patches`.
 fn applied(patch: &str) -> std::path::PathBuf {
     let tree = std::env::temp_dir().join(crate::support::unique_name("diff-applies"));
     let copied =
         std::process::Command::new("cp").arg("-r").arg(crate::support::fixtures().join("diff-source")).arg(&tree).status().unwrap();
     assert!(copied.success());
     for patch_file in [std::fs::read_to_string(crate::support::fixtures().join("diff-source.patch")).unwrap(), patch.to_string()] {
-        // The test bed's busybox: every machine of it has one, not all GNU
-        // patch. GNU patch removes a file patched to `/dev/null`; busybox's
-        // does so with `-E`.
-        let mut apply = std::process::Command::new("/bin/busybox")
-            .args(["patch", "-p1", "-E"])
+        let mut apply = std::process::Command::new("patch")
+            .arg("-p1")
             .current_dir(&tree)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
-            .unwrap();
+            .expect("GNU patch (tests/bed/setup installs it)");
         std::io::Write::write_all(&mut apply.stdin.take().unwrap(), patch_file.as_bytes()).unwrap();
         assert!(apply.wait().unwrap().success(), "patch -p1 takes {patch_file}");
     }

@@ -1,6 +1,6 @@
 //! `nix-attach diff` inside a session: what the session changed in the
-//! build's source, as a unified diff that nixpkgs' `patch -p1` applies
-//! (`a/` and `b/` paths from the source root), ready for `patches`.
+//! build's source, as a patch that nixpkgs' `patch -p1` applies (`a/` and
+//! `b/` paths from the source root), ready for `patches`.
 //!
 //! A file counts as changed when it was written after the build paused
 //! (its mtime is later) and differs from the pristine source, which the
@@ -10,8 +10,12 @@
 //! session made are in it only with `--new`. A file of the pristine source
 //! that is gone counts as deleted by the session when the directory that
 //! held it (or its nearest ancestor left) was changed after the pause, as
-//! removing or renaming an entry changes it. Links are not followed, and a
-//! file that is not text is named, not shown.
+//! removing or renaming an entry changes it. The patch is in git's format,
+//! which GNU patch (nixpkgs' `patch`) applies, modes too: a file whose
+//! inode changed after the pause and whose owner's execute bit is not the
+//! pristine one has git's mode lines, and so does a new or deleted file.
+//! Links are not followed, and a file that is not text is named, not
+//! shown.
 
 use std::fs;
 use std::io;
@@ -48,36 +52,65 @@ pub fn parse_time(text: &str) -> Result<SystemTime, DiffError> {
     Ok(UNIX_EPOCH + Duration::from_secs_f64(seconds))
 }
 
-/// The unified diff of the session's changes under `trees.live`, file by
+/// The session's changes under `trees.live`, in git's format, file by
 /// file in the order of their paths.
 pub fn diff(trees: &Trees) -> Result<String, DiffError> {
-    let mut files: Vec<(PathBuf, bool)> =
-        regular_files(trees.live, |meta| written_at(meta) > trees.paused)?.into_iter().map(|path| (path, true)).collect();
-    files.extend(deleted_files(trees)?.into_iter().map(|path| (path, false)));
-    files.sort();
+    let touched = |meta: &fs::Metadata| written_at(meta) > trees.paused || changed_at(meta) > trees.paused;
+    let mut files: Vec<(PathBuf, Option<fs::Metadata>)> =
+        regular_files(trees.live, touched)?.into_iter().map(|(path, meta)| (path, Some(meta))).collect();
+    files.extend(deleted_files(trees)?.into_iter().map(|path| (path, None)));
+    files.sort_by(|one, other| one.0.cmp(&other.0));
     let mut patch = String::new();
-    for (relative, written) in files {
-        let name = relative.to_string_lossy();
-        if !written {
-            patch.push_str(&file_diff(&name, Some(&read(&trees.pristine.join(&relative))?), None));
-            continue;
-        }
+    for (relative, live) in files {
         let pristine = trees.pristine.join(&relative);
         let old = match pristine.symlink_metadata() {
-            Ok(meta) if meta.is_file() => Some(read(&pristine)?),
+            Ok(meta) if meta.is_file() => Some((executable(&meta), read(&pristine)?)),
             Ok(_) => continue,
             Err(_) if trees.new_files => None,
             Err(_) => continue,
         };
-        let new = read(&trees.live.join(&relative))?;
-        patch.push_str(&file_diff(&name, old.as_deref(), Some(&new)));
+        let new = match &live {
+            None => None,
+            // Its content counts only if written after the pause; a mode
+            // changed later (`chmod`) changes only its inode's time.
+            Some(meta) if written_at(meta) > trees.paused || old.is_none() => Some((executable(meta), read(&trees.live.join(&relative))?)),
+            Some(meta) => old.as_ref().map(|(_, bytes)| (executable(meta), bytes.clone())),
+        };
+        patch.push_str(&file_part(&relative.to_string_lossy(), side(&old), side(&new)));
     }
     Ok(patch)
 }
 
-/// One file's part of the patch; empty where nothing changed. `None` is a
-/// file that is not there: made (`old`) or deleted (`new`) by the session.
-fn file_diff(name: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> String {
+/// One file's part of the patch, as git writes it and GNU patch (nixpkgs'
+/// `patch`) applies it: a header, the modes where they changed (git's:
+/// executable by the owner or not), and the hunks; empty where nothing
+/// changed. `None` is a file that is not there: made (`old`) or deleted
+/// (`new`) by the session.
+fn file_part(name: &str, old: Option<(bool, &[u8])>, new: Option<(bool, &[u8])>) -> String {
+    let mode = |executable: bool| if executable { "100755" } else { "100644" };
+    let modes = match (old, new) {
+        (Some((was, _)), Some((is, _))) if was != is => format!("old mode {}\nnew mode {}\n", mode(was), mode(is)),
+        (None, Some((is, _))) => format!("new file mode {}\n", mode(is)),
+        (Some((was, _)), None) => format!("deleted file mode {}\n", mode(was)),
+        _ => String::new(),
+    };
+    let hunks = content_diff(name, old.map(|(_, bytes)| bytes), new.map(|(_, bytes)| bytes));
+    if modes.is_empty() && hunks.is_empty() {
+        return String::new();
+    }
+    format!("diff --git a/{name} b/{name}\n{modes}{hunks}")
+}
+
+fn side(file: &Option<(bool, Vec<u8>)>) -> Option<(bool, &[u8])> {
+    file.as_ref().map(|(executable, bytes)| (*executable, bytes.as_slice()))
+}
+
+fn executable(meta: &fs::Metadata) -> bool {
+    meta.mode() & 0o100 != 0
+}
+
+/// The hunks between two contents; empty where they are the same.
+fn content_diff(name: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> String {
     if old == new {
         return String::new();
     }
@@ -101,7 +134,7 @@ fn read(path: &Path) -> Result<Vec<u8>, DiffError> {
 /// ancestors still there, was changed after the pause.
 fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
     let mut deleted = Vec::new();
-    for relative in regular_files(trees.pristine, |_| true)? {
+    for (relative, _) in regular_files(trees.pristine, |_| true)? {
         if trees.live.join(&relative).symlink_metadata().is_ok() {
             continue;
         }
@@ -114,8 +147,9 @@ fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
 }
 
 /// The regular files under `root` whose metadata `take` accepts, relative
-/// to it, but nix-attach's own; links are neither followed nor taken.
-fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Vec<PathBuf>, DiffError> {
+/// to it, with that metadata, but nix-attach's own; links are neither
+/// followed nor taken.
+fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Vec<(PathBuf, fs::Metadata)>, DiffError> {
     let mut found = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
@@ -132,7 +166,7 @@ fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Ve
             if meta.is_dir() {
                 dirs.push(relative);
             } else if meta.is_file() && take(&meta) {
-                found.push(relative);
+                found.push((relative, meta));
             }
         }
     }
@@ -143,26 +177,51 @@ fn written_at(meta: &fs::Metadata) -> SystemTime {
     UNIX_EPOCH + Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec().clamp(0, 999_999_999) as u32)
 }
 
+/// When the inode last changed: a write, or its mode.
+fn changed_at(meta: &fs::Metadata) -> SystemTime {
+    UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().clamp(0, 999_999_999) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_changed_file_is_a_hunk_with_a_and_b_paths_from_the_source_root() {
-        let patch = file_diff("src/main.c", Some(b"int main() {\n  return 1;\n}\n"), Some(b"int main() {\n  return 0;\n}\n"));
-        assert_eq!(patch, "--- a/src/main.c\n+++ b/src/main.c\n@@ -1,3 +1,3 @@\n int main() {\n-  return 1;\n+  return 0;\n }\n");
+        let patch =
+            file_part("src/main.c", Some((false, b"int main() {\n  return 1;\n}\n")), Some((false, b"int main() {\n  return 0;\n}\n")));
+        assert_eq!(
+            patch,
+            "diff --git a/src/main.c b/src/main.c\n--- a/src/main.c\n+++ b/src/main.c\n@@ -1,3 +1,3 @@\n int main() {\n-  return 1;\n+  return 0;\n }\n"
+        );
     }
 
     #[test]
     fn an_unchanged_file_is_nothing_a_new_one_comes_from_dev_null_and_binary_is_named() {
-        assert_eq!(file_diff("same", Some(b"x\n"), Some(b"x\n")), "");
-        assert_eq!(file_diff("new.txt", None, Some(b"hello\n")), "--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+hello\n");
-        assert_eq!(file_diff("blob", Some(&[0xff, 0]), Some(&[0xfe])), "Binary files a/blob and b/blob differ\n");
+        assert_eq!(file_part("same", Some((true, b"x\n")), Some((true, b"x\n"))), "");
+        let made = "diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+hello\n";
+        assert_eq!(file_part("new.txt", None, Some((false, b"hello\n"))), made);
+        let binary = "diff --git a/blob b/blob\nBinary files a/blob and b/blob differ\n";
+        assert_eq!(file_part("blob", Some((false, &[0xff, 0])), Some((false, &[0xfe]))), binary);
     }
 
     #[test]
     fn a_deleted_file_goes_to_dev_null() {
-        assert_eq!(file_diff("old.txt", Some(b"bye\n"), None), "--- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n");
+        let gone = "diff --git a/old.txt b/old.txt\ndeleted file mode 100755\n--- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n";
+        assert_eq!(file_part("old.txt", Some((true, b"bye\n")), None), gone);
+    }
+
+    #[test]
+    fn a_mode_the_session_changed_is_in_git_s_mode_lines() {
+        assert_eq!(
+            file_part("run.sh", Some((false, b"x\n")), Some((true, b"x\n"))),
+            "diff --git a/run.sh b/run.sh\nold mode 100644\nnew mode 100755\n"
+        );
+        assert_eq!(
+            file_part("run.sh", Some((true, b"x\n")), Some((false, b"x\n"))),
+            "diff --git a/run.sh b/run.sh\nold mode 100755\nnew mode 100644\n"
+        );
+        assert_eq!(file_part("new.sh", None, Some((true, b""))), "diff --git a/new.sh b/new.sh\nnew file mode 100755\n");
     }
 
     #[test]
