@@ -485,7 +485,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::MountTools { agent, paths } => crate::tools::mount_here(agent, &paths).map(|_| 0).map_err(Into::into),
         Command::SourceDiff { pristine, live, paused, new } => {
             let trees = agent::source_diff::Trees { pristine: &pristine, live: &live, paused, new_files: new };
-            print!("{}", agent::source_diff::diff(&trees)?);
+            let patch = agent::source_diff::diff(&trees)?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &patch.text)?;
+            for name in &patch.not_text {
+                eprintln!(
+                    "nix-attach: {} changed, but is not text: it is not in the patch",
+                    crate::sanitize::sanitize(&name.to_string_lossy())
+                );
+            }
+            if patch.new_left_out > 0 {
+                eprintln!("nix-attach: {} new file(s) left out of the patch; `nix-attach diff --new` takes them", patch.new_left_out);
+            }
             Ok(0)
         }
     }

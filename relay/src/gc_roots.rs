@@ -3,61 +3,147 @@
 //! build's agent lives, though nothing of Nix's own refers to them.
 //!
 //! Each agent has a directory of its own under the store's roots,
-//! `gcroots/nix-attach/<pid>-<start time>`, with a link to each path; Nix's
-//! collector follows links in the directories under `gcroots`. The pid's
-//! start time (from `/proc`) tells that agent from a later process that
-//! took its pid. A directory whose agent is gone is removed the next time
-//! roots are added, so the paths of a build that ended are let go. Only
-//! root writes there.
+//! `gcroots/nix-attach/<boot id>.<pid>.<start time>`, with a link to each
+//! path; Nix's collector follows links in the directories under `gcroots`.
+//! The boot and the pid's start time (from `/proc`) tell that agent from a
+//! later process that took its pid, in this boot or another. A directory
+//! whose agent is gone is removed the next time roots are added, so the
+//! paths of a build that ended are let go then.
+//!
+//! Root does it, and trusts `gcroots` only where it is a directory of
+//! root's that nobody else may write to; every step below it is taken
+//! from a descriptor, without following a link.
 //!
 //! May use: [`nix_conf`](crate::nix_conf); no module that uses it (`layout`
 //! keeps the arrows one way).
 
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcRootError {
-    #[error("cannot read the start time of the build's agent ({0}): it ended")]
+    #[error("cannot read the start of the build's agent ({0}): it ended")]
     Agent(i32),
-    #[error("cannot keep the --with paths from the garbage collector: cannot {0} {1}")]
-    Write(&'static str, PathBuf, #[source] std::io::Error),
+    #[error("cannot read this boot's id from {BOOT_ID}")]
+    Boot(#[source] std::io::Error),
+    #[error("cannot {0} {1}")]
+    Io(&'static str, PathBuf, #[source] std::io::Error),
+    #[error("{0} is not a directory that only root may write to")]
+    Untrusted(PathBuf),
 }
 
-/// Roots each of `paths` for as long as the agent `agent` lives, and lets
-/// go of the paths of agents that are gone.
-pub fn keep_while_agent_lives(agent: i32, paths: &[String]) -> Result<(), GcRootError> {
-    let started = start_time(agent).ok_or(GcRootError::Agent(agent))?;
-    let all = roots_dir();
-    let mine = all.join(format!("{agent}-{started}"));
-    let_go_of_ended(&all);
-    std::fs::create_dir_all(&mine).map_err(|err| GcRootError::Write("make", mine.clone(), err))?;
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// An agent, named so that no other process, in this boot or another,
+/// takes its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentName {
+    boot: String,
+    pid: i32,
+    started: u64,
+}
+
+impl AgentName {
+    /// The name of the process `pid`. Read it before making sure (through
+    /// a pidfd) that `pid` is still the agent: then it is the agent's.
+    pub fn of(pid: i32) -> Result<AgentName, GcRootError> {
+        Ok(AgentName { boot: boot_id()?, pid, started: start_time(pid).ok_or(GcRootError::Agent(pid))? })
+    }
+
+    fn file_name(&self) -> String {
+        format!("{}.{}.{}", self.boot, self.pid, self.started)
+    }
+
+    fn parse(name: &str) -> Option<AgentName> {
+        let mut parts = name.split('.');
+        let (boot, pid, started) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        let plain = boot.len() == 32 && boot.bytes().all(|byte| byte.is_ascii_hexdigit());
+        (plain && parts.next().is_none()).then(|| AgentName { boot: boot.to_string(), pid, started })
+    }
+
+    /// Whether the process it names lives.
+    fn lives(&self, boot: &str) -> bool {
+        self.boot == boot && start_time(self.pid) == Some(self.started)
+    }
+}
+
+/// Roots each of `paths` for as long as `agent` lives, and lets go of the
+/// paths of agents that are gone.
+pub fn keep_while_agent_lives(agent: &AgentName, paths: &[String]) -> Result<(), GcRootError> {
+    let all = roots_dir()?;
+    let_go_of_ended(&all, &agent.boot);
+    let name = agent.file_name();
+    let mine = child_dir(&all, &name)?;
     for path in paths {
-        let Some(name) = Path::new(path).file_name() else { continue };
-        match std::os::unix::fs::symlink(path, mine.join(name)) {
-            Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(GcRootError::Write("link", mine.join(name), err)),
-            _ => {}
+        let Some(link) = Path::new(path).file_name() else { continue };
+        match rustix::fs::symlinkat(path.as_str(), &mine, link) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(err) => return Err(GcRootError::Io("link", Path::new(&name).join(link), err.into())),
         }
     }
     Ok(())
 }
 
-/// Where the agents' directories are.
-fn roots_dir() -> PathBuf {
-    crate::nix_conf::state_dir().join("gcroots/nix-attach")
+/// `gcroots/nix-attach` in Nix's state directory, made if need be, where
+/// `gcroots` is root's alone.
+fn roots_dir() -> Result<OwnedFd, GcRootError> {
+    let gcroots = crate::nix_conf::state_dir().join("gcroots");
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(&gcroots, flags, Mode::empty()).map_err(|err| GcRootError::Io("open", gcroots.clone(), err.into()))?;
+    trusted(&dir, &gcroots)?;
+    child_dir(&dir, "nix-attach")
 }
 
-/// Removes each agent's directory under `all` whose agent is gone.
-fn let_go_of_ended(all: &Path) {
-    let Ok(entries) = std::fs::read_dir(all) else { return };
+/// The directory `name` in `parent`, made if need be; never a link, and
+/// root's alone.
+fn child_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd, GcRootError> {
+    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(err) => return Err(GcRootError::Io("make", name.into(), err.into())),
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = rustix::fs::openat(parent, name, flags, Mode::empty()).map_err(|err| GcRootError::Io("open", name.into(), err.into()))?;
+    trusted(&dir, Path::new(name))?;
+    Ok(dir)
+}
+
+fn trusted(dir: &OwnedFd, shown: &Path) -> Result<(), GcRootError> {
+    let stat = rustix::fs::fstat(dir).map_err(|err| GcRootError::Io("look at", shown.to_path_buf(), err.into()))?;
+    if stat.st_uid == 0 && stat.st_mode & 0o022 == 0 {
+        Ok(())
+    } else {
+        Err(GcRootError::Untrusted(shown.to_path_buf()))
+    }
+}
+
+/// Removes each agent's directory in `all` whose agent is gone. Another
+/// nix-attach may remove the same at the same moment: what fails is left.
+fn let_go_of_ended(all: &OwnedFd, boot: &str) {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(all))) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((pid, started)) = name.split_once('-') else { continue };
-        let (Ok(pid), Ok(started)) = (pid.parse::<i32>(), started.parse::<u64>()) else { continue };
-        if start_time(pid) != Some(started) {
-            // Another nix-attach may remove it at the same moment.
-            let _ = std::fs::remove_dir_all(entry.path());
+        if AgentName::parse(&name).is_some_and(|agent| !agent.lives(boot)) {
+            remove_links_dir(all, &name);
         }
     }
+}
+
+/// Removes the directory `name` of `parent` and the links in it.
+fn remove_links_dir(parent: &OwnedFd, name: &str) {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(dir) = rustix::fs::openat(parent, name, flags, Mode::empty()) else { return };
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&dir))) else { return };
+    for entry in entries.flatten() {
+        let _ = rustix::fs::unlinkat(dir.as_fd(), entry.file_name().as_os_str(), AtFlags::empty());
+    }
+    let _ = rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR);
+}
+
+/// This boot's id, as 32 hex digits.
+fn boot_id() -> Result<String, GcRootError> {
+    let text = std::fs::read_to_string(BOOT_ID).map_err(GcRootError::Boot)?;
+    Ok(text.trim().replace('-', ""))
 }
 
 /// When the process `pid` started, in clock ticks after boot: the 22nd
@@ -85,8 +171,35 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_a_start_time_and_a_pid_that_is_none_has_none() {
-        assert!(start_time(std::process::id() as i32).is_some());
-        assert_eq!(start_time(i32::MAX), None);
+    fn this_process_lives_under_its_name_and_not_in_another_boot() {
+        let me = AgentName::of(std::process::id() as i32).unwrap();
+        let boot = boot_id().unwrap();
+        assert_eq!(AgentName::parse(&me.file_name()), Some(me.clone()));
+        assert!(me.lives(&boot));
+        let other_boot = AgentName { boot: "0".repeat(32), ..me.clone() };
+        assert!(!other_boot.lives(&boot));
+        assert!(AgentName::of(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn a_roots_directory_is_taken_only_where_it_is_no_link_and_nobody_else_may_write() {
+        let base = std::env::temp_dir().join(format!("nix-attach-gc-roots-{}", std::process::id()));
+        std::fs::create_dir(&base).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let parent = rustix::fs::open(&base, flags, Mode::empty()).unwrap();
+        let root_s = rustix::process::geteuid().is_root();
+        assert_eq!(child_dir(&parent, "made").is_ok(), root_s, "made, 0755, and the caller's");
+        std::fs::set_permissions(base.join("made"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        assert!(matches!(child_dir(&parent, "made"), Err(GcRootError::Untrusted(_))), "writable by others");
+        std::os::unix::fs::symlink("/", base.join("link")).unwrap();
+        assert!(matches!(child_dir(&parent, "link"), Err(GcRootError::Io("open", ..))), "a link is not followed");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn only_names_of_nix_attach_s_making_are_taken_for_agents() {
+        for name in ["12-34", "x.1.2", "00000000000000000000000000000000.1", "00000000000000000000000000000000.1.2.3", "../etc"] {
+            assert_eq!(AgentName::parse(name), None, "{name}");
+        }
     }
 }

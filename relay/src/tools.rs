@@ -45,8 +45,6 @@ pub enum ToolsError {
     NotMountable(String),
     #[error("{0} is a symbolic link; --with mounts store paths that are directories or files")]
     Link(String),
-    #[error(transparent)]
-    Root(#[from] crate::gc_roots::GcRootError),
     #[error("--with needs root or the broker, which mount the tools into the build: run it with sudo, or start the broker")]
     NeedsRoot,
 }
@@ -184,10 +182,12 @@ pub fn mount_into(agent: i32, closure: &[String]) -> Result<(), ToolsError> {
     let mut command = Command::new(exe);
     command.args([SUBCOMMAND, "--agent", &agent.to_string(), "--"]).args(closure).stdin(Stdio::null());
     let out = command.output().map_err(|err| ToolsError::Mount("run", SUBCOMMAND.into(), err))?;
+    let said = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
+        // What it warned of.
+        said.lines().filter(|line| !line.trim().is_empty()).for_each(|line| eprintln!("{}", crate::sanitize::sanitize(line)));
         return Ok(());
     }
-    let said = String::from_utf8_lossy(&out.stderr);
     let last = said.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("it ended early");
     Err(ToolsError::Child(crate::sanitize::sanitize(last.trim().trim_start_matches("nix-attach: error: "))))
 }
@@ -204,8 +204,17 @@ pub fn mount_here(agent: i32, closure: &[String]) -> Result<usize, ToolsError> {
     let pid = rustix::process::Pid::from_raw(agent).ok_or_else(|| ToolsError::Child(format!("{agent} is not a process")))?;
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .map_err(|err| ToolsError::Mount("reach the build's agent", agent.to_string(), err.into()))?;
+    // Named before `owner_of` sees it alive through the pidfd: the name
+    // is then the agent's, not a later process's.
+    let name = crate::gc_roots::AgentName::of(agent);
     let owner = owner_of(agent, &pidfd)?;
-    crate::gc_roots::keep_while_agent_lives(agent, closure)?;
+    // Without roots the tools still work, until a collection: say so.
+    if let Err(err) = name.and_then(|name| crate::gc_roots::keep_while_agent_lives(&name, closure)) {
+        eprintln!(
+            "nix-attach: the --with paths are not kept from the garbage collector: {}",
+            crate::sanitize::sanitize(&format!("{:#}", anyhow::Error::from(err)))
+        );
+    }
     mount_in_namespace(&pidfd, owner, &trees)
 }
 

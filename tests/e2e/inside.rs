@@ -179,6 +179,30 @@ fn a_mode_the_session_changes_and_a_script_it_makes_carry_gits_mode_lines_which_
     release(build, &paused);
 }
 
+#[test]
+fn a_replays_diff_is_what_its_session_changed_and_nothing_the_build_did_before_the_capture() {
+    let failing = "echo object > product.o\nrm docs/notes.txt\nsh -c 'exit 3'";
+    let (build, paused) = with_source("diff-replayed").phase("buildPhase", failing).pause();
+    let dir = std::env::temp_dir().join(crate::support::unique_name("diff-replayed"));
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("it.nix-attach");
+    let captured = crate::support::nix_attach_cmd(&["capture", &paused.id, "-o", file.to_str().unwrap()]);
+    assert!(captured.status.success(), "{}", String::from_utf8_lossy(&captured.stderr));
+    release(build, &paused);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let replayed = crate::support::capture::alice_replays(&file, &["eval", "sed -i 's/return 1/return 0/' main.c; nix-attach diff --new"]);
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout),
+        "diff --git a/main.c b/main.c\n--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n",
+        "neither product.o nor the notes the build deleted: {}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A copy of the fixture's source with its own patch and then `patch`
 /// applied by GNU `patch -p1`, as nixpkgs' stdenv applies `patches`.
 fn applied(patch: &str) -> std::path::PathBuf {

@@ -10,15 +10,22 @@
 //! session made are in it only with `--new`. A file of the pristine source
 //! that is gone counts as deleted by the session when the directory that
 //! held it (or its nearest ancestor left) was changed after the pause, as
-//! removing or renaming an entry changes it. The patch is in git's format,
-//! which GNU patch (nixpkgs' `patch`) applies, modes too: a file whose
-//! inode changed after the pause and whose owner's execute bit is not the
-//! pristine one has git's mode lines, and so does a new or deleted file.
-//! Links are not followed, and a file that is not text is named, not
-//! shown.
+//! removing or renaming an entry changes it, or when what stands in its
+//! way (a file or link where a directory was) was made after the pause.
+//!
+//! The patch is in git's format, which GNU patch (nixpkgs' `patch`) and
+//! `git apply` take, modes too: a file whose inode changed after the pause
+//! and whose owner's execute bit is not the pristine one has git's mode
+//! lines, and so does a new or deleted file. Contents are compared as
+//! bytes, line by line at `\n` only; names that need it are quoted as git
+//! quotes them. Deletions come first, so that a directory replaced by a
+//! file, or the reverse, is emptied before it is made. Links are left out,
+//! and so is a file that is not text (a NUL in its first 8000 bytes, as
+//! git judges): it is named beside the patch.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,6 +50,20 @@ pub struct Trees<'a> {
     pub new_files: bool,
 }
 
+/// The patch, and what it leaves out.
+#[derive(Debug, Default)]
+pub struct Patch {
+    /// The patch, with the files' bytes as they are.
+    pub text: Vec<u8>,
+    /// Changed files that are not text, named and left out.
+    pub not_text: Vec<PathBuf>,
+    /// How many new files were left out for want of `--new`.
+    pub new_left_out: usize,
+}
+
+/// How much of a file git reads to judge whether it is text.
+const TEXT_PROBE: usize = 8000;
+
 /// Reads a pause time written as seconds since the epoch, with a fraction.
 pub fn parse_time(text: &str) -> Result<SystemTime, DiffError> {
     let seconds: f64 = text.trim().parse().map_err(|_| DiffError::Time(text.to_string()))?;
@@ -52,98 +73,187 @@ pub fn parse_time(text: &str) -> Result<SystemTime, DiffError> {
     Ok(UNIX_EPOCH + Duration::from_secs_f64(seconds))
 }
 
-/// The session's changes under `trees.live`, in git's format, file by
-/// file in the order of their paths.
-pub fn diff(trees: &Trees) -> Result<String, DiffError> {
+/// The session's changes under `trees.live`: the deletions, then the
+/// other files, each in the order of their paths.
+pub fn diff(trees: &Trees) -> Result<Patch, DiffError> {
+    let mut patch = Patch::default();
+    let mut deleted = deleted_files(trees)?;
+    deleted.sort();
+    for relative in deleted {
+        let path = trees.pristine.join(&relative);
+        let meta = path.symlink_metadata().map_err(|err| read_error(&path, err))?;
+        patch.add(&relative, Some(&File { executable: executable(&meta), bytes: read(&path)? }), None);
+    }
     let touched = |meta: &fs::Metadata| written_at(meta) > trees.paused || changed_at(meta) > trees.paused;
-    let mut files: Vec<(PathBuf, Option<fs::Metadata>)> =
-        regular_files(trees.live, touched)?.into_iter().map(|(path, meta)| (path, Some(meta))).collect();
-    files.extend(deleted_files(trees)?.into_iter().map(|path| (path, None)));
+    let mut files = regular_files(trees.live, touched)?;
     files.sort_by(|one, other| one.0.cmp(&other.0));
-    let mut patch = String::new();
     for (relative, live) in files {
         let pristine = trees.pristine.join(&relative);
         let old = match pristine.symlink_metadata() {
-            Ok(meta) if meta.is_file() => Some((executable(&meta), read(&pristine)?)),
-            Ok(_) => continue,
-            Err(_) if trees.new_files => None,
-            Err(_) => continue,
+            Ok(meta) if meta.is_file() => Some(File { executable: executable(&meta), bytes: read(&pristine)? }),
+            // A link is left out; a directory the session replaced with this
+            // file was emptied by the deletions above.
+            Ok(meta) if meta.file_type().is_symlink() => continue,
+            _ if trees.new_files => None,
+            _ => {
+                patch.new_left_out += 1;
+                continue;
+            }
         };
-        let new = match &live {
-            None => None,
+        let new = match &old {
             // Its content counts only if written after the pause; a mode
             // changed later (`chmod`) changes only its inode's time.
-            Some(meta) if written_at(meta) > trees.paused || old.is_none() => Some((executable(meta), read(&trees.live.join(&relative))?)),
-            Some(meta) => old.as_ref().map(|(_, bytes)| (executable(meta), bytes.clone())),
+            Some(old) if written_at(&live) <= trees.paused => File { executable: executable(&live), bytes: old.bytes.clone() },
+            _ => File { executable: executable(&live), bytes: read(&trees.live.join(&relative))? },
         };
-        patch.push_str(&file_part(&relative.to_string_lossy(), side(&old), side(&new)));
+        patch.add(&relative, old.as_ref(), Some(&new));
     }
     Ok(patch)
 }
 
-/// One file's part of the patch, as git writes it and GNU patch (nixpkgs'
-/// `patch`) applies it: a header, the modes where they changed (git's:
-/// executable by the owner or not), and the hunks; empty where nothing
-/// changed. `None` is a file that is not there: made (`old`) or deleted
-/// (`new`) by the session.
-fn file_part(name: &str, old: Option<(bool, &[u8])>, new: Option<(bool, &[u8])>) -> String {
-    let mode = |executable: bool| if executable { "100755" } else { "100644" };
-    let modes = match (old, new) {
-        (Some((was, _)), Some((is, _))) if was != is => format!("old mode {}\nnew mode {}\n", mode(was), mode(is)),
-        (None, Some((is, _))) => format!("new file mode {}\n", mode(is)),
-        (Some((was, _)), None) => format!("deleted file mode {}\n", mode(was)),
-        _ => String::new(),
-    };
-    let hunks = content_diff(name, old.map(|(_, bytes)| bytes), new.map(|(_, bytes)| bytes));
-    if modes.is_empty() && hunks.is_empty() {
-        return String::new();
-    }
-    format!("diff --git a/{name} b/{name}\n{modes}{hunks}")
+/// A file as the patch sees it.
+struct File {
+    executable: bool,
+    bytes: Vec<u8>,
 }
 
-fn side(file: &Option<(bool, Vec<u8>)>) -> Option<(bool, &[u8])> {
-    file.as_ref().map(|(executable, bytes)| (*executable, bytes.as_slice()))
+impl Patch {
+    /// Adds one file's part, or names it where it is not text.
+    fn add(&mut self, relative: &Path, old: Option<&File>, new: Option<&File>) {
+        if [old, new].into_iter().flatten().any(|file| !is_text(&file.bytes)) {
+            if old.map(|file| &file.bytes) != new.map(|file| &file.bytes) {
+                self.not_text.push(relative.to_path_buf());
+            }
+            return;
+        }
+        self.text.extend(file_part(relative.as_os_str().as_bytes(), old, new));
+    }
+}
+
+/// Whether git would take `bytes` as text: no NUL in its first 8000.
+fn is_text(bytes: &[u8]) -> bool {
+    !bytes[..bytes.len().min(TEXT_PROBE)].contains(&0)
+}
+
+/// One file's part of the patch, as git writes it: a header, the modes
+/// where they changed (git's: executable by the owner or not), and the
+/// hunks; empty where nothing changed. `None` is a file that is not there:
+/// made (`old`) or deleted (`new`) by the session.
+fn file_part(name: &[u8], old: Option<&File>, new: Option<&File>) -> Vec<u8> {
+    let mode = |file: &File| if file.executable { "100755" } else { "100644" };
+    // An empty file made or deleted has no hunk: git's index line for the
+    // empty blob says what it was.
+    const EMPTY: &str = "e69de29";
+    let modes = match (old, new) {
+        (Some(was), Some(is)) if was.executable != is.executable => format!("old mode {}\nnew mode {}\n", mode(was), mode(is)),
+        (None, Some(is)) if is.bytes.is_empty() => format!("new file mode {}\nindex 0000000..{EMPTY}\n", mode(is)),
+        (None, Some(is)) => format!("new file mode {}\n", mode(is)),
+        (Some(was), None) if was.bytes.is_empty() => format!("deleted file mode {}\nindex {EMPTY}..0000000\n", mode(was)),
+        (Some(was), None) => format!("deleted file mode {}\n", mode(was)),
+        _ => String::new(),
+    };
+    let hunks = content_diff(name, old.map(|file| file.bytes.as_slice()), new.map(|file| file.bytes.as_slice()));
+    if modes.is_empty() && hunks.is_empty() {
+        return Vec::new();
+    }
+    let mut part = format!("diff --git {} {}\n{modes}", quoted("a", name), quoted("b", name)).into_bytes();
+    part.extend(hunks);
+    part
+}
+
+/// The hunks between two contents, lines split at `\n` only; empty where
+/// they are the same.
+fn content_diff(name: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if old == new {
+        return out;
+    }
+    let (old_lines, new_lines) = (lines(old), lines(new));
+    let diff = similar::TextDiff::configure().newline_terminated(true).diff_slices(&old_lines, &new_lines);
+    let side = |content: Option<&[u8]>, prefix: &str| content.map_or_else(|| "/dev/null".to_string(), |_| quoted(prefix, name));
+    let mut unified = diff.unified_diff();
+    unified.context_radius(3);
+    for (index, hunk) in unified.iter_hunks().enumerate() {
+        if index == 0 {
+            let _ = write!(out, "--- {}\n+++ {}\n", side(old, "a"), side(new, "b"));
+        }
+        // Into a Vec: it cannot fail.
+        let _ = hunk.to_writer(&mut out);
+    }
+    out
+}
+
+fn lines(content: Option<&[u8]>) -> Vec<&[u8]> {
+    content.unwrap_or_default().split_inclusive(|&byte| byte == b'\n').collect()
+}
+
+/// `prefix/name` as git writes a path in a patch: as it is where it is
+/// plain, else in double quotes with C's escapes (and a space quoted too,
+/// which GNU patch would otherwise take as the end of the name).
+fn quoted(prefix: &str, name: &[u8]) -> String {
+    let plain = |byte: &u8| byte.is_ascii_graphic() && !matches!(byte, b'"' | b'\\');
+    if name.iter().all(plain) {
+        return format!("{prefix}/{}", String::from_utf8_lossy(name));
+    }
+    let mut text = format!("\"{prefix}/");
+    for &byte in name {
+        match byte {
+            b'"' => text.push_str("\\\""),
+            b'\\' => text.push_str("\\\\"),
+            b'\t' => text.push_str("\\t"),
+            b'\n' => text.push_str("\\n"),
+            b'\r' => text.push_str("\\r"),
+            byte if plain(&byte) || byte == b' ' => text.push(byte as char),
+            byte => text.push_str(&format!("\\{byte:03o}")),
+        }
+    }
+    text.push('"');
+    text
 }
 
 fn executable(meta: &fs::Metadata) -> bool {
     meta.mode() & 0o100 != 0
 }
 
-/// The hunks between two contents; empty where they are the same.
-fn content_diff(name: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> String {
-    if old == new {
-        return String::new();
-    }
-    let side = |content: Option<&[u8]>, prefix: &str| content.map_or_else(|| "/dev/null".to_string(), |_| format!("{prefix}/{name}"));
-    let (from, to) = (side(old, "a"), side(new, "b"));
-    match (old.map(std::str::from_utf8).transpose(), new.map(std::str::from_utf8).transpose()) {
-        (Ok(old), Ok(new)) => {
-            let lines = similar::TextDiff::from_lines(old.unwrap_or(""), new.unwrap_or(""));
-            lines.unified_diff().context_radius(3).header(&from, &to).to_string()
-        }
-        _ => format!("Binary files {from} and {to} differ\n"),
-    }
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, DiffError> {
-    fs::read(path).map_err(|err| DiffError::Read(path.to_path_buf(), err))
+    fs::read(path).map_err(|err| read_error(path, err))
 }
 
-/// The regular files of the pristine source that are gone from the live
-/// one, where the directory that held them, or the nearest one of its
-/// ancestors still there, was changed after the pause.
+fn read_error(path: &Path, err: io::Error) -> DiffError {
+    DiffError::Read(path.to_path_buf(), err)
+}
+
+/// The regular files of the pristine source that the session removed.
 fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
-    let mut deleted = Vec::new();
-    for (relative, _) in regular_files(trees.pristine, |_| true)? {
-        if trees.live.join(&relative).symlink_metadata().is_ok() {
-            continue;
-        }
-        let holder = relative.ancestors().skip(1).map(|dir| trees.live.join(dir)).find_map(|dir| dir.symlink_metadata().ok());
-        if holder.is_some_and(|meta| meta.is_dir() && written_at(&meta) > trees.paused) {
-            deleted.push(relative);
+    let pristine = regular_files(trees.pristine, |_| true)?;
+    Ok(pristine
+        .into_iter()
+        .map(|(relative, _)| relative)
+        .filter(|relative| removed_at(trees.live, relative).is_some_and(|at| at > trees.paused))
+        .collect())
+}
+
+/// When the file `relative` left the tree `live`, as far as the tree
+/// tells; `None` where it is there. Where it is missing, the directory
+/// that held it (or its nearest ancestor left) changed then; where
+/// something else stands in its way (a file or link where one of its
+/// directories was, a directory where it was), that was made then. Links
+/// on the way are not followed.
+fn removed_at(live: &Path, relative: &Path) -> Option<SystemTime> {
+    let mut at = live.to_path_buf();
+    let mut holder = live.symlink_metadata().ok()?;
+    let mut components = relative.components().peekable();
+    while let Some(component) = components.next() {
+        at.push(component);
+        let last = components.peek().is_none();
+        match at.symlink_metadata() {
+            Err(_) => return Some(written_at(&holder)),
+            Ok(meta) if last && meta.is_file() => return None,
+            Ok(meta) if !last && meta.is_dir() => holder = meta,
+            Ok(meta) => return Some(changed_at(&meta)),
         }
     }
-    Ok(deleted)
+    None
 }
 
 /// The regular files under `root` whose metadata `take` accepts, relative
@@ -153,16 +263,16 @@ fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Ve
     let mut found = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
-        let entries = fs::read_dir(root.join(&dir)).map_err(|err| DiffError::Read(root.join(&dir), err))?;
+        let entries = fs::read_dir(root.join(&dir)).map_err(|err| read_error(&root.join(&dir), err))?;
         for entry in entries {
-            let entry = entry.map_err(|err| DiffError::Read(root.join(&dir), err))?;
+            let entry = entry.map_err(|err| read_error(&root.join(&dir), err))?;
             // nix-attach's own files: the hook's snapshot, the agent's state
             // and the pristine source's scratch directory in it.
-            if entry.file_name().to_string_lossy().starts_with(".nix-attach") {
+            if entry.file_name().as_bytes().starts_with(b".nix-attach") {
                 continue;
             }
             let relative = dir.join(entry.file_name());
-            let meta = entry.metadata().map_err(|err| DiffError::Read(root.join(&relative), err))?;
+            let meta = entry.metadata().map_err(|err| read_error(&root.join(&relative), err))?;
             if meta.is_dir() {
                 dirs.push(relative);
             } else if meta.is_file() && take(&meta) {
@@ -186,10 +296,18 @@ fn changed_at(meta: &fs::Metadata) -> SystemTime {
 mod tests {
     use super::*;
 
+    fn file(executable: bool, bytes: &[u8]) -> File {
+        File { executable, bytes: bytes.to_vec() }
+    }
+
+    fn part(name: &str, old: Option<File>, new: Option<File>) -> String {
+        String::from_utf8(file_part(name.as_bytes(), old.as_ref(), new.as_ref())).unwrap()
+    }
+
     #[test]
     fn a_changed_file_is_a_hunk_with_a_and_b_paths_from_the_source_root() {
         let patch =
-            file_part("src/main.c", Some((false, b"int main() {\n  return 1;\n}\n")), Some((false, b"int main() {\n  return 0;\n}\n")));
+            part("src/main.c", Some(file(false, b"int main() {\n  return 1;\n}\n")), Some(file(false, b"int main() {\n  return 0;\n}\n")));
         assert_eq!(
             patch,
             "diff --git a/src/main.c b/src/main.c\n--- a/src/main.c\n+++ b/src/main.c\n@@ -1,3 +1,3 @@\n int main() {\n-  return 1;\n+  return 0;\n }\n"
@@ -197,31 +315,116 @@ mod tests {
     }
 
     #[test]
-    fn an_unchanged_file_is_nothing_a_new_one_comes_from_dev_null_and_binary_is_named() {
-        assert_eq!(file_part("same", Some((true, b"x\n")), Some((true, b"x\n"))), "");
+    fn an_unchanged_file_is_nothing_and_a_new_one_comes_from_dev_null() {
+        assert_eq!(part("same", Some(file(true, b"x\n")), Some(file(true, b"x\n"))), "");
         let made = "diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+hello\n";
-        assert_eq!(file_part("new.txt", None, Some((false, b"hello\n"))), made);
-        let binary = "diff --git a/blob b/blob\nBinary files a/blob and b/blob differ\n";
-        assert_eq!(file_part("blob", Some((false, &[0xff, 0])), Some((false, &[0xfe]))), binary);
+        assert_eq!(part("new.txt", None, Some(file(false, b"hello\n"))), made);
     }
 
     #[test]
-    fn a_deleted_file_goes_to_dev_null() {
+    fn a_deleted_file_goes_to_dev_null_and_an_empty_one_has_git_s_index_line() {
         let gone = "diff --git a/old.txt b/old.txt\ndeleted file mode 100755\n--- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n";
-        assert_eq!(file_part("old.txt", Some((true, b"bye\n")), None), gone);
+        assert_eq!(part("old.txt", Some(file(true, b"bye\n")), None), gone);
+        assert_eq!(part("e", Some(file(false, b"")), None), "diff --git a/e b/e\ndeleted file mode 100644\nindex e69de29..0000000\n");
+        assert_eq!(part("e", None, Some(file(false, b""))), "diff --git a/e b/e\nnew file mode 100644\nindex 0000000..e69de29\n");
     }
 
     #[test]
     fn a_mode_the_session_changed_is_in_git_s_mode_lines() {
         assert_eq!(
-            file_part("run.sh", Some((false, b"x\n")), Some((true, b"x\n"))),
+            part("run.sh", Some(file(false, b"x\n")), Some(file(true, b"x\n"))),
             "diff --git a/run.sh b/run.sh\nold mode 100644\nnew mode 100755\n"
         );
         assert_eq!(
-            file_part("run.sh", Some((true, b"x\n")), Some((false, b"x\n"))),
+            part("run.sh", Some(file(true, b"x\n")), Some(file(false, b"x\n"))),
             "diff --git a/run.sh b/run.sh\nold mode 100755\nnew mode 100644\n"
         );
-        assert_eq!(file_part("new.sh", None, Some((true, b""))), "diff --git a/new.sh b/new.sh\nnew file mode 100755\n");
+    }
+
+    #[test]
+    fn contents_are_bytes_split_at_newlines_only() {
+        // Latin-1 is text to git; a lone CR is part of its line.
+        let latin1 = file_part(b"caf.c", Some(&file(false, b"/* caf\xe9 */\nint x;\n")), Some(&file(false, b"/* caf\xe9 */\nint y;\n")));
+        assert_eq!(
+            latin1,
+            b"diff --git a/caf.c b/caf.c\n--- a/caf.c\n+++ b/caf.c\n@@ -1,2 +1,2 @@\n /* caf\xe9 */\n-int x;\n+int y;\n".to_vec()
+        );
+        let cr = part("mac.txt", Some(file(false, b"a\rb\nc\n")), Some(file(false, b"a\rb\nd\n")));
+        assert_eq!(cr, "diff --git a/mac.txt b/mac.txt\n--- a/mac.txt\n+++ b/mac.txt\n@@ -1,2 +1,2 @@\n a\rb\n-c\n+d\n");
+        let unended = part("end", Some(file(false, b"a\n")), Some(file(false, b"a\nb")));
+        assert_eq!(unended, "diff --git a/end b/end\n--- a/end\n+++ b/end\n@@ -1 +1,2 @@\n a\n+b\n\\ No newline at end of file\n");
+    }
+
+    #[test]
+    fn names_that_need_it_are_quoted_as_git_quotes_them() {
+        assert_eq!(quoted("a", b"src/main.c"), "a/src/main.c");
+        assert_eq!(quoted("a", b"my file.c"), "\"a/my file.c\"");
+        assert_eq!(quoted("b", b"new\nline \"q\" \\"), "\"b/new\\nline \\\"q\\\" \\\\\"");
+        assert_eq!(quoted("a", b"caf\xe9\t"), "\"a/caf\\351\\t\"");
+        let spaced = part("my file", None, Some(file(false, b"x\n")));
+        assert!(
+            spaced.starts_with("diff --git \"a/my file\" \"b/my file\"\nnew file mode 100644\n--- /dev/null\n+++ \"b/my file\"\n"),
+            "{spaced}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_text_is_named_and_left_out() {
+        let mut patch = Patch::default();
+        patch.add(Path::new("blob"), Some(&file(false, b"\0a")), Some(&file(false, b"\0b")));
+        patch.add(Path::new("same-blob"), Some(&file(false, b"\0a")), Some(&file(true, b"\0a")));
+        assert!(patch.text.is_empty());
+        assert_eq!(patch.not_text, [PathBuf::from("blob")]);
+    }
+
+    /// A scratch directory, removed when dropped.
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn what_the_session_replaced_or_removed_is_deleted_first_and_what_the_build_removed_is_not() {
+        let scratch = Scratch(std::env::temp_dir().join(format!("nix-attach-source-diff-{}", std::process::id())));
+        let (pristine, live) = (scratch.0.join("pristine"), scratch.0.join("live"));
+        for tree in [&pristine, &live] {
+            for dir in ["d", "kept", "built"] {
+                fs::create_dir_all(tree.join(dir)).unwrap();
+            }
+            for name in ["f", "d/a", "kept/k", "built/gone", "gone"] {
+                fs::write(tree.join(name), format!("{name}\n")).unwrap();
+            }
+        }
+        // All of it counts as after the pause, but what the build removed:
+        // that directory last changed before.
+        let paused = SystemTime::now() - Duration::from_secs(60);
+        fs::remove_file(live.join("built/gone")).unwrap();
+        fs::File::open(live.join("built")).unwrap().set_modified(paused - Duration::from_secs(1)).unwrap();
+        fs::remove_file(live.join("gone")).unwrap();
+        fs::remove_file(live.join("f")).unwrap();
+        fs::create_dir(live.join("f")).unwrap();
+        fs::write(live.join("f/inner"), "inner\n").unwrap();
+        fs::remove_dir_all(live.join("d")).unwrap();
+        fs::write(live.join("d"), "d\n").unwrap();
+
+        let patch = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: true }).unwrap();
+        let text = String::from_utf8(patch.text).unwrap();
+        let headers: Vec<&str> = text.lines().filter(|line| line.starts_with("diff --git")).collect();
+        assert_eq!(
+            headers,
+            [
+                "diff --git a/d/a b/d/a",
+                "diff --git a/f b/f",
+                "diff --git a/gone b/gone",
+                "diff --git a/d b/d",
+                "diff --git a/f/inner b/f/inner"
+            ],
+            "{text}"
+        );
+        let without_new = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: false }).unwrap();
+        assert_eq!(without_new.new_left_out, 2);
     }
 
     #[test]
