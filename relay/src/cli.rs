@@ -222,6 +222,9 @@ pub enum Command {
         /// Files the session made too.
         #[arg(long)]
         new: bool,
+        /// The list of the files there when the build paused.
+        #[arg(long)]
+        present: Option<std::path::PathBuf>,
     },
     /// Mount store paths into a build's sandbox (run by `--with`, as root).
     #[command(hide = true, name = "mount-tools")]
@@ -483,8 +486,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent(config) => agent::run(*config).map(|()| 0),
         Command::Isolate { command } => Ok(agent::isolate::run(&command)),
         Command::MountTools { agent, paths } => crate::tools::mount_here(agent, &paths).map(|_| 0).map_err(Into::into),
-        Command::SourceDiff { pristine, live, paused, new } => {
-            let trees = agent::source_diff::Trees { pristine: &pristine, live: &live, paused, new_files: new };
+        Command::SourceDiff { pristine, live, paused, new, present } => {
+            let present = present.map(|list| agent::source_diff::read_present(&list)).transpose()?.flatten();
+            let trees = agent::source_diff::Trees { pristine: &pristine, live: &live, paused, new_files: new, present: present.as_ref() };
             let patch = agent::source_diff::diff(&trees)?;
             std::io::Write::write_all(&mut std::io::stdout().lock(), &patch.text)?;
             for name in &patch.not_text {

@@ -144,10 +144,14 @@ fn diff_shows_the_sessions_edit_as_a_patch_and_nothing_the_build_made() {
 #[test]
 fn a_source_file_the_session_deletes_goes_to_dev_null_and_one_the_build_deleted_is_not_in_the_diff() {
     let (build, paused) = with_source("diff-deleted").phase("buildPhase", "rm Makefile\nsh -c 'exit 3'").pause();
-    eval(&paused.id, "rm docs/notes.txt");
+    // In the directory the build deleted the Makefile from, too.
+    eval(&paused.id, "rm docs/notes.txt; sed -i 's/return 1/return 0/' main.c");
     let patch = eval(&paused.id, "nix-attach diff");
     assert_eq!(
-        patch, "diff --git a/docs/notes.txt b/docs/notes.txt\ndeleted file mode 100644\n--- a/docs/notes.txt\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-notes\n-patched line\n",
+        patch,
+        "diff --git a/docs/notes.txt b/docs/notes.txt\ndeleted file mode 100644\n--- a/docs/notes.txt\n+++ /dev/null\n\
+         @@ -1,2 +0,0 @@\n-notes\n-patched line\n\
+         diff --git a/main.c b/main.c\n--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n",
         "the Makefile was the build's to delete"
     );
 
@@ -181,7 +185,7 @@ fn a_mode_the_session_changes_and_a_script_it_makes_carry_gits_mode_lines_which_
 
 #[test]
 fn a_replays_diff_is_what_its_session_changed_and_nothing_the_build_did_before_the_capture() {
-    let failing = "echo object > product.o\nrm docs/notes.txt\nsh -c 'exit 3'";
+    let failing = "echo object > product.o\nrm Makefile\nsh -c 'exit 3'";
     let (build, paused) = with_source("diff-replayed").phase("buildPhase", failing).pause();
     let dir = std::env::temp_dir().join(crate::support::unique_name("diff-replayed"));
     std::fs::create_dir(&dir).unwrap();
@@ -197,7 +201,7 @@ fn a_replays_diff_is_what_its_session_changed_and_nothing_the_build_did_before_t
     assert_eq!(
         String::from_utf8_lossy(&replayed.stdout),
         "diff --git a/main.c b/main.c\n--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n",
-        "neither product.o nor the notes the build deleted: {}",
+        "neither product.o nor the Makefile the build deleted: {}",
         String::from_utf8_lossy(&replayed.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();

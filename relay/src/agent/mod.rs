@@ -135,6 +135,9 @@ impl SessionContext {
     }
 }
 
+/// The list of the files there when the build paused (`session-commands.sh`
+/// names it too).
+const PRESENT_AT_PAUSE: &str = "present-at-pause";
 /// The longest any build stays paused, whatever it asks for.
 pub const LONGEST_PAUSE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -155,6 +158,10 @@ async fn serve_build(config: &AgentConfig, state_dir: &Path) -> anyhow::Result<(
         // What they wrote is not the session's: `diff` counts from now.
         write_commands(&meta, &context.cwd, &context.agent, state_dir)?;
     }
+    // What is there now is the build's: `diff` counts a file the session
+    // deletes by this list, made before any session can start. Without it
+    // (a build directory it cannot read), `diff` judges by times.
+    let _ = source_diff::record_present(&config.build_top, &state_dir.join(PRESENT_AT_PAUSE));
     let listener = tokio::net::UnixListener::bind(SOCKET).context("cannot listen on the agent socket")?;
     fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o600))?;
     write_metadata(&meta)?;

@@ -205,7 +205,8 @@ __nix_attach_diff() {
     if [ "$__nix_attach_ended" = 0 ]; then
         __nix_attach_ended=0
         "$__nix_attach_agent" source-diff --pristine "$(cat "$__nix_attach_scratch.root")" --live "$__nix_attach_live" \
-            --paused "$__nix_attach_paused" $__nix_attach_new || __nix_attach_ended=$?
+            --paused "$__nix_attach_paused" --present "$__nix_attach_state/present-at-pause" $__nix_attach_new ||
+            __nix_attach_ended=$?
     else
         printf 'nix-attach: the build'"'"'s unpackPhase and patchPhase failed (status %s) making the pristine source:\n' "$__nix_attach_ended" >&2
         cat "$__nix_attach_scratch.log" >&2

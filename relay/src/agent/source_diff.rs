@@ -8,10 +8,13 @@
 //! phases in a scratch directory. So what the build itself made before it
 //! failed (objects, generated files) is never in the diff. Files the
 //! session made are in it only with `--new`. A file of the pristine source
-//! that is gone counts as deleted by the session when the directory that
-//! held it (or its nearest ancestor left) was changed after the pause, as
-//! removing or renaming an entry changes it, or when what stands in its
-//! way (a file or link where a directory was) was made after the pause.
+//! that is gone counts as deleted by the session when it was there when
+//! the build paused: the agent lists the build directory's files then,
+//! before any session starts ([`record_present`]). Without that list, a
+//! file counts when the directory that held it (or its nearest ancestor
+//! left) was changed after the pause, as removing or renaming an entry
+//! changes it, or when what stands in its way (a file or link where a
+//! directory was) was made after the pause.
 //!
 //! The patch is in git's format, which GNU patch (nixpkgs' `patch`) and
 //! `git apply` take, modes too: a file whose inode changed after the pause
@@ -23,6 +26,7 @@
 //! and so is a file that is not text (a NUL in its first 8000 bytes, as
 //! git judges): it is named beside the patch.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -36,6 +40,8 @@ pub enum DiffError {
     Read(PathBuf, #[source] io::Error),
     #[error("{0:?} is not a time (seconds since the epoch)")]
     Time(String),
+    #[error("cannot write {0}")]
+    Write(PathBuf, #[source] io::Error),
 }
 
 /// What `diff` compares.
@@ -48,6 +54,9 @@ pub struct Trees<'a> {
     pub paused: SystemTime,
     /// Whether files the session made are in the diff.
     pub new_files: bool,
+    /// The files there when the build paused ([`read_present`]), where
+    /// that list was written.
+    pub present: Option<&'a HashSet<PathBuf>>,
 }
 
 /// The patch, and what it leaves out.
@@ -223,14 +232,44 @@ fn read_error(path: &Path, err: io::Error) -> DiffError {
     DiffError::Read(path.to_path_buf(), err)
 }
 
-/// The regular files of the pristine source that the session removed.
+/// The regular files of the pristine source that the session removed:
+/// gone now, and there at the pause (or, without the list of those,
+/// gone since).
 fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
     let pristine = regular_files(trees.pristine, |_| true)?;
-    Ok(pristine
-        .into_iter()
-        .map(|(relative, _)| relative)
-        .filter(|relative| removed_at(trees.live, relative).is_some_and(|at| at > trees.paused))
-        .collect())
+    let live = fs::canonicalize(trees.live).map_err(|err| read_error(trees.live, err))?;
+    let removed = |relative: &PathBuf| match (removed_at(trees.live, relative), trees.present) {
+        (None, _) => false,
+        (Some(_), Some(present)) => present.contains(&live.join(relative)),
+        (Some(at), None) => at > trees.paused,
+    };
+    Ok(pristine.into_iter().map(|(relative, _)| relative).filter(removed).collect())
+}
+
+/// Writes the list of the regular files under `build_top` (absolute, its
+/// links resolved; nix-attach's own left out) to `list`, each name ended
+/// by a NUL, all at once: a reader sees the whole list or none.
+pub fn record_present(build_top: &Path, list: &Path) -> Result<(), DiffError> {
+    let top = fs::canonicalize(build_top).map_err(|err| read_error(build_top, err))?;
+    let mut text = Vec::new();
+    for (relative, _) in regular_files(&top, |_| true)? {
+        text.extend_from_slice(top.join(relative).as_os_str().as_bytes());
+        text.push(0);
+    }
+    let partial = list.with_extension("partial");
+    let written = fs::write(&partial, text).and_then(|()| fs::rename(&partial, list));
+    written.map_err(|err| DiffError::Write(list.to_path_buf(), err))
+}
+
+/// The list [`record_present`] wrote, if it is there.
+pub fn read_present(list: &Path) -> Result<Option<HashSet<PathBuf>>, DiffError> {
+    let text = match fs::read(list) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(read_error(list, err)),
+    };
+    let names = text.split(|&byte| byte == 0).filter(|name| !name.is_empty());
+    Ok(Some(names.map(|name| PathBuf::from(std::ffi::OsStr::from_bytes(name))).collect()))
 }
 
 /// When the file `relative` left the tree `live`, as far as the tree
@@ -409,7 +448,7 @@ mod tests {
         fs::remove_dir_all(live.join("d")).unwrap();
         fs::write(live.join("d"), "d\n").unwrap();
 
-        let patch = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: true }).unwrap();
+        let patch = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: true, present: None }).unwrap();
         let text = String::from_utf8(patch.text).unwrap();
         let headers: Vec<&str> = text.lines().filter(|line| line.starts_with("diff --git")).collect();
         assert_eq!(
@@ -423,8 +462,37 @@ mod tests {
             ],
             "{text}"
         );
-        let without_new = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: false }).unwrap();
+        let without_new = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: false, present: None }).unwrap();
         assert_eq!(without_new.new_left_out, 2);
+    }
+
+    #[test]
+    fn with_the_list_of_the_pause_only_what_was_there_then_is_deleted() {
+        let scratch = Scratch(std::env::temp_dir().join(format!("nix-attach-source-diff-present-{}", std::process::id())));
+        let (pristine, top) = (scratch.0.join("pristine"), scratch.0.join("build"));
+        let live = top.join("src");
+        for tree in [&pristine, &live] {
+            fs::create_dir_all(tree).unwrap();
+            for name in ["by-build", "by-session", "kept"] {
+                fs::write(tree.join(name), "x\n").unwrap();
+            }
+        }
+        let paused = SystemTime::now() - Duration::from_secs(60);
+        fs::remove_file(live.join("by-build")).unwrap();
+        let list = scratch.0.join("present");
+        record_present(&top, &list).unwrap();
+        fs::remove_file(live.join("by-session")).unwrap();
+
+        // The source's directory changed after the pause, as the session's
+        // own removal changed it: only the list tells the two apart.
+        let present = read_present(&list).unwrap().expect("the list");
+        let patch = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: false, present: Some(&present) }).unwrap();
+        let text = String::from_utf8(patch.text).unwrap();
+        assert!(
+            text.starts_with("diff --git a/by-session b/by-session\ndeleted file mode 100644\n") && !text.contains("by-build"),
+            "{text}"
+        );
+        assert_eq!(read_present(&scratch.0.join("absent")).unwrap(), None);
     }
 
     #[test]
