@@ -236,14 +236,18 @@ fn read_error(path: &Path, err: io::Error) -> DiffError {
 /// gone now, and there at the pause (or, without the list of those,
 /// gone since).
 fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
-    let pristine = regular_files(trees.pristine, |_| true)?;
+    let mut pristine = Vec::new();
+    walk_files(trees.pristine, |relative, _| {
+        pristine.push(relative);
+        Ok(())
+    })?;
     let live = fs::canonicalize(trees.live).map_err(|err| read_error(trees.live, err))?;
     let removed = |relative: &PathBuf| match (removed_at(trees.live, relative), trees.present) {
         (None, _) => false,
         (Some(_), Some(present)) => present.contains(&live.join(relative)),
         (Some(at), None) => at > trees.paused,
     };
-    Ok(pristine.into_iter().map(|(relative, _)| relative).filter(removed).collect())
+    Ok(pristine.into_iter().filter(removed).collect())
 }
 
 /// Writes the list of the regular files under `build_top` (absolute, its
@@ -252,10 +256,11 @@ fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
 pub fn record_present(build_top: &Path, list: &Path) -> Result<(), DiffError> {
     let top = fs::canonicalize(build_top).map_err(|err| read_error(build_top, err))?;
     let mut text = Vec::new();
-    for (relative, _) in regular_files(&top, |_| true)? {
+    walk_files(&top, |relative, _| {
         text.extend_from_slice(top.join(relative).as_os_str().as_bytes());
         text.push(0);
-    }
+        Ok(())
+    })?;
     let partial = list.with_extension("partial");
     let written = fs::write(&partial, text).and_then(|()| fs::rename(&partial, list));
     written.map_err(|err| DiffError::Write(list.to_path_buf(), err))
@@ -300,6 +305,20 @@ fn removed_at(live: &Path, relative: &Path) -> Option<SystemTime> {
 /// followed nor taken.
 fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Vec<(PathBuf, fs::Metadata)>, DiffError> {
     let mut found = Vec::new();
+    walk_files(root, |relative, entry| {
+        let meta = entry.metadata().map_err(|err| read_error(&root.join(&relative), err))?;
+        if meta.is_file() && take(&meta) {
+            found.push((relative, meta));
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// Calls `visit` with each regular file under `root`, relative to it, but
+/// nix-attach's own; links are neither followed nor taken. Types come from
+/// the directory entries, so a file is looked at only where `visit` asks.
+fn walk_files(root: &Path, mut visit: impl FnMut(PathBuf, &fs::DirEntry) -> Result<(), DiffError>) -> Result<(), DiffError> {
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
         let entries = fs::read_dir(root.join(&dir)).map_err(|err| read_error(&root.join(&dir), err))?;
@@ -311,15 +330,15 @@ fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Ve
                 continue;
             }
             let relative = dir.join(entry.file_name());
-            let meta = entry.metadata().map_err(|err| read_error(&root.join(&relative), err))?;
-            if meta.is_dir() {
+            let kind = entry.file_type().map_err(|err| read_error(&root.join(&relative), err))?;
+            if kind.is_dir() {
                 dirs.push(relative);
-            } else if meta.is_file() && take(&meta) {
-                found.push((relative, meta));
+            } else if kind.is_file() {
+                visit(relative, &entry)?;
             }
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 fn written_at(meta: &fs::Metadata) -> SystemTime {
