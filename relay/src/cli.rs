@@ -157,6 +157,13 @@ pub enum Command {
         command: Vec<String>,
         #[command(flatten)]
         with: With,
+        /// Once the session ends, write its changes to the source to FILE,
+        /// as `nix-attach diff` makes them (nothing where it changed none).
+        #[arg(long, value_name = "FILE")]
+        patch: Option<std::path::PathBuf>,
+        /// With --patch: the files the session made too (`diff --new`).
+        #[arg(long, requires = "patch")]
+        patch_new: bool,
     },
     /// Run `nix build ARGS…`; when a build pauses, offer to enter it.
     Build {
@@ -460,8 +467,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             remote.run(args, remote::Tty::No).unwrap_or_else(|| host::release(id.as_deref()))
         }
         Command::Capture { id, output, max_size, drv } => host::capture::capture(id.as_deref(), output, max_size, drv),
-        Command::Replay { file, fetch, max_size, command, with } => {
-            crate::replay::run(crate::replay::Options { file, command, fetch, max_size, with: with.tools })
+        Command::Replay { file, fetch, max_size, command, with, patch, patch_new } => {
+            let patch = patch.map(|path| (path, patch_new));
+            crate::replay::run(crate::replay::Options { file, command, fetch, max_size, with: with.tools, patch })
         }
         Command::Build { wrap, nix_args } => {
             Ok(wrapper::run("nix".into(), [OsString::from("build")].into_iter().chain(nix_args).collect(), wrap.into())?)

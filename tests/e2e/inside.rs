@@ -186,25 +186,61 @@ fn a_mode_the_session_changes_and_a_script_it_makes_carry_gits_mode_lines_which_
 #[test]
 fn a_replays_diff_is_what_its_session_changed_and_nothing_the_build_did_before_the_capture() {
     let failing = "echo object > product.o\nrm Makefile\nsh -c 'exit 3'";
-    let (build, paused) = with_source("diff-replayed").phase("buildPhase", failing).pause();
-    let dir = std::env::temp_dir().join(crate::support::unique_name("diff-replayed"));
+    let (dir, file) = captured(with_source("diff-replayed").phase("buildPhase", failing));
+    let replayed = crate::support::capture::alice_replays(&file, &["eval", "sed -i 's/return 1/return 0/' main.c; nix-attach diff --new"]);
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout),
+        MAIN_C_FIXED,
+        "neither product.o nor the Makefile the build deleted: {}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn replay_with_patch_leaves_the_sessions_changes_in_a_file_outside_and_none_where_nothing_changed() {
+    use crate::support::capture::alice_replays_with;
+    let (dir, file) = captured(with_source("replay-patch"));
+    let patch = dir.join("fix.patch");
+    let replayed = alice_replays_with(&file, &["--patch", patch.to_str().unwrap()], &["sed", "-i", "s/return 1/return 0/", "main.c"]);
+    let said = String::from_utf8_lossy(&replayed.stderr);
+    assert!(replayed.status.success() && said.contains(&format!("are in {}", patch.display())), "{said}");
+    assert_eq!(std::fs::read_to_string(&patch).unwrap(), MAIN_C_FIXED, "the session's edit, kept after its sandbox is gone");
+
+    let unchanged = dir.join("none.patch");
+    let replayed = alice_replays_with(&file, &["--patch", unchanged.to_str().unwrap()], &["true"]);
+    let said = String::from_utf8_lossy(&replayed.stderr);
+    assert!(replayed.status.success() && said.contains("changed nothing in the source"), "{said}");
+    assert!(!unchanged.exists());
+
+    // Said before the session, in one line.
+    let refused = alice_replays_with(&file, &["--patch", "/nonexistent/fix.patch"], &["sh", "-c", "echo ran"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.lines().count() == 1 && said.contains("cannot write the patch beside"), "{said}");
+    assert!(refused.stdout.is_empty(), "no session ran");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|entry| entry.file_name()).collect();
+    assert_eq!(left.len(), 2, "the capture and the patch, nothing partial: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The fixture's main.c, returning 0: the edit the specs make.
+const MAIN_C_FIXED: &str =
+    "diff --git a/main.c b/main.c\n--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n";
+
+/// `drv` paused, captured into a file in a directory every test user may
+/// write to, and released; returns the directory and the file.
+fn captured(drv: Drv) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (build, paused) = drv.pause();
+    let dir = std::env::temp_dir().join(crate::support::unique_name("diff-captured"));
     std::fs::create_dir(&dir).unwrap();
     let file = dir.join("it.nix-attach");
     let captured = crate::support::nix_attach_cmd(&["capture", &paused.id, "-o", file.to_str().unwrap()]);
     assert!(captured.status.success(), "{}", String::from_utf8_lossy(&captured.stderr));
     release(build, &paused);
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-
-    let replayed = crate::support::capture::alice_replays(&file, &["eval", "sed -i 's/return 1/return 0/' main.c; nix-attach diff --new"]);
-    assert_eq!(
-        String::from_utf8_lossy(&replayed.stdout),
-        "diff --git a/main.c b/main.c\n--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n",
-        "neither product.o nor the Makefile the build deleted: {}",
-        String::from_utf8_lossy(&replayed.stderr)
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+    (dir, file)
 }
 
 /// A copy of the fixture's source with its own patch and then `patch`

@@ -177,6 +177,16 @@ fn session(query: Option<&str>, request: Request, forward_stdin: bool, filter: b
     session_over(reach(query)?, request, forward_stdin, filter)
 }
 
+/// An exec's session over `connection`, with no input, its output written
+/// to `out`; returns its status.
+pub fn session_into(connection: std::os::unix::net::UnixStream, request: Request, out: std::fs::File) -> anyhow::Result<i32> {
+    connection.set_nonblocking(true)?;
+    crate::runtime::run(async {
+        let connection = tokio::net::UnixStream::from_std(connection)?;
+        Ok(relay::relay_into(connection, request, tokio::fs::File::from_std(out)).await?)
+    })?
+}
+
 /// A framed session over a `connection` to an agent: stdin forwarded if
 /// `forward_stdin`, output for a terminal filtered if `filter`.
 pub fn session_over(

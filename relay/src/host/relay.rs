@@ -14,7 +14,7 @@ use crate::sanitize::sanitize;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, Stream, StreamExt};
 use std::io::IsTerminal;
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::codec::{Framed, FramedRead};
@@ -59,15 +59,38 @@ pub enum RelayError {
 /// `stdin`, when given, is sent to the session. With `filter`, output for
 /// a terminal passes a [`TerminalFilter`].
 pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Input>, filter: bool) -> Result<i32, RelayError> {
+    let shown = Shown { out: tokio::io::stdout(), terminal: std::io::stdout().is_terminal() };
+    relay_to(stream, request, stdin, filter, shown).await
+}
+
+/// [`relay`], with the session's output written to `out` rather than to
+/// stdout; what it says on stderr still goes to stderr.
+pub async fn relay_into(stream: UnixStream, request: Request, out: impl AsyncWrite + Unpin) -> Result<i32, RelayError> {
+    relay_to(stream, request, None, true, Shown { out, terminal: false }).await
+}
+
+/// Where the output goes, and whether that is a terminal.
+struct Shown<W> {
+    out: W,
+    terminal: bool,
+}
+
+async fn relay_to(
+    stream: UnixStream,
+    request: Request,
+    stdin: Option<&mut Input>,
+    filter: bool,
+    shown: Shown<impl AsyncWrite + Unpin>,
+) -> Result<i32, RelayError> {
     let mut signals = EndSignals::watch()?;
     let (mut sink, frames) = Framed::new(stream, ClientCodec::default()).split();
     if sink.send(ClientFrame::Hello(Hello { version: VERSION, request })).await.is_err() {
         // The agent may have refused us and closed before reading: its
         // refusal is waiting in the frames.
-        return read_frames(frames, filter).await;
+        return read_frames(frames, filter, shown).await;
     }
     tokio::select! {
-        outcome = read_frames(frames, filter) => outcome,
+        outcome = read_frames(frames, filter, shown) => outcome,
         never = forward_input(sink, stdin) => never,
         code = signals.next() => Ok(code),
     }
@@ -79,8 +102,9 @@ pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Inpu
 /// passes a [`TerminalFilter`].
 pub async fn follow(from_remote: impl AsyncRead + Unpin, filter: bool) -> Result<i32, RelayError> {
     let mut signals = EndSignals::watch()?;
+    let shown = Shown { out: tokio::io::stdout(), terminal: std::io::stdout().is_terminal() };
     tokio::select! {
-        outcome = read_frames(FramedRead::new(from_remote, ClientCodec::default()), filter) => outcome,
+        outcome = read_frames(FramedRead::new(from_remote, ClientCodec::default()), filter, shown) => outcome,
         code = signals.next() => Ok(code),
     }
 }
@@ -110,9 +134,13 @@ impl EndSignals {
 
 /// Shows the command's output until it reports its status. Writes go
 /// through tokio, so that a pipe that stops draining leaves signals working.
-async fn read_frames(mut frames: impl Stream<Item = Result<AgentFrame, ProtocolError>> + Unpin, filter: bool) -> Result<i32, RelayError> {
-    let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
-    let mut stdout_filter = (filter && std::io::stdout().is_terminal()).then(TerminalFilter::default);
+async fn read_frames(
+    mut frames: impl Stream<Item = Result<AgentFrame, ProtocolError>> + Unpin,
+    filter: bool,
+    shown: Shown<impl AsyncWrite + Unpin>,
+) -> Result<i32, RelayError> {
+    let (mut stdout, mut stderr) = (shown.out, tokio::io::stderr());
+    let mut stdout_filter = (filter && shown.terminal).then(TerminalFilter::default);
     let mut stderr_filter = (filter && std::io::stderr().is_terminal()).then(TerminalFilter::default);
     loop {
         match frames.next().await.ok_or(RelayError::Closed)?? {

@@ -7,7 +7,9 @@
 //! here (or fetched, with `--fetch`); then [`sandbox`] recreates the
 //! build's sandbox with bubblewrap and runs nix-attach's own agent in it,
 //! on the captured snapshot. The session is a live attach's (or exec's),
-//! over that agent's socket. The scratch directory is removed afterwards.
+//! over that agent's socket. With `--patch FILE`, the session's changes to
+//! the source ([`patch`]) are written there before the sandbox ends. The
+//! scratch directory is removed afterwards.
 //!
 //! May use: [`capture`](crate::capture), [`host`](crate::host),
 //! [`metadata`](crate::metadata), [`nix_conf`](crate::nix_conf),
@@ -15,6 +17,7 @@
 //! [`store`](crate::store), [`tools`](crate::tools); no module that uses it (`layout` keeps the
 //! arrows one way).
 
+pub mod patch;
 pub mod sandbox;
 pub mod unpack;
 
@@ -68,11 +71,17 @@ pub struct Options {
     pub max_size: u64,
     /// Tools to bring in (`--with`): one more read-only bind each.
     pub with: Vec<String>,
+    /// Where the session's changes to the source go, as `nix-attach diff`
+    /// writes them, once it ends; with new files too where asked.
+    pub patch: Option<(PathBuf, bool)>,
 }
 
 /// Runs the replay; returns the session's exit status.
 pub fn run(options: Options) -> anyhow::Result<i32> {
     host::privileges::give_up_root()?;
+    // Before the session, so that a place it cannot be written to is
+    // said before any work is done.
+    let patch = options.patch.as_ref().map(|(path, new_files)| patch::Pending::open(path, *new_files)).transpose()?;
     let scratch = Scratch::new()?;
     let manifest = unpack::unpack(&options.file, &scratch.0, options.max_size)?;
     let build_dir = scratch.0.join(crate::capture::BUILD);
@@ -97,7 +106,12 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
         .spawn()
         .map_err(ReplayError::NoBwrap)?;
     let result = session(&mut child, &build_dir, &scratch.0, options.command, tools.bins);
+    let written = match (&result, patch) {
+        (Ok(_), Some(patch)) => connect(&mut child, &build_dir, &scratch.0).map_err(Into::into).and_then(|to| patch.write(to)),
+        _ => Ok(()),
+    };
     end(&mut child, &build_dir);
+    written?;
     result
 }
 
