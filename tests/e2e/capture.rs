@@ -67,6 +67,9 @@ fn a_paused_build_is_written_to_one_file_with_its_build_directory_shell_state_an
     let variables = String::from_utf8_lossy(&entries["build/.nix-attach-variables.sh"].content).into_owned();
     assert!(variables.contains("kept=\"yes\""), "the snapshot holds the failing phase's locals: {variables}");
     assert!(entries.contains_key("build/.nix-attach/restore.sh"));
+    // The list of the files there at the pause is the agent's, for `diff`;
+    // a replay makes its own.
+    assert!(!entries.contains_key("build/.nix-attach/present-at-pause"));
 
     let sandbox = &manifest.sandbox;
     assert_eq!(

@@ -10,6 +10,7 @@
 
 use super::{SessionContext, SessionError};
 use crate::capture::{plain_mode, Sandbox, BUILD, FORMAT, MANIFEST, MAX_LEFT_OUT};
+use crate::metadata::STATE_DIR;
 use crate::protocol::{AgentCodec, AgentFrame};
 use crate::pump::ChannelWriter;
 use futures_util::SinkExt;
@@ -83,6 +84,11 @@ fn add_tree<W: Write>(archive: &mut tar::Builder<W>, dir: &Path, name: &Path, le
     entries.sort_by_key(|entry| entry.file_name());
     for entry in entries {
         let (path, inner) = (entry.path(), name.join(entry.file_name()));
+        // The agent's list of what was there at the pause, as long as the
+        // tree: a replay makes its own.
+        if inner == Path::new(BUILD).join(STATE_DIR).join(super::PRESENT_AT_PAUSE) {
+            continue;
+        }
         let meta = fs::symlink_metadata(&path)?;
         let kind = meta.file_type();
         if kind.is_dir() {
