@@ -243,9 +243,15 @@ pub fn parse_manifest<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, 
 
 /// The file name a capture of the build `name` gets by default.
 pub fn default_file_name(name: &str) -> PathBuf {
+    PathBuf::from(file_name_for(name, "nix-attach"))
+}
+
+/// A file name for the build `name`, ending in `.extension`, in plain
+/// characters and never hidden.
+pub fn file_name_for(name: &str, extension: &str) -> String {
     let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "+-._".contains(c) { c } else { '_' }).collect();
     let safe = safe.trim_start_matches('.');
-    PathBuf::from(format!("{}.nix-attach", if safe.is_empty() { "build" } else { safe }))
+    format!("{}.{extension}", if safe.is_empty() { "build" } else { safe })
 }
 
 /// Reads a size such as `4G`, `512M`, `64K` or a number of bytes.

@@ -403,6 +403,10 @@ pub struct Wrap {
     /// shell before it is released, its output (bounded) in this log.
     #[arg(long, value_name = "CMD")]
     on_failure: Option<String>,
+    /// When you leave a build you entered, keep what you changed in its
+    /// source as DIR/NAME.patch (`nix-attach diff`) before it is released.
+    #[arg(long, value_name = "DIR", env = "NIX_ATTACH_PATCH_DIR")]
+    patch_dir: Option<std::path::PathBuf>,
 }
 
 impl From<Wrap> for wrapper::Options {
@@ -413,7 +417,14 @@ impl From<Wrap> for wrapper::Options {
             _ => wrapper::Enter::Ask,
         };
         let release_after = wrap.release_after.map(Duration::from_secs);
-        wrapper::Options { enter, release_after, offer_retries: true, capture: wrap.capture, on_failure: wrap.on_failure }
+        wrapper::Options {
+            enter,
+            release_after,
+            offer_retries: true,
+            capture: wrap.capture,
+            on_failure: wrap.on_failure,
+            patch_dir: wrap.patch_dir,
+        }
     }
 }
 

@@ -28,7 +28,8 @@
 //! waiting build, [`derivation`] reads a `.drv` file, [`gc_roots`] keeps what a
 //! build is lent from the garbage collector, [`store`] asks the
 //! Nix store through Nix's commands, [`nix_conf`] reads what this
-//! machine's Nix is set to and [`nix_program`] asks its programs,
+//! machine's Nix is set to and [`nix_program`] asks its programs, [`patch_file`] keeps a session's
+//! patch outside its sandbox,
 //! [`pointer`](mod@pointer) is the log line that says how to attach,
 //! [`pump`] moves bytes between threads and tasks, [`runtime`] runs each
 //! command's async part, and [`sanitize`] makes anything a build wrote safe
@@ -54,6 +55,7 @@ mod layout;
 pub mod metadata;
 pub mod nix_conf;
 pub mod nix_program;
+pub mod patch_file;
 pub mod pointer;
 pub mod protocol;
 pub mod pump;

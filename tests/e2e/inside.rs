@@ -95,7 +95,7 @@ fn the_host_runs_the_same_commands_with_their_output_and_status() {
 
 /// A build of `tests/fixtures/diff-source`, patched by `diff-source.patch`,
 /// that makes a product and then fails in buildPhase.
-fn with_source(prefix: &str) -> Drv {
+pub fn with_source(prefix: &str) -> Drv {
     let fixtures = crate::support::fixtures();
     let src = format!("builtins.path {{ path = {}/diff-source; name = \"diff-source\"; }}", fixtures.display());
     Drv::new(prefix)
@@ -224,7 +224,7 @@ fn replay_with_patch_leaves_the_sessions_changes_in_a_file_outside_and_none_wher
 }
 
 /// The fixture's main.c, returning 0: the edit the specs make.
-const MAIN_C_FIXED: &str =
+pub const MAIN_C_FIXED: &str =
     "diff --git a/main.c b/main.c\n--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n";
 
 /// `drv` paused, captured into a file in a directory every test user may

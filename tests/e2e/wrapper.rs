@@ -59,6 +59,24 @@ fn answering_yes_enters_the_build_then_releases_it_and_nix_goes_on() {
 }
 
 #[test]
+fn with_patch_dir_what_the_session_changed_in_the_source_is_kept_as_a_patch_before_the_build_is_released() {
+    let drv = crate::inside::with_source("wrap-patch");
+    let dir = std::env::temp_dir().join(crate::support::unique_name("wrap-patch"));
+    std::fs::create_dir(&dir).unwrap();
+    let mut terminal = wrap(&["--patch-dir", dir.to_str().unwrap()], &drv.expression(), &[]);
+    let asked = terminal.expect(PROMPT);
+    terminal.send("y");
+    let inside = terminal.expect_after(asked, " $ ");
+    terminal.send("sed -i 's/return 1/return 0/' main.c; exit\r");
+    let patch = dir.join(format!("{}.patch", drv.name));
+    let kept = terminal.expect_after(inside, &format!("your changes to its source are in {}; released it", patch.display()));
+    terminal.expect_after(kept, "failed with exit code 3");
+    assert_eq!(terminal.wait(), build_failed());
+    assert_eq!(std::fs::read_to_string(&patch).unwrap(), crate::inside::MAIN_C_FIXED);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn answering_no_releases_the_build() {
     let drv = failing("wrap-no");
     let mut terminal = wrap(&[], &drv.expression(), &[]);

@@ -12,7 +12,7 @@
 //! scratch directory is removed afterwards.
 //!
 //! May use: [`capture`](crate::capture), [`host`](crate::host),
-//! [`metadata`](crate::metadata), [`nix_conf`](crate::nix_conf),
+//! [`metadata`](crate::metadata), [`nix_conf`](crate::nix_conf), [`patch_file`](crate::patch_file),
 //! [`protocol`](crate::protocol), [`sanitize`](crate::sanitize),
 //! [`store`](crate::store), [`tools`](crate::tools); no module that uses it (`layout` keeps the
 //! arrows one way).

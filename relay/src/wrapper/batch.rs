@@ -246,7 +246,14 @@ mod tests {
     use super::*;
 
     fn options(enter: Enter, release_after: Option<u64>) -> Options {
-        Options { enter, release_after: release_after.map(Duration::from_secs), offer_retries: true, capture: None, on_failure: None }
+        Options {
+            enter,
+            release_after: release_after.map(Duration::from_secs),
+            offer_retries: true,
+            capture: None,
+            on_failure: None,
+            patch_dir: None,
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::privilege::Reach;
 use super::{Enter, Options, Outcome, WrapperError};
 use crate::host::input::{read_key, Input};
 use crate::host::terminal::{self, RawMode};
+use crate::patch_file::{Kept, PatchFile};
 use crate::pointer::Pointer;
 use crate::pump;
 use bytes::Bytes;
@@ -269,9 +270,13 @@ async fn offer(
                 .status()
                 .await
                 .map_err(|err| WrapperError::Session("attach", pointer.id.clone(), err))?;
+            let kept = match &options.patch_dir {
+                Some(dir) => keep_patch(reach, pointer, dir).await,
+                None => String::new(),
+            };
             release(reach, pointer).await?;
             *raw = RawMode::enter();
-            say(&format!("left the build (status {}); released it, nix goes on", status.code().unwrap_or(-1)));
+            say(&format!("left the build (status {}){kept}; released it, nix goes on", status.code().unwrap_or(-1)));
         }
         Answer::Decline => {
             release(reach, pointer).await?;
@@ -282,6 +287,27 @@ async fn offer(
         }
     }
     Ok(())
+}
+
+/// Keeps what the session changed in the build's source as a patch in
+/// `dir` (`nix-attach diff`), before the build is released; returns what
+/// happened, to be said. A failure is said, and the build goes on.
+async fn keep_patch(reach: &mut Reach, pointer: &Pointer, dir: &std::path::Path) -> String {
+    let path = dir.join(crate::patch_file::file_name(pointer.drv_name()));
+    let (kept, file) = match PatchFile::create(&path) {
+        Ok(created) => created,
+        Err(err) => return format!("; {}", crate::sanitize::sanitize(&format!("{:#}", anyhow::Error::from(err)))),
+    };
+    let diff = reach.command(&pointer.id, &["diff", &pointer.id]).stdout(Stdio::from(file)).status().await;
+    let shown = path.display();
+    match diff.map(|status| status.success()) {
+        Ok(true) => match kept.keep() {
+            Ok(Kept::Written) => format!("; your changes to its source are in {shown}"),
+            Ok(Kept::Empty) => "; it changed nothing in its source".to_string(),
+            Err(err) => format!("; {}", crate::sanitize::sanitize(&format!("{:#}", anyhow::Error::from(err)))),
+        },
+        _ => format!("; `nix-attach diff` failed: no patch in {shown}"),
+    }
 }
 
 /// Asks `QUESTION [Y/n]`, waiting at most `limit` for the answer.

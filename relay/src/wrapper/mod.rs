@@ -21,7 +21,7 @@
 //!
 //! May use: [`broker`](crate::broker), [`capture`](crate::capture),
 //! [`derivation`](crate::derivation), [`host`](crate::host),
-//! [`inject`](crate::inject), [`nix_conf`](crate::nix_conf),
+//! [`inject`](crate::inject), [`nix_conf`](crate::nix_conf), [`patch_file`](crate::patch_file),
 //! [`pointer`](crate::pointer), [`pump`](crate::pump),
 //! [`remote`](crate::remote), [`retry`](crate::retry),
 //! [`runtime`](crate::runtime), [`sanitize`](crate::sanitize),
@@ -97,6 +97,9 @@ pub struct Options {
     /// Without a terminal, commands run in each paused build's restored
     /// shell before it is captured or released, their output in the log.
     pub on_failure: Option<String>,
+    /// Where the changes a session made to a build's source are kept, as
+    /// a patch, once the person leaves it and before it is released.
+    pub patch_dir: Option<std::path::PathBuf>,
 }
 
 /// How the wrapped command ended.
