@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 pub enum PatchFileError {
     #[error("cannot write the patch beside {0}")]
     Create(PathBuf, #[source] std::io::Error),
-    #[error("cannot put the patch in {0}")]
-    Rename(PathBuf, #[source] std::io::Error),
+    #[error("cannot put the patch in {0}; it is in {1}")]
+    Rename(PathBuf, PathBuf, #[source] std::io::Error),
+    #[error("{0} names a directory: name the patch's file")]
+    NotAFile(PathBuf),
 }
 
 /// A patch's file, until it is kept.
@@ -35,7 +37,11 @@ impl PatchFile {
     /// Makes the file beside `path`, new, and returns it with the file to
     /// write the patch into.
     pub fn create(path: &Path) -> Result<(PatchFile, std::fs::File), PatchFileError> {
-        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let names_a_dir = path.as_os_str().as_encoded_bytes().ends_with(b"/") || path.is_dir();
+        let Some(name) = path.file_name().filter(|_| !names_a_dir && !path.ends_with(".")) else {
+            return Err(PatchFileError::NotAFile(path.to_path_buf()));
+        };
+        let name = name.to_string_lossy().into_owned();
         let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
         let file = std::fs::File::options().write(true).create_new(true).open(&partial);
         let file = file.map_err(|err| PatchFileError::Create(path.to_path_buf(), err))?;
@@ -47,13 +53,28 @@ impl PatchFile {
         &self.path
     }
 
-    /// Puts the written patch at its name, unless it is empty.
-    pub fn keep(self) -> Result<Kept, PatchFileError> {
+    /// Puts the written patch at its name, unless it is empty. Where it
+    /// cannot, the patch stays where it was written, and the error says so.
+    pub fn keep(mut self) -> Result<Kept, PatchFileError> {
         if std::fs::metadata(&self.partial).is_ok_and(|meta| meta.len() == 0) {
             return Ok(Kept::Empty);
         }
-        std::fs::rename(&self.partial, &self.path).map_err(|err| PatchFileError::Rename(self.path.clone(), err))?;
-        Ok(Kept::Written)
+        match std::fs::rename(&self.partial, &self.path) {
+            Ok(()) => Ok(Kept::Written),
+            // Not removed when dropped: it is the patch.
+            Err(err) => Err(PatchFileError::Rename(self.path.clone(), std::mem::take(&mut self.partial), err)),
+        }
+    }
+
+    /// What to say where the patch was empty: nothing written, and
+    /// whether a file of that name, from before, is still there.
+    pub fn nothing_written(&self) -> String {
+        let shown = self.path.display();
+        if self.path.exists() {
+            format!("no patch written; the {shown} there is an older one, left as it was")
+        } else {
+            format!("no patch written to {shown}")
+        }
     }
 }
 
@@ -85,7 +106,21 @@ mod tests {
         drop(PatchFile::create(&dir.join("dropped.patch")).unwrap());
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|entry| entry.file_name()).collect();
         assert_eq!(left, ["fix.patch"]);
+        // Something took its name meanwhile: the patch stays where it is.
+        let (blocked, mut file) = PatchFile::create(&dir.join("blocked.patch")).unwrap();
+        std::io::Write::write_all(&mut file, b"x").unwrap();
+        std::fs::create_dir(dir.join("blocked.patch")).unwrap();
+        std::fs::write(dir.join("blocked.patch/inside"), "").unwrap();
+        match blocked.keep() {
+            Err(PatchFileError::Rename(_, partial, _)) => {
+                assert_eq!(std::fs::read(&partial).unwrap(), b"x", "the patch is kept where it was written")
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(PatchFile::create(&dir.join("no/such/dir.patch")), Err(PatchFileError::Create(..))));
+        for directory in [dir.clone(), dir.join("sub/"), dir.join(".")] {
+            assert!(matches!(PatchFile::create(&directory), Err(PatchFileError::NotAFile(_))), "{}", directory.display());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -56,7 +56,15 @@ pub struct Trees<'a> {
     pub new_files: bool,
     /// The files there when the build paused ([`read_present`]), where
     /// that list was written.
-    pub present: Option<&'a HashSet<PathBuf>>,
+    pub present: Option<&'a Present>,
+}
+
+/// The regular files under the build directory when the build paused.
+#[derive(Debug)]
+pub struct Present {
+    /// The build directory, its links resolved.
+    top: PathBuf,
+    files: HashSet<PathBuf>,
 }
 
 /// The patch, and what it leaves out.
@@ -242,20 +250,24 @@ fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
         Ok(())
     })?;
     let live = fs::canonicalize(trees.live).map_err(|err| read_error(trees.live, err))?;
-    let removed = |relative: &PathBuf| match (removed_at(trees.live, relative), trees.present) {
+    // A source outside the build directory was not listed.
+    let present = trees.present.filter(|present| live.starts_with(&present.top));
+    let removed = |relative: &PathBuf| match (removed_at(trees.live, relative), present) {
         (None, _) => false,
-        (Some(_), Some(present)) => present.contains(&live.join(relative)),
+        (Some(_), Some(present)) => present.files.contains(&live.join(relative)),
         (Some(at), None) => at > trees.paused,
     };
     Ok(pristine.into_iter().filter(removed).collect())
 }
 
 /// Writes the list of the regular files under `build_top` (absolute, its
-/// links resolved; nix-attach's own left out) to `list`, each name ended
-/// by a NUL, all at once: a reader sees the whole list or none.
+/// links resolved; nix-attach's own left out) to `list`, after the
+/// directory itself, each name ended by a NUL, all at once: a reader sees
+/// the whole list or none.
 pub fn record_present(build_top: &Path, list: &Path) -> Result<(), DiffError> {
     let top = fs::canonicalize(build_top).map_err(|err| read_error(build_top, err))?;
-    let mut text = Vec::new();
+    let mut text = top.as_os_str().as_bytes().to_vec();
+    text.push(0);
     walk_files(&top, |relative, _| {
         text.extend_from_slice(top.join(relative).as_os_str().as_bytes());
         text.push(0);
@@ -267,14 +279,16 @@ pub fn record_present(build_top: &Path, list: &Path) -> Result<(), DiffError> {
 }
 
 /// The list [`record_present`] wrote, if it is there.
-pub fn read_present(list: &Path) -> Result<Option<HashSet<PathBuf>>, DiffError> {
+pub fn read_present(list: &Path) -> Result<Option<Present>, DiffError> {
     let text = match fs::read(list) {
         Ok(text) => text,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(read_error(list, err)),
     };
-    let names = text.split(|&byte| byte == 0).filter(|name| !name.is_empty());
-    Ok(Some(names.map(|name| PathBuf::from(std::ffi::OsStr::from_bytes(name))).collect()))
+    let mut names =
+        text.split(|&byte| byte == 0).filter(|name| !name.is_empty()).map(|name| PathBuf::from(std::ffi::OsStr::from_bytes(name)));
+    let Some(top) = names.next() else { return Ok(None) };
+    Ok(Some(Present { top, files: names.collect() }))
 }
 
 /// When the file `relative` left the tree `live`, as far as the tree
@@ -501,6 +515,10 @@ mod tests {
         let list = scratch.0.join("present");
         record_present(&top, &list).unwrap();
         fs::remove_file(live.join("by-session")).unwrap();
+        // A source that is not under the listed directory is judged by times.
+        let elsewhere = Present { top: scratch.0.join("elsewhere"), files: HashSet::new() };
+        let by_times = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: false, present: Some(&elsewhere) }).unwrap();
+        assert!(String::from_utf8(by_times.text).unwrap().contains("a/by-build"), "the source's directory changed after the pause");
 
         // The source's directory changed after the pause, as the session's
         // own removal changed it: only the list tells the two apart.
@@ -511,7 +529,7 @@ mod tests {
             text.starts_with("diff --git a/by-session b/by-session\ndeleted file mode 100644\n") && !text.contains("by-build"),
             "{text}"
         );
-        assert_eq!(read_present(&scratch.0.join("absent")).unwrap(), None);
+        assert!(read_present(&scratch.0.join("absent")).unwrap().is_none());
     }
 
     #[test]

@@ -111,8 +111,16 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
         _ => Ok(()),
     };
     end(&mut child, &build_dir);
-    written?;
-    result
+    let status = result?;
+    // The session's status stands; a patch that could not be kept is
+    // said, and fails a session that passed.
+    match written {
+        Ok(()) => Ok(status),
+        Err(err) => {
+            eprintln!("nix-attach: {}", sanitize(&format!("{err:#}")));
+            Ok(if status == 0 { 1 } else { status })
+        }
+    }
 }
 
 /// The metadata the agent wrote when the build paused, from the capture.

@@ -38,9 +38,10 @@ impl Pending {
         if status != 0 {
             return Err(PatchError::Diff(status, self.kept.path().to_path_buf()).into());
         }
+        let nothing = self.kept.nothing_written();
         match self.kept.keep()? {
             Kept::Written => eprintln!("nix-attach: the session's changes to the source are in {shown}"),
-            Kept::Empty => eprintln!("nix-attach: the session changed nothing in the source: no patch written to {shown}"),
+            Kept::Empty => eprintln!("nix-attach: the session changed nothing in the source: {nothing}"),
         }
         Ok(())
     }

@@ -272,11 +272,19 @@ async fn offer(
                 .map_err(|err| WrapperError::Session("attach", pointer.id.clone(), err))?;
             let kept = match &options.patch_dir {
                 Some(dir) => keep_patch(reach, pointer, dir).await,
-                None => String::new(),
+                None => Ok(String::new()),
             };
-            release(reach, pointer).await?;
             *raw = RawMode::enter();
-            say(&format!("left the build (status {}){kept}; released it, nix goes on", status.code().unwrap_or(-1)));
+            let left = format!("left the build (status {})", status.code().unwrap_or(-1));
+            match kept {
+                Ok(kept) => {
+                    release(reach, pointer).await?;
+                    say(&format!("{left}{kept}; released it, nix goes on"));
+                }
+                Err(reason) => {
+                    keep_or_release(reach, pointer, options, &format!("{left}, but its changes were not kept: {reason}")).await?
+                }
+            }
         }
         Answer::Decline => {
             release(reach, pointer).await?;
@@ -291,23 +299,37 @@ async fn offer(
 
 /// Keeps what the session changed in the build's source as a patch in
 /// `dir` (`nix-attach diff`), before the build is released; returns what
-/// happened, to be said. A failure is said, and the build goes on.
-async fn keep_patch(reach: &mut Reach, pointer: &Pointer, dir: &std::path::Path) -> String {
+/// happened, to be said, or why nothing could be kept.
+async fn keep_patch(reach: &mut Reach, pointer: &Pointer, dir: &std::path::Path) -> Result<String, String> {
     let path = dir.join(crate::patch_file::file_name(pointer.drv_name()));
-    let (kept, file) = match PatchFile::create(&path) {
-        Ok(created) => created,
-        Err(err) => return format!("; {}", crate::sanitize::sanitize(&format!("{:#}", anyhow::Error::from(err)))),
-    };
+    let said = |err: crate::patch_file::PatchFileError| crate::sanitize::sanitize(&format!("{:#}", anyhow::Error::from(err)));
+    let (kept, file) = PatchFile::create(&path).map_err(said)?;
+    eprintln!("nix-attach: keeping your changes to its source in {}…", path.display());
     let diff = reach.command(&pointer.id, &["diff", &pointer.id]).stdout(Stdio::from(file)).status().await;
-    let shown = path.display();
-    match diff.map(|status| status.success()) {
-        Ok(true) => match kept.keep() {
-            Ok(Kept::Written) => format!("; your changes to its source are in {shown}"),
-            Ok(Kept::Empty) => "; it changed nothing in its source".to_string(),
-            Err(err) => format!("; {}", crate::sanitize::sanitize(&format!("{:#}", anyhow::Error::from(err)))),
-        },
-        _ => format!("; `nix-attach diff` failed: no patch in {shown}"),
+    match diff {
+        Ok(status) if status.success() => {}
+        Ok(status) => return Err(format!("`nix-attach diff` ended with status {}", status.code().unwrap_or(-1))),
+        Err(err) => return Err(format!("cannot run `nix-attach diff`: {err}")),
     }
+    let nothing = kept.nothing_written();
+    match kept.keep().map_err(said)? {
+        Kept::Written => Ok(format!("; your changes to its source are in {}", path.display())),
+        Kept::Empty => Ok(format!("; it changed nothing in its source ({nothing})")),
+    }
+}
+
+/// Where the session's changes could not be kept: says why, and asks
+/// whether the build should wait, for them to be taken by hand, or go.
+async fn keep_or_release(reach: &mut Reach, pointer: &Pointer, options: &Options, why: &str) -> Result<(), WrapperError> {
+    say(why);
+    let question = "keep the build waiting, to take your changes with `nix-attach diff`?";
+    if matches!(ask(question, options.release_after).await?, Answer::Enter) {
+        say(&format!("build {} waits: `nix-attach diff {0} > FILE`, then `nix-attach release {0}`", pointer.id));
+        return Ok(());
+    }
+    release(reach, pointer).await?;
+    say("released it, nix goes on");
+    Ok(())
 }
 
 /// Asks `QUESTION [Y/n]`, waiting at most `limit` for the answer.

@@ -66,6 +66,8 @@ pub enum WrapperError {
     Program(#[source] std::io::Error),
     #[error("nix ended, but its status cannot be read")]
     Wait(#[source] std::io::Error),
+    #[error("--patch-dir {0} is not a directory: make it first")]
+    PatchDir(std::path::PathBuf),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -127,6 +129,10 @@ pub fn run(program: OsString, args: Vec<OsString>, options: Options) -> Result<i
 /// builds again those the person chose; returns the command's status,
 /// whatever the builds again did.
 pub fn watch(program: OsString, args: Vec<OsString>, options: Options) -> Result<i32, WrapperError> {
+    // Said before nix runs, not once a session's changes are to be kept.
+    if let Some(dir) = options.patch_dir.as_ref().filter(|dir| !dir.is_dir()) {
+        return Err(WrapperError::PatchDir(dir.clone()));
+    }
     let outcome = crate::runtime::run(async {
         if attended() {
             interactive::run(&program, &args, &options).await
