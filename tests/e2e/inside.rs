@@ -223,6 +223,23 @@ fn replay_with_patch_leaves_the_sessions_changes_in_a_file_outside_and_none_wher
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn a_replay_whose_patch_cannot_be_made_says_why_and_keeps_the_commands_status_or_fails_one_that_passed() {
+    use crate::support::capture::alice_replays_with;
+    // An unpackPhase that passes once: the pristine tree cannot be made again.
+    let once = "test ! -e \"$NIX_BUILD_TOP/unpacked\"\ntouch \"$NIX_BUILD_TOP/unpacked\"";
+    let (dir, file) = captured(Drv::new("replay-patch-fails").phase("unpackPhase", once).phase("buildPhase", "sh -c 'exit 3'"));
+    let patch = dir.join("fix.patch");
+    for (command, status) in [("exit 7", 7), ("true", 1)] {
+        let replayed = alice_replays_with(&file, &["--patch", patch.to_str().unwrap()], &["sh", "-c", command]);
+        let said = String::from_utf8_lossy(&replayed.stderr);
+        assert_eq!(replayed.status.code(), Some(status), "{command}: {said}");
+        assert!(said.contains("`nix-attach diff` failed in the replay"), "{said}");
+        assert!(!patch.exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The fixture's main.c, returning 0: the edit the specs make.
 pub const MAIN_C_FIXED: &str =
     "diff --git a/main.c b/main.c\n--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n int main(void) {\n-    return 1;\n+    return 0;\n }\n";

@@ -77,6 +77,37 @@ fn with_patch_dir_what_the_session_changed_in_the_source_is_kept_as_a_patch_befo
 }
 
 #[test]
+fn where_the_patch_cannot_be_made_the_wrapper_says_why_and_asks_whether_the_build_should_wait() {
+    // An unpackPhase that passes once: the pristine tree, and so the
+    // patch, cannot be made again.
+    let once = "test ! -e \"$NIX_BUILD_TOP/unpacked\"\ntouch \"$NIX_BUILD_TOP/unpacked\"";
+    let drv = failing("wrap-patch-fails").phase("unpackPhase", once);
+    let dir = std::env::temp_dir().join(crate::support::unique_name("wrap-patch-fails"));
+    std::fs::create_dir(&dir).unwrap();
+    let mut terminal = wrap(&["--patch-dir", dir.to_str().unwrap()], &drv.expression(), &[]);
+    let asked = terminal.expect(PROMPT);
+    terminal.send("y");
+    let inside = terminal.expect_after(asked, " $ ");
+    terminal.send("exit\r");
+    let why = terminal.expect_after(inside, "but its changes were not kept: `nix-attach diff` ended with status");
+    let question = terminal.expect_after(why, "keep the build waiting, to take your changes with `nix-attach diff`? [Y/n]");
+    terminal.send("n");
+    let released = terminal.expect_after(question, "released it, nix goes on");
+    terminal.expect_after(released, "failed with exit code 3");
+    assert_eq!(terminal.wait(), build_failed());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing partial is left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_patch_dir_that_is_no_directory_is_said_in_one_line_before_nix_runs() {
+    let refused = nix_attach_cmd(&["run", "--patch-dir", "/nonexistent", "--", "sh", "-c", "echo nix ran"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("--patch-dir /nonexistent is not a directory"), "{said}");
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("nix ran"), "nix never ran");
+}
+
+#[test]
 fn answering_no_releases_the_build() {
     let drv = failing("wrap-no");
     let mut terminal = wrap(&[], &drv.expression(), &[]);
