@@ -226,9 +226,8 @@ fn replay_with_patch_leaves_the_sessions_changes_in_a_file_outside_and_none_wher
 #[test]
 fn a_replay_whose_patch_cannot_be_made_says_why_and_keeps_the_commands_status_or_fails_one_that_passed() {
     use crate::support::capture::alice_replays_with;
-    // An unpackPhase that passes once: the pristine tree cannot be made again.
-    let once = "test ! -e \"$NIX_BUILD_TOP/unpacked\"\ntouch \"$NIX_BUILD_TOP/unpacked\"";
-    let (dir, file) = captured(Drv::new("replay-patch-fails").phase("unpackPhase", once).phase("buildPhase", "sh -c 'exit 3'"));
+    // The pristine tree cannot be made again.
+    let (dir, file) = captured(Drv::new("replay-patch-fails").phase("unpackPhase", UNPACKS_ONCE).phase("buildPhase", "sh -c 'exit 3'"));
     let patch = dir.join("fix.patch");
     for (command, status) in [("exit 7", 7), ("true", 1)] {
         let replayed = alice_replays_with(&file, &["--patch", patch.to_str().unwrap()], &["sh", "-c", command]);
@@ -239,6 +238,9 @@ fn a_replay_whose_patch_cannot_be_made_says_why_and_keeps_the_commands_status_or
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An unpackPhase that passes once: `diff` cannot make the pristine source.
+pub const UNPACKS_ONCE: &str = "test ! -e \"$NIX_BUILD_TOP/unpacked\"\ntouch \"$NIX_BUILD_TOP/unpacked\"";
 
 /// The fixture's main.c, returning 0: the edit the specs make.
 pub const MAIN_C_FIXED: &str =

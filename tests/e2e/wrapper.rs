@@ -61,13 +61,7 @@ fn answering_yes_enters_the_build_then_releases_it_and_nix_goes_on() {
 #[test]
 fn with_patch_dir_what_the_session_changed_in_the_source_is_kept_as_a_patch_before_the_build_is_released() {
     let drv = crate::inside::with_source("wrap-patch");
-    let dir = std::env::temp_dir().join(crate::support::unique_name("wrap-patch"));
-    std::fs::create_dir(&dir).unwrap();
-    let mut terminal = wrap(&["--patch-dir", dir.to_str().unwrap()], &drv.expression(), &[]);
-    let asked = terminal.expect(PROMPT);
-    terminal.send("y");
-    let inside = terminal.expect_after(asked, " $ ");
-    terminal.send("sed -i 's/return 1/return 0/' main.c; exit\r");
+    let (mut terminal, dir, inside) = entered_with_patch_dir(&drv, "sed -i 's/return 1/return 0/' main.c; exit\r");
     let patch = dir.join(format!("{}.patch", drv.name));
     let kept = terminal.expect_after(inside, &format!("your changes to its source are in {}; released it", patch.display()));
     terminal.expect_after(kept, "failed with exit code 3");
@@ -78,17 +72,9 @@ fn with_patch_dir_what_the_session_changed_in_the_source_is_kept_as_a_patch_befo
 
 #[test]
 fn where_the_patch_cannot_be_made_the_wrapper_says_why_and_asks_whether_the_build_should_wait() {
-    // An unpackPhase that passes once: the pristine tree, and so the
-    // patch, cannot be made again.
-    let once = "test ! -e \"$NIX_BUILD_TOP/unpacked\"\ntouch \"$NIX_BUILD_TOP/unpacked\"";
-    let drv = failing("wrap-patch-fails").phase("unpackPhase", once);
-    let dir = std::env::temp_dir().join(crate::support::unique_name("wrap-patch-fails"));
-    std::fs::create_dir(&dir).unwrap();
-    let mut terminal = wrap(&["--patch-dir", dir.to_str().unwrap()], &drv.expression(), &[]);
-    let asked = terminal.expect(PROMPT);
-    terminal.send("y");
-    let inside = terminal.expect_after(asked, " $ ");
-    terminal.send("exit\r");
+    // The pristine tree, and so the patch, cannot be made again.
+    let drv = failing("wrap-patch-fails").phase("unpackPhase", crate::inside::UNPACKS_ONCE);
+    let (mut terminal, dir, inside) = entered_with_patch_dir(&drv, "exit\r");
     let why = terminal.expect_after(inside, "but its changes were not kept: `nix-attach diff` ended with status");
     let question = terminal.expect_after(why, "keep the build waiting, to take your changes with `nix-attach diff`? [Y/n]");
     terminal.send("n");
@@ -97,6 +83,20 @@ fn where_the_patch_cannot_be_made_the_wrapper_says_why_and_asks_whether_the_buil
     assert_eq!(terminal.wait(), build_failed());
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing partial is left");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `drv` built through the wrapper with `--patch-dir` a new directory,
+/// entered at the prompt, where `typed` is typed; returns the terminal, the
+/// directory and where the session's prompt was.
+fn entered_with_patch_dir(drv: &Drv, typed: &str) -> (Terminal, std::path::PathBuf, usize) {
+    let dir = std::env::temp_dir().join(crate::support::unique_name("patch-dir"));
+    std::fs::create_dir(&dir).unwrap();
+    let mut terminal = wrap(&["--patch-dir", dir.to_str().unwrap()], &drv.expression(), &[]);
+    let asked = terminal.expect(PROMPT);
+    terminal.send("y");
+    let inside = terminal.expect_after(asked, " $ ");
+    terminal.send(typed);
+    (terminal, dir, inside)
 }
 
 #[test]
