@@ -239,6 +239,22 @@ fn a_replay_whose_patch_cannot_be_made_says_why_and_keeps_the_commands_status_or
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn a_replays_patch_over_max_size_is_refused_in_one_line_and_leaves_nothing() {
+    use crate::support::capture::alice_replays_with;
+    let (dir, file) = captured(with_source("replay-patch-bound"));
+    let patch = dir.join("fix.patch");
+    // A capture is hostile: what its session prints is bounded too.
+    let flags = ["--patch", patch.to_str().unwrap(), "--patch-new", "--max-size", "64K"];
+    let replayed = alice_replays_with(&file, &flags, &["sh", "-c", "printf '%0200000d\\n' 0 > made.txt"]);
+    let said = String::from_utf8_lossy(&replayed.stderr);
+    assert_eq!(replayed.status.code(), Some(1), "the command passed, the patch did not: {said}");
+    assert!(said.contains("over its bound of 65536 bytes") && said.contains("--max-size"), "{said}");
+    assert_eq!(said.lines().filter(|line| line.starts_with("nix-attach:")).count(), 1, "{said}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "only the capture is there");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// An unpackPhase that passes once: `diff` cannot make the pristine source.
 pub const UNPACKS_ONCE: &str = "test ! -e \"$NIX_BUILD_TOP/unpacked\"\ntouch \"$NIX_BUILD_TOP/unpacked\"";
 

@@ -178,12 +178,12 @@ fn session(query: Option<&str>, request: Request, forward_stdin: bool, filter: b
 }
 
 /// An exec's session over `connection`, with no input, its output written
-/// to `out`; returns its status.
-pub fn session_into(connection: std::os::unix::net::UnixStream, request: Request, out: std::fs::File) -> anyhow::Result<i32> {
+/// to `out`, at most `bound` bytes of it; returns its status.
+pub fn session_into(connection: std::os::unix::net::UnixStream, request: Request, out: std::fs::File, bound: u64) -> anyhow::Result<i32> {
     connection.set_nonblocking(true)?;
     crate::runtime::run(async {
         let connection = tokio::net::UnixStream::from_std(connection)?;
-        Ok(relay::relay_into(connection, request, tokio::fs::File::from_std(out)).await?)
+        Ok(relay::relay_into(connection, request, tokio::fs::File::from_std(out), bound).await?)
     })?
 }
 

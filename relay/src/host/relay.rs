@@ -53,26 +53,31 @@ pub enum RelayError {
     WriteStdout(#[source] std::io::Error),
     #[error("cannot write to stderr")]
     WriteStderr(#[source] std::io::Error),
+    #[error("the session's output is over its bound of {0} bytes")]
+    OverBound(u64),
 }
 
 /// Sends `request`, relays until the session ends and returns its status.
 /// `stdin`, when given, is sent to the session. With `filter`, output for
 /// a terminal passes a [`TerminalFilter`].
 pub async fn relay(stream: UnixStream, request: Request, stdin: Option<&mut Input>, filter: bool) -> Result<i32, RelayError> {
-    let shown = Shown { out: tokio::io::stdout(), terminal: std::io::stdout().is_terminal() };
+    let shown = Shown { out: tokio::io::stdout(), terminal: std::io::stdout().is_terminal(), bound: None };
     relay_to(stream, request, stdin, filter, shown).await
 }
 
-/// [`relay`], with the session's output written to `out` rather than to
-/// stdout; what it says on stderr still goes to stderr.
-pub async fn relay_into(stream: UnixStream, request: Request, out: impl AsyncWrite + Unpin) -> Result<i32, RelayError> {
-    relay_to(stream, request, None, true, Shown { out, terminal: false }).await
+/// [`relay`], with no input and the session's output written to `out`,
+/// at most `bound` bytes of it, rather than to stdout; what it says on
+/// stderr still goes to stderr.
+pub async fn relay_into(stream: UnixStream, request: Request, out: impl AsyncWrite + Unpin, bound: u64) -> Result<i32, RelayError> {
+    relay_to(stream, request, None, true, Shown { out, terminal: false, bound: Some(bound) }).await
 }
 
 /// Where the output goes, and whether that is a terminal.
 struct Shown<W> {
     out: W,
     terminal: bool,
+    /// The most it takes, where it is bounded.
+    bound: Option<u64>,
 }
 
 async fn relay_to(
@@ -102,7 +107,7 @@ async fn relay_to(
 /// passes a [`TerminalFilter`].
 pub async fn follow(from_remote: impl AsyncRead + Unpin, filter: bool) -> Result<i32, RelayError> {
     let mut signals = EndSignals::watch()?;
-    let shown = Shown { out: tokio::io::stdout(), terminal: std::io::stdout().is_terminal() };
+    let shown = Shown { out: tokio::io::stdout(), terminal: std::io::stdout().is_terminal(), bound: None };
     tokio::select! {
         outcome = read_frames(FramedRead::new(from_remote, ClientCodec::default()), filter, shown) => outcome,
         code = signals.next() => Ok(code),
@@ -139,12 +144,15 @@ async fn read_frames(
     filter: bool,
     shown: Shown<impl AsyncWrite + Unpin>,
 ) -> Result<i32, RelayError> {
-    let (mut stdout, mut stderr) = (shown.out, tokio::io::stderr());
+    let (mut stdout, mut stderr, mut left) = (shown.out, tokio::io::stderr(), shown.bound);
     let mut stdout_filter = (filter && shown.terminal).then(TerminalFilter::default);
     let mut stderr_filter = (filter && std::io::stderr().is_terminal()).then(TerminalFilter::default);
     loop {
         match frames.next().await.ok_or(RelayError::Closed)?? {
             AgentFrame::Output(data) => {
+                if let Some(left) = left.as_mut() {
+                    *left = left.checked_sub(data.len() as u64).ok_or(RelayError::OverBound(shown.bound.unwrap_or_default()))?;
+                }
                 let data = filtered(&mut stdout_filter, data);
                 stdout.write_all(&data).await.map_err(RelayError::WriteStdout)?;
                 stdout.flush().await.map_err(RelayError::WriteStdout)?;

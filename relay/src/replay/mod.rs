@@ -81,7 +81,7 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
     host::privileges::give_up_root()?;
     // Before the session, so that a place it cannot be written to is
     // said before any work is done.
-    let patch = options.patch.as_ref().map(|(path, new_files)| patch::Pending::open(path, *new_files)).transpose()?;
+    let patch = options.patch.as_ref().map(|(path, new_files)| patch::Pending::open(path, *new_files, options.max_size)).transpose()?;
     let scratch = Scratch::new()?;
     let manifest = unpack::unpack(&options.file, &scratch.0, options.max_size)?;
     let build_dir = scratch.0.join(crate::capture::BUILD);

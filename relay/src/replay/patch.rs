@@ -4,6 +4,7 @@
 //! ([`crate::patch_file`] keeps it).
 
 use crate::host;
+use crate::host::relay::RelayError;
 use crate::patch_file::{Kept, PatchFile};
 use crate::protocol::Request;
 use std::os::unix::net::UnixStream;
@@ -20,21 +21,28 @@ pub struct Pending {
     kept: PatchFile,
     file: std::fs::File,
     new_files: bool,
+    /// The largest patch taken (`--max-size`): a capture is hostile.
+    bound: u64,
 }
 
 impl Pending {
-    /// Makes the file the patch is written to, beside `path`.
-    pub fn open(path: &Path, new_files: bool) -> anyhow::Result<Pending> {
+    /// Makes the file the patch is written to, beside `path`; the patch
+    /// may be `bound` bytes at most.
+    pub fn open(path: &Path, new_files: bool, bound: u64) -> anyhow::Result<Pending> {
         let (kept, file) = PatchFile::create(path)?;
-        Ok(Pending { kept, file, new_files })
+        Ok(Pending { kept, file, new_files, bound })
     }
 
     /// Runs `nix-attach diff` in the session reached on `connection` into
     /// the file, and puts it at its name, or says that nothing changed.
     pub fn write(self, connection: UnixStream) -> anyhow::Result<()> {
         let argv = ["nix-attach", "diff"].into_iter().chain(self.new_files.then_some("--new")).map(str::to_string).collect();
-        let status = host::session_into(connection, Request::Exec { argv, path: Vec::new() }, self.file)?;
         let shown = self.kept.path().display().to_string();
+        let request = Request::Exec { argv, path: Vec::new() };
+        let status = host::session_into(connection, request, self.file, self.bound).map_err(|err| {
+            let over = matches!(err.downcast_ref::<RelayError>(), Some(RelayError::OverBound(_)));
+            err.context(format!("no patch written to {shown}{}", if over { "; raise the bound with --max-size" } else { "" }))
+        })?;
         if status != 0 {
             return Err(PatchError::Diff(status, self.kept.path().to_path_buf()).into());
         }
