@@ -120,9 +120,8 @@ fn trusted(dir: &OwnedFd, shown: &Path) -> Result<(), GcRootError> {
 /// Removes each agent's directory in `all` whose agent is gone. Another
 /// nix-attach may remove the same at the same moment: what fails is left.
 fn let_go_of_ended(all: &OwnedFd, boot: &str) {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(all))) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in names_in(all) {
+        let name = name.to_string_lossy().into_owned();
         if AgentName::parse(&name).is_some_and(|agent| !agent.lives(boot)) {
             remove_links_dir(all, &name);
         }
@@ -133,11 +132,16 @@ fn let_go_of_ended(all: &OwnedFd, boot: &str) {
 fn remove_links_dir(parent: &OwnedFd, name: &str) {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let Ok(dir) = rustix::fs::openat(parent, name, flags, Mode::empty()) else { return };
-    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&dir))) else { return };
-    for entry in entries.flatten() {
-        let _ = rustix::fs::unlinkat(dir.as_fd(), entry.file_name().as_os_str(), AtFlags::empty());
+    for name in names_in(&dir) {
+        let _ = rustix::fs::unlinkat(dir.as_fd(), name.as_os_str(), AtFlags::empty());
     }
     let _ = rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR);
+}
+
+/// The names in the directory `dir`; none where it cannot be read.
+fn names_in(dir: &OwnedFd) -> Vec<std::ffi::OsString> {
+    let listed = std::fs::read_dir(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(dir)));
+    listed.map(|entries| entries.flatten().map(|entry| entry.file_name()).collect()).unwrap_or_default()
 }
 
 /// This boot's id, as 32 hex digits.

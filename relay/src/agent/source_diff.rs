@@ -355,8 +355,9 @@ fn walk_files(root: &Path, mut visit: impl FnMut(PathBuf, &fs::DirEntry) -> Resu
     Ok(())
 }
 
+/// When the file was last written (its mtime).
 fn written_at(meta: &fs::Metadata) -> SystemTime {
-    UNIX_EPOCH + Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec().clamp(0, 999_999_999) as u32)
+    meta.modified().unwrap_or(UNIX_EPOCH)
 }
 
 /// When the inode last changed: a write, or its mode.
