@@ -20,6 +20,8 @@
 //! Uses no other module of the crate.
 
 use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 /// The archive's directory that holds the build directory.
@@ -40,6 +42,9 @@ const MAX_STORE_PATHS: usize = 20_000;
 pub const MAX_LEFT_OUT: usize = 1_000;
 /// The longest string field accepted.
 const MAX_FIELD: usize = 4096;
+/// The longest name a GNU long-name or long-link entry may give (Linux's
+/// `PATH_MAX`).
+pub const MAX_LONG_NAME: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -57,6 +62,10 @@ pub enum CaptureError {
     NoManifest,
     #[error("the capture's format is {0}; this nix-attach reads format {FORMAT}")]
     Format(u32),
+    #[error("the archive is not valid (cut short or corrupt)")]
+    Archive(#[source] std::io::Error),
+    #[error("the archive gives a long name of {0} bytes; a name has at most {MAX_LONG_NAME}")]
+    LongName(u64),
 }
 
 /// What the sandbox was, as the agent saw it from inside.
@@ -146,6 +155,111 @@ pub fn check_entry(path: &Path, kind: tar::EntryType) -> Result<EntryKind, Captu
     }
 }
 
+/// One entry of a capture's archive, checked: its whole name, a link's
+/// target, its kind, and the entry to read its contents from.
+pub struct Checked<'a, R: Read> {
+    pub path: PathBuf,
+    /// A symlink's target.
+    pub target: Option<PathBuf>,
+    pub kind: EntryKind,
+    pub entry: tar::Entry<'a, R>,
+}
+
+/// A capture's archive read entry by entry, raw. The tar crate's own
+/// reading would hold a GNU long name, a pax header or a sparse map of
+/// whatever size the archive declares in memory before anyone saw it; here
+/// a long name or link is read to at most [`MAX_LONG_NAME`] bytes, and
+/// every other extension entry is refused by [`check_entry`].
+pub struct CheckedEntries<'a, R: Read>(tar::Entries<'a, R>);
+
+impl<'a, R: Read> CheckedEntries<'a, R> {
+    pub fn new(archive: &'a mut tar::Archive<R>) -> Result<Self, CaptureError> {
+        Ok(CheckedEntries(archive.entries().map_err(CaptureError::Archive)?.raw(true)))
+    }
+
+    /// The next entry, checked; `None` at the archive's end.
+    pub fn next_checked(&mut self) -> Result<Option<Checked<'a, R>>, CaptureError> {
+        let (mut long_name, mut long_target) = (None, None);
+        loop {
+            let Some(entry) = self.0.next() else {
+                return match long_name.or(long_target) {
+                    Some(_) => Err(CaptureError::Archive(invalid("a long name with no entry after it"))),
+                    None => Ok(None),
+                };
+            };
+            let mut entry = entry.map_err(CaptureError::Archive)?;
+            let kind = entry.header().entry_type();
+            let slot = match kind {
+                _ if kind.is_gnu_longname() => &mut long_name,
+                _ if kind.is_gnu_longlink() => &mut long_target,
+                _ => {
+                    let path = match long_name {
+                        Some(name) => name,
+                        None => entry.path().map_err(CaptureError::Archive)?.into_owned(),
+                    };
+                    let kind = check_entry(&path, kind)?;
+                    let target = match (kind, long_target) {
+                        (EntryKind::Symlink, Some(target)) => Some(target),
+                        (EntryKind::Symlink, None) => Some(
+                            entry
+                                .link_name()
+                                .map_err(CaptureError::Archive)?
+                                .ok_or_else(|| CaptureError::Archive(invalid("a link without a target")))?
+                                .into_owned(),
+                        ),
+                        _ => None,
+                    };
+                    return Ok(Some(Checked { path, target, kind, entry }));
+                }
+            };
+            if slot.is_some() {
+                return Err(CaptureError::Archive(invalid("two long names for one entry")));
+            }
+            let size = entry.size();
+            *slot = Some(read_long_name(&mut entry, size)?);
+        }
+    }
+}
+
+/// The name a GNU long-name or long-link entry gives, read to at most
+/// [`MAX_LONG_NAME`] bytes.
+fn read_long_name(entry: &mut impl Read, size: u64) -> Result<PathBuf, CaptureError> {
+    if size > MAX_LONG_NAME {
+        return Err(CaptureError::LongName(size));
+    }
+    let mut name = Vec::new();
+    entry.take(size).read_to_end(&mut name).map_err(CaptureError::Archive)?;
+    while name.last() == Some(&0) {
+        name.pop();
+    }
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(name)))
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// A raw tar entry, written byte by byte as a hostile archive would have
+/// it (the tar crate refuses to write such names): a header naming `name`,
+/// of `kind`, mode 4755, declaring `declared` bytes, linking to `link`;
+/// then `data`. For tests.
+#[cfg(test)]
+pub fn raw_entry(name: &str, kind: tar::EntryType, data: &[u8], declared: u64, link: Option<&str>) -> Vec<u8> {
+    let mut header = tar::Header::new_old();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    if let Some(link) = link {
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    header.set_entry_type(kind);
+    header.set_mode(0o4755);
+    header.set_size(declared);
+    header.set_cksum();
+    let mut bytes = header.as_bytes().to_vec();
+    bytes.extend_from_slice(data);
+    bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+    bytes
+}
+
 /// A mode as a capture keeps it: permission bits only, never setuid,
 /// setgid or sticky.
 pub fn plain_mode(mode: u32) -> u32 {
@@ -162,6 +276,24 @@ pub fn is_store_path(path: &str, store: &Path) -> bool {
 }
 
 impl Sandbox {
+    /// A sandbox as a small build's capture describes it, for tests.
+    #[cfg(test)]
+    pub fn example() -> Sandbox {
+        Sandbox {
+            format: FORMAT,
+            name: "hello".into(),
+            build_top: "/build".into(),
+            cwd: "/build/src".into(),
+            shell: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash/bin/bash".into(),
+            hostname: "localhost".into(),
+            uid: 1000,
+            gid: 100,
+            store_paths: vec!["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash".into()],
+            other_paths: vec!["/etc/passwd".into()],
+            left_out: vec![],
+        }
+    }
+
     /// Checks every field of a sandbox description that came from a build.
     pub fn check(&self, store: &Path) -> Result<(), CaptureError> {
         if self.format != FORMAT {
@@ -293,6 +425,40 @@ mod tests {
         }
         assert!(check_entry(Path::new(MANIFEST), tar::EntryType::Symlink).is_err());
         assert!(check_entry(Path::new(DERIVATION), tar::EntryType::Directory).is_err());
+    }
+
+    fn raw(name: &str, kind: tar::EntryType, size: u64, data: &[u8]) -> Vec<u8> {
+        raw_entry(name, kind, data, size, None)
+    }
+
+    /// The paths of an archive's entries as [`CheckedEntries`] reads them,
+    /// or its error.
+    fn read_all(archive: &[u8]) -> Result<Vec<PathBuf>, CaptureError> {
+        let mut archive = tar::Archive::new(archive);
+        let mut entries = CheckedEntries::new(&mut archive)?;
+        let mut paths = Vec::new();
+        while let Some(checked) = entries.next_checked()? {
+            paths.push(checked.path);
+        }
+        Ok(paths)
+    }
+
+    #[test]
+    fn a_long_name_names_the_entry_after_it_and_is_never_read_past_path_max() {
+        let long = format!("build/{}", "d/".repeat(100) + "file.c");
+        let mut named = raw("././@LongLink", tar::EntryType::GNULongName, long.len() as u64 + 1, format!("{long}\0").as_bytes());
+        named.extend(raw("build/short", tar::EntryType::Regular, 1, b"x"));
+        named.extend([0; 1024]);
+        assert_eq!(read_all(&named).unwrap(), vec![PathBuf::from(&long)]);
+        // 64 GiB declared, a few bytes there: refused before any is held.
+        let mut bomb = raw("././@LongLink", tar::EntryType::GNULongName, 1 << 36, b"build/x");
+        bomb.extend([0; 1024]);
+        assert!(matches!(read_all(&bomb), Err(CaptureError::LongName(size)) if size == 1 << 36));
+        for kind in [tar::EntryType::XHeader, tar::EntryType::GNUSparse, tar::EntryType::XGlobalHeader] {
+            let mut extension = raw("build/x", kind, 1 << 36, b"");
+            extension.extend([0; 1024]);
+            assert!(matches!(read_all(&extension), Err(CaptureError::BadKind { .. })), "{kind:?}");
+        }
     }
 
     #[test]

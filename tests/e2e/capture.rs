@@ -211,6 +211,50 @@ fn store_paths_missing_here_are_counted_and_named_in_one_line() {
 }
 
 #[test]
+fn a_store_path_that_is_a_link_is_a_link_in_the_replay_and_what_it_points_to_stays_outside() {
+    let (file, _) = captured_for_replay("replay-link");
+    // A directory of this machine a capture must never bring into view,
+    // and a store path that points at it (valid here: added to the store).
+    let private = scratch("replay-link-private");
+    std::fs::write(private.join("secret"), "host-only\n").unwrap();
+    let link = scratch("replay-link").join("points-out");
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    let added = std::process::Command::new("nix-store").arg("--add").arg(&link).env("NIX_REMOTE", "daemon").output().unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let store_link = String::from_utf8(added.stdout).unwrap().trim().to_string();
+    let file = rewritten(&file, |manifest| manifest.sandbox.store_paths.push(store_link.clone()));
+    let probe = format!("readlink {store_link}; cat {store_link}/secret 2>/dev/null || echo not-here");
+    let replayed = alice_replays(&file, &["eval", &probe]);
+    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
+    assert_eq!(String::from_utf8_lossy(&replayed.stdout), format!("{}\nnot-here\n", private.display()));
+}
+
+#[test]
+fn a_build_directory_placed_to_lead_out_of_the_sandbox_is_refused_and_nothing_is_made() {
+    let (file, _) = captured_for_replay("replay-top");
+    let outside = scratch("replay-top-outside");
+    // Through /proc, bubblewrap would resolve the path in this machine's
+    // root and make the directories there.
+    let top = format!("/proc/self/root/oldroot{}/made", outside.display());
+    let file = rewritten(&file, |manifest| manifest.sandbox.build_top = top.clone());
+    let refused = alice_replays(&file, &["true"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!((refused.status.code(), said.lines().count()), (Some(125), 1), "{said}");
+    assert!(said.contains(&format!("puts its build directory at {top}, at or around /proc,")), "{said}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was made outside");
+}
+
+#[test]
+fn what_a_capture_says_reaches_the_terminal_escaped_even_in_an_error() {
+    let (file, _) = captured_for_replay("replay-escapes");
+    let file = rewritten(&file, |manifest| manifest.sandbox.hostname = "runner\u{1b}]52;c;aGk=\u{7}".into());
+    let refused = alice_replays(&file, &["true"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!((refused.status.code(), said.lines().count()), (Some(125), 1), "{said}");
+    assert!(!said.contains('\u{1b}') && said.contains("runner\\e]52;c;aGk="), "{said:?}");
+}
+
+#[test]
 fn a_capture_that_writes_through_its_own_link_is_refused_and_nothing_lands_outside() {
     let (file, _) = captured_for_replay("replay-hostile");
     let outside = scratch("replay-outside");

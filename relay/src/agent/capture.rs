@@ -16,7 +16,7 @@ use crate::pump::ChannelWriter;
 use futures_util::SinkExt;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -93,8 +93,8 @@ fn add_tree<W: Write>(archive: &mut tar::Builder<W>, dir: &Path, name: &Path, le
         let kind = meta.file_type();
         if kind.is_dir() {
             add_tree(archive, &path, &inner, left_out)?;
-        } else if kind.is_file() {
-            let file = Exactly { file: File::open(&path)?, left: meta.len() };
+        } else if let Some(file) = kind.is_file().then(|| still_a_file(&path)).flatten() {
+            let file = Exactly { file, left: meta.len() };
             archive.append_data(&mut header(&meta, tar::EntryType::Regular, meta.len()), &inner, file)?;
         } else if kind.is_symlink() {
             archive.append_link(&mut header(&meta, tar::EntryType::Symlink, 0), &inner, fs::read_link(&path)?)?;
@@ -103,6 +103,15 @@ fn add_tree<W: Write>(archive: &mut tar::Builder<W>, dir: &Path, name: &Path, le
         }
     }
     Ok(())
+}
+
+/// The file at `path`, opened if it is a regular file still: the build
+/// may have put a link or a fifo in its place since it was listed, and
+/// neither is followed or waited on (it is left out, as one listed so).
+fn still_a_file(path: &Path) -> Option<File> {
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(path).ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 fn header(meta: &Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
@@ -173,4 +182,27 @@ fn other_paths(build_top: &Path) -> Vec<String> {
     paths.sort();
     paths.truncate(MAX_LEFT_OUT);
     paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_the_build_swapped_for_a_fifo_or_a_link_is_left_out_without_waiting() {
+        let dir = std::env::temp_dir().join(format!("nix-attach-still-a-file-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (plain, fifo, link) = (dir.join("plain"), dir.join("fifo"), dir.join("link"));
+        fs::write(&plain, "x").unwrap();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink(&plain, &link).unwrap();
+        let (done, opened) = std::sync::mpsc::channel();
+        let paths = [plain, fifo, link];
+        std::thread::spawn(move || done.send(paths.map(|path| still_a_file(&path).is_some())).unwrap());
+        // Not a wait for anything to happen: a fifo opened blocking would
+        // never return, and the test must fail rather than hang.
+        let opened = opened.recv_timeout(std::time::Duration::from_secs(10)).expect("opening a fifo waited for a writer");
+        assert_eq!(opened, [true, false, false]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -13,10 +13,7 @@ fn main() {
     let cli = nix_attach::cli::Cli::parse();
     let code = match nix_attach::cli::run(cli) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("nix-attach: error: {err:#}");
-            nix_attach::host::ERROR_EXIT
-        }
+        Err(err) => nix_attach::host::say_error(&err),
     };
     std::process::exit(code);
 }

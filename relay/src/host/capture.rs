@@ -13,7 +13,8 @@
 
 use super::privileges;
 use crate::capture::{
-    self, check_entry, plain_mode, CaptureError, EntryKind, Manifest, Origin, Sandbox, DERIVATION, MANIFEST, MAX_DERIVATION, MAX_MANIFEST,
+    self, plain_mode, CaptureError, Checked, CheckedEntries, EntryKind, Manifest, Origin, Sandbox, DERIVATION, MANIFEST, MAX_DERIVATION,
+    MAX_MANIFEST,
 };
 use crate::protocol::{read_frame, write_frame, AgentFrame, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
@@ -140,10 +141,7 @@ fn write_as_successor(mut connection: UnixStream, file: File, asked: &Asked) -> 
                 Ok(())
             }) {
                 Ok(()) => 0,
-                Err(err) => {
-                    eprintln!("nix-attach: error: {err:#}");
-                    super::ERROR_EXIT
-                }
+                Err(err) => super::say_error(&err),
             };
             std::process::exit(code);
         }
@@ -207,12 +205,10 @@ pub fn check_archive(input: impl Read) -> Result<Sandbox, CaptureFileError> {
 /// sandbox its manifest describes.
 fn copy_checked<R: Read, W: Write>(archive: &mut tar::Archive<R>, out: &mut tar::Builder<W>) -> Result<Sandbox, CaptureFileError> {
     let mut sandbox = None;
-    for entry in archive.entries().map_err(CaptureFileError::Archive)? {
-        let mut entry = entry.map_err(CaptureFileError::Archive)?;
-        let path = entry.path().map_err(CaptureFileError::Archive)?.into_owned();
+    let mut entries = CheckedEntries::new(archive)?;
+    while let Some(Checked { path, target, kind, mut entry }) = entries.next_checked()? {
         let header = entry.header();
         let (mode, mtime, size) = (header.mode().unwrap_or(0o644), header.mtime().unwrap_or(0), entry.size());
-        let kind = check_entry(&path, header.entry_type())?;
         if path == Path::new(DERIVATION) {
             // The derivation is read from the store, never from the build.
             return Err(CaptureError::BadPath(DERIVATION.into()).into());
@@ -229,13 +225,9 @@ fn copy_checked<R: Read, W: Write>(archive: &mut tar::Archive<R>, out: &mut tar:
                 out.append_data(&mut header, &path, io::empty())
             }
             EntryKind::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(CaptureFileError::Archive)?
-                    .ok_or_else(|| CaptureFileError::Archive(io::Error::new(io::ErrorKind::InvalidData, "a link without a target")))?;
                 let mut header = file_header(0, 0o777, mtime);
                 header.set_entry_type(tar::EntryType::Symlink);
-                out.append_link(&mut header, &path, &target)
+                out.append_link(&mut header, &path, target.unwrap_or_default())
             }
         };
         copied.map_err(CaptureFileError::Archive)?;
@@ -349,37 +341,14 @@ impl Read for FrameStream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{Sandbox, FORMAT};
+    use crate::capture::Sandbox;
 
     fn sandbox() -> Sandbox {
-        Sandbox {
-            format: FORMAT,
-            name: "hello".into(),
-            build_top: "/build".into(),
-            cwd: "/build/src".into(),
-            shell: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash/bin/bash".into(),
-            hostname: "localhost".into(),
-            uid: 1000,
-            gid: 100,
-            store_paths: vec!["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash".into()],
-            other_paths: vec!["/etc/passwd".into()],
-            left_out: vec![],
-        }
+        Sandbox::example()
     }
 
-    /// A raw tar header for `name`, written byte by byte, as a hostile
-    /// archive would have it (the tar crate refuses to write such names).
     fn raw_entry(name: &str, kind: tar::EntryType, data: &[u8], declared: u64) -> Vec<u8> {
-        let mut header = tar::Header::new_old();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        header.set_entry_type(kind);
-        header.set_mode(0o644);
-        header.set_size(declared);
-        header.set_cksum();
-        let mut bytes = header.as_bytes().to_vec();
-        bytes.extend_from_slice(data);
-        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
-        bytes
+        crate::capture::raw_entry(name, kind, data, declared, None)
     }
 
     fn manifest_entry(sandbox: &Sandbox) -> Vec<u8> {
@@ -428,7 +397,8 @@ mod tests {
         lying.truncate(512 + 5);
         let bytes = lying;
         let mut out = tar::Builder::new(Vec::new());
-        assert!(matches!(copy_checked(&mut tar::Archive::new(&bytes[..]), &mut out), Err(CaptureFileError::Archive(_))));
+        let copied = copy_checked(&mut tar::Archive::new(&bytes[..]), &mut out);
+        assert!(matches!(copied, Err(CaptureFileError::Capture(CaptureError::Archive(_)))), "{copied:?}");
     }
 
     #[test]

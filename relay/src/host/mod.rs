@@ -40,6 +40,14 @@ use std::path::PathBuf;
 /// The exit status for nix-attach's own errors, apart from any shell's.
 pub const ERROR_EXIT: i32 = 125;
 
+/// Says nix-attach's own error in one line on stderr, escaped: errors
+/// quote what builds and capture files said, never raw; returns
+/// [`ERROR_EXIT`].
+pub fn say_error(err: &anyhow::Error) -> i32 {
+    eprintln!("nix-attach: error: {}", sanitize(&format!("{err:#}")));
+    ERROR_EXIT
+}
+
 /// `nix-attach list`: prints the waiting builds this user can reach:
 /// directly, and, for an ordinary user, those it asked for through the
 /// broker.

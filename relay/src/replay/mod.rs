@@ -61,6 +61,8 @@ pub enum ReplayError {
     Connect(#[source] std::io::Error),
     #[error("the sandbox's socket is served by uid {0}, not by us")]
     WrongPeer(u32),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
 }
 
 /// What `replay` was asked.
@@ -90,8 +92,9 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
     // should take the captured state for its.
     let state = build_dir.join(STATE_DIR);
     std::fs::remove_dir_all(&state).map_err(|err| ReplayError::Scratch(state, err))?;
-    ensure_store_paths(&manifest.sandbox, options.fetch)?;
     let tools = if options.with.is_empty() { crate::tools::Tools::default() } else { crate::tools::resolve(&options.with)? };
+    sandbox::check_build_top(&manifest.sandbox, &tools.closure)?;
+    ensure_store_paths(&manifest.sandbox, options.fetch)?;
     let etc = scratch.0.join("etc");
     std::fs::create_dir(&etc).map_err(|err| ReplayError::Scratch(etc.clone(), err))?;
     for (name, text) in sandbox::etc_files(manifest.sandbox.uid, manifest.sandbox.gid) {
@@ -138,14 +141,22 @@ fn captured_metadata(build_dir: &Path) -> Result<Metadata, ReplayError> {
 /// missing ones are realised (substituted) first.
 fn ensure_store_paths(sandbox: &Sandbox, fetch: bool) -> Result<(), ReplayError> {
     let mut missing = missing_paths(&sandbox.store_paths);
-    if fetch && !missing.is_empty() {
-        let _ = std::process::Command::new("nix-store").arg("--realise").args(&missing).stdout(Stdio::null()).status();
+    let fetchable = substitutable(&missing);
+    if fetch && !fetchable.is_empty() {
+        let _ = std::process::Command::new("nix-store").arg("--realise").args(fetchable).stdout(Stdio::null()).status();
         missing = missing_paths(&sandbox.store_paths);
     }
     match missing.first() {
         None => Ok(()),
         Some(first) => Err(ReplayError::Missing { missing: missing.len(), total: sandbox.store_paths.len(), first: sanitize(first) }),
     }
+}
+
+/// The paths of `missing` that `--fetch` asks Nix to realise: never a
+/// derivation, which realising would build (the file names it, and anyone
+/// may have written the file).
+fn substitutable(missing: &[String]) -> Vec<&String> {
+    missing.iter().filter(|path| !path.ends_with(".drv")).collect()
 }
 
 /// The store paths of `paths` that are not valid in this store, as
@@ -249,5 +260,17 @@ fn make_writable(dir: &Path) {
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     if let Ok(entries) = std::fs::read_dir(dir) {
         entries.flatten().for_each(|entry| make_writable(&entry.path()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_never_realises_a_derivation_which_would_build_it() {
+        let missing = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-big.drv", "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash-5.2"];
+        let missing: Vec<String> = missing.iter().map(|path| path.to_string()).collect();
+        assert_eq!(substitutable(&missing), vec![&missing[1]]);
     }
 }

@@ -20,6 +20,37 @@ pub const AGENT: &str = "/.nix-attach-replay/nix-attach";
 pub const BWRAP: &str = "bwrap";
 /// Idle seconds before a replayed build's agent gives up, as a live one.
 const IDLE: u64 = 1800;
+/// Where the sandbox has mounts and files of its own, besides the store
+/// paths: the build directory may be neither at nor around any of them.
+const OWN_PLACES: [&str; 4] = ["/proc", "/dev", "/etc", "/.nix-attach-replay"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "the capture puts its build directory at {0}, at or around {1}, where the sandbox has its own mounts; no build's sandbox does that"
+    )]
+    BuildTop(String, String),
+}
+
+/// Checks that the capture's build directory is a place of its own in the
+/// sandbox: not the root, not at or below one of the sandbox's own mounts
+/// (`/proc/self/root` would lead bubblewrap out, to make directories on
+/// this machine), and with no store path or tool of `tools` at or below
+/// it (bubblewrap would follow the archive's links there).
+pub fn check_build_top(sandbox: &Sandbox, tools: &[String]) -> Result<(), SandboxError> {
+    let top = Path::new(&sandbox.build_top);
+    let refused = |place: &str| SandboxError::BuildTop(crate::sanitize::sanitize(&sandbox.build_top), place.to_string());
+    if top.parent().is_none() {
+        return Err(refused("/"));
+    }
+    let mounts = OWN_PLACES.iter().map(|place| place.to_string()).chain(sandbox.store_paths.iter().cloned()).chain(tools.iter().cloned());
+    for place in mounts {
+        if top.starts_with(&place) || Path::new(&place).starts_with(top) {
+            return Err(refused(&place));
+        }
+    }
+    Ok(())
+}
 
 /// `/etc/passwd`, `/etc/group` and `/etc/hosts` as Nix writes them for a
 /// build running as `uid`:`gid`.
@@ -57,11 +88,8 @@ pub fn command(manifest: &Manifest, meta: &Metadata, layout: &Layout) -> Command
     bwrap.args(["--unshare-all", "--die-with-parent", "--new-session"]);
     bwrap.args(["--uid", &sandbox.uid.to_string(), "--gid", &sandbox.gid.to_string(), "--hostname", &sandbox.hostname]);
     bwrap.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
-    for path in &sandbox.store_paths {
-        bwrap.args(["--ro-bind", path, path]);
-    }
-    for path in layout.tools.iter().filter(|path| !sandbox.store_paths.contains(path)) {
-        bwrap.args(["--ro-bind", path, path]);
+    for path in sandbox.store_paths.iter().chain(layout.tools.iter().filter(|path| !sandbox.store_paths.contains(path))) {
+        bind_store_path(&mut bwrap, path);
     }
     bwrap.arg("--bind").arg(&layout.build_dir).arg(&sandbox.build_top);
     for (name, _) in etc_files(sandbox.uid, sandbox.gid) {
@@ -74,6 +102,17 @@ pub fn command(manifest: &Manifest, meta: &Metadata, layout: &Layout) -> Command
     }
     bwrap.arg(AGENT).args(agent_args(sandbox, meta, &manifest.origin.describe()));
     bwrap
+}
+
+/// Binds the store path `path` read-only at its own place; a store path
+/// that is a link is made again as a link, as Nix makes it in a build's
+/// sandbox: a bind would follow it, and show what it points to on this
+/// machine (a home, a socket) inside.
+fn bind_store_path(bwrap: &mut Command, path: &str) {
+    match std::fs::read_link(path) {
+        Ok(target) => bwrap.arg("--symlink").arg(target).arg(path),
+        Err(_) => bwrap.args(["--ro-bind", path, path]),
+    };
 }
 
 /// The agent's arguments: the captured failure and snapshot files, and
@@ -101,4 +140,27 @@ fn agent_args(sandbox: &Sandbox, meta: &Metadata, origin: &str) -> Vec<String> {
     args.extend(meta.locals.then(|| "--locals".to_string()));
     args.push(format!("--replay={origin}"));
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_top(top: &str) -> Sandbox {
+        Sandbox { build_top: top.into(), ..Sandbox::example() }
+    }
+
+    #[test]
+    fn a_build_directory_is_where_nix_puts_one_and_never_at_or_around_the_sandboxs_own_places() {
+        for top in ["/build", "/tmp/nix-build-hello.drv-0", "/nix/var/nix/builds/nix-12-0/build", "/nix/var/nix/b/x"] {
+            assert!(check_build_top(&with_top(top), &[]).is_ok(), "{top}");
+        }
+        let store_path = &Sandbox::example().store_paths[0];
+        let tool = "/nix/store/abcdfghijklmnpqrsvwxyz0123456789-gdb".to_string();
+        for top in
+            ["/", "/proc/self/root/oldroot/home/u", "/dev/fd/3", "/etc", "/.nix-attach-replay", "/nix", &format!("{store_path}/x"), &tool]
+        {
+            assert!(matches!(check_build_top(&with_top(top), std::slice::from_ref(&tool)), Err(SandboxError::BuildTop(..))), "{top}");
+        }
+    }
 }

@@ -9,7 +9,7 @@
 //! error. Nothing is written outside `into`.
 
 use crate::capture::{
-    self, check_entry, plain_mode, CaptureError, EntryKind, Manifest, DERIVATION, MANIFEST, MAX_DERIVATION, MAX_MANIFEST,
+    self, plain_mode, CaptureError, Checked, CheckedEntries, EntryKind, Manifest, DERIVATION, MANIFEST, MAX_DERIVATION, MAX_MANIFEST,
 };
 use std::collections::HashSet;
 use std::fs;
@@ -47,11 +47,9 @@ pub fn unpack(file: &Path, into: &Path, max_size: u64) -> Result<Manifest, Unpac
 
 fn unpack_archive<R: Read>(archive: &mut tar::Archive<R>, into: &Path, max_size: u64) -> Result<Manifest, UnpackError> {
     let (mut manifest, mut links, mut seen, mut left) = (None, HashSet::new(), HashSet::new(), max_size);
-    for entry in archive.entries().map_err(UnpackError::Archive)? {
-        let mut entry = entry.map_err(UnpackError::Archive)?;
-        let path = entry.path().map_err(UnpackError::Archive)?.into_owned();
+    let mut entries = CheckedEntries::new(archive)?;
+    while let Some(Checked { path, target, kind, mut entry }) = entries.next_checked()? {
         let shown = path.to_string_lossy().into_owned();
-        let kind = check_entry(&path, entry.header().entry_type())?;
         if !seen.insert(path.clone()) {
             return Err(UnpackError::Twice(shown));
         }
@@ -66,18 +64,14 @@ fn unpack_archive<R: Read>(archive: &mut tar::Archive<R>, into: &Path, max_size:
         if path == Path::new(DERIVATION) && entry.size() > MAX_DERIVATION {
             return Err(UnpackError::DerivationTooLarge);
         }
-        let target = into.join(&path);
+        let at = into.join(&path);
         let mode = plain_mode(entry.header().mode().unwrap_or(0o644));
         let written = match kind {
-            EntryKind::Directory => fs::DirBuilder::new().mode(mode | 0o700).create(&target),
-            EntryKind::File => write_file(&mut entry, &target, mode),
+            EntryKind::Directory => fs::DirBuilder::new().mode(mode | 0o700).create(&at),
+            EntryKind::File => write_file(&mut entry, &at, mode),
             EntryKind::Symlink => {
                 links.insert(path.clone());
-                let link = entry
-                    .link_name()
-                    .map_err(UnpackError::Archive)?
-                    .ok_or_else(|| UnpackError::Archive(io::Error::new(io::ErrorKind::InvalidData, "a link without a target")))?;
-                std::os::unix::fs::symlink(link, &target)
+                std::os::unix::fs::symlink(target.unwrap_or_default(), &at)
             }
         };
         written.map_err(|err| UnpackError::Write(shown, err))?;
@@ -109,19 +103,7 @@ mod tests {
 
     /// A raw tar entry, as a hostile file would have it.
     fn raw(name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>) -> Vec<u8> {
-        let mut header = tar::Header::new_old();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        if let Some(link) = link {
-            header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-        }
-        header.set_entry_type(kind);
-        header.set_mode(0o4755);
-        header.set_size(data.len() as u64);
-        header.set_cksum();
-        let mut bytes = header.as_bytes().to_vec();
-        bytes.extend_from_slice(data);
-        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
-        bytes
+        crate::capture::raw_entry(name, kind, data, data.len() as u64, link)
     }
 
     fn unpack_raw(entries: &[Vec<u8>], max: u64) -> (tempdir::Scratch, Result<Manifest, UnpackError>) {
