@@ -239,6 +239,9 @@ pub enum Command {
         /// The build's agent.
         #[arg(long)]
         agent: i32,
+        /// When it started (clock ticks after boot, as in `/proc/PID/stat`).
+        #[arg(long)]
+        started: u64,
         /// The store paths.
         #[arg(last = true)]
         paths: Vec<String>,
@@ -504,7 +507,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Agent(config) => agent::run(*config).map(|()| 0),
         Command::Isolate { command } => Ok(agent::isolate::run(&command)),
-        Command::MountTools { agent, paths } => crate::tools::mount_here(agent, &paths).map(|_| 0).map_err(Into::into),
+        Command::MountTools { agent, started, paths } => crate::tools::mount_here(agent, started, &paths).map(|_| 0).map_err(Into::into),
         Command::SourceDiff { pristine, live, paused, new, present } => {
             let present = present.map(|list| agent::source_diff::read_present(&list)).transpose()?.flatten();
             let trees = agent::source_diff::Trees { pristine: &pristine, live: &live, paused, new_files: new, present: present.as_ref() };

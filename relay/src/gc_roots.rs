@@ -153,7 +153,7 @@ fn boot_id() -> Result<String, GcRootError> {
 /// When the process `pid` started, in clock ticks after boot: the 22nd
 /// field of `/proc/PID/stat`, counted after the command's name, which may
 /// hold spaces and parentheses.
-fn start_time(pid: i32) -> Option<u64> {
+pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_start_time(&stat)
 }

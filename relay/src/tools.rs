@@ -174,13 +174,14 @@ fn realise(installable: &str) -> Result<Vec<String>, ToolsError> {
 pub const SUBCOMMAND: &str = "mount-tools";
 
 /// Mounts every path of `closure` into the mount namespace of the process
-/// `agent` (the build's agent). A process of its own does it
+/// `agent` (the build's agent), started at `started`: a process that took
+/// its pid since is left alone. A process of its own does it
 /// ([`SUBCOMMAND`], [`mount_here`]): `setns` into a mount namespace needs
 /// a process of one thread, and the broker has many.
-pub fn mount_into(agent: i32, closure: &[String]) -> Result<(), ToolsError> {
+pub fn mount_into(agent: i32, started: u64, closure: &[String]) -> Result<(), ToolsError> {
     let exe = std::env::current_exe().map_err(|err| ToolsError::Mount("find", "this program".into(), err))?;
     let mut command = Command::new(exe);
-    command.args([SUBCOMMAND, "--agent", &agent.to_string(), "--"]).args(closure).stdin(Stdio::null());
+    command.args([SUBCOMMAND, "--agent", &agent.to_string(), "--started", &started.to_string(), "--"]).args(closure).stdin(Stdio::null());
     let out = command.output().map_err(|err| ToolsError::Mount("run", SUBCOMMAND.into(), err))?;
     let said = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
@@ -192,10 +193,11 @@ pub fn mount_into(agent: i32, closure: &[String]) -> Result<(), ToolsError> {
     Err(ToolsError::Child(crate::sanitize::sanitize(last.trim().trim_start_matches("nix-attach: error: "))))
 }
 
-/// `nix-attach mount-tools --agent PID PATH…`: clones each store path and
-/// mounts it into the agent's mount namespace; returns how many were
-/// mounted (the others were there already). Only root can.
-pub fn mount_here(agent: i32, closure: &[String]) -> Result<usize, ToolsError> {
+/// `nix-attach mount-tools --agent PID --started TICKS PATH…`: clones each
+/// store path and mounts it into the agent's mount namespace; returns how
+/// many were mounted (the others were there already). Only root can, and
+/// only while PID is still the process that started at TICKS.
+pub fn mount_here(agent: i32, started: u64, closure: &[String]) -> Result<usize, ToolsError> {
     let store = crate::nix_conf::store_dir();
     if let Some(bad) = closure.iter().find(|path| !is_store_path(path, &store)) {
         return Err(ToolsError::NotMountable(crate::sanitize::sanitize(bad)));
@@ -204,8 +206,13 @@ pub fn mount_here(agent: i32, closure: &[String]) -> Result<usize, ToolsError> {
     let pid = rustix::process::Pid::from_raw(agent).ok_or_else(|| ToolsError::Child(format!("{agent} is not a process")))?;
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .map_err(|err| ToolsError::Mount("reach the build's agent", agent.to_string(), err.into()))?;
-    // Named before `owner_of` sees it alive through the pidfd: the name
-    // is then the agent's, not a later process's.
+    // Named, and its start time read, before `owner_of` sees it alive
+    // through the pidfd: both are then the pidfd's process's. That must be
+    // the agent found, not a process that took its pid since (in another
+    // build's sandbox, or a container).
+    if crate::gc_roots::start_time(agent) != Some(started) {
+        return Err(ToolsError::Child(format!("the build's agent ({agent}) has ended")));
+    }
     let name = crate::gc_roots::AgentName::of(agent);
     let owner = owner_of(agent, &pidfd)?;
     // Without roots the tools still work, until a collection: say so.

@@ -261,6 +261,11 @@ fn the_broker_as_its_systemd_units_start_it_serves_the_owner_and_no_one_else() {
     assert!(!broker.ids_seen_by(BOB).contains(&paused.id));
     let exec = broker.run_as(ALICE, &["exec", &paused.id, "--", "eval", "echo $secret"]);
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "alices\n", "{}", stderr(&exec));
+    // systemd's socket is the broker's alone: no program it runs (in a
+    // build's mount namespace, for --with) inherits it.
+    let fdinfo = std::fs::read_to_string(format!("/proc/{}/fdinfo/3", broker.process.id())).unwrap();
+    let flags = fdinfo.lines().find_map(|line| line.strip_prefix("flags:")).expect("fdinfo has flags").trim();
+    assert!(u32::from_str_radix(flags, 8).unwrap() & 0o2000000 != 0, "descriptor 3 is not close-on-exec: flags {flags}");
     release(build, &paused);
 }
 

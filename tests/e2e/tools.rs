@@ -65,6 +65,27 @@ fn a_tool_stays_in_the_store_while_its_build_waits_and_is_let_go_once_the_build_
     assert!(collected.status.success(), "nothing keeps it once its build ended: {}", String::from_utf8_lossy(&collected.stderr));
 }
 
+#[test]
+fn root_mounts_into_the_agent_found_and_never_into_a_process_that_took_its_pid_since() {
+    let tool = tool_named("pid-reused");
+    let (build, paused) = Drv::new("with-pid-reused").phase("buildPhase", "false").pause();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", paused.pid())).unwrap();
+    let started: u64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    // The agent's pid with another start time: what discovery would have
+    // found, had the agent ended and its pid gone to another process.
+    let (pid, other) = (paused.pid().to_string(), (started + 1).to_string());
+    let refused = nix_attach_cmd(&["mount-tools", "--agent", &pid, "--started", &other, "--", &tool]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains(&format!("the build's agent ({pid}) has ended")), "{said}");
+    let inside = exec(&paused.id, &["sh", "-c", &format!("test -e {tool} || echo absent")]);
+    assert_eq!(String::from_utf8_lossy(&inside.stdout), "absent\n", "nothing was mounted");
+    let mounted = nix_attach_cmd(&["mount-tools", "--agent", &pid, "--started", &started.to_string(), "--", &tool]);
+    assert!(mounted.status.success(), "{}", String::from_utf8_lossy(&mounted.stderr));
+    let inside = exec(&paused.id, &["sh", "-c", &format!("test -e {tool} && echo there")]);
+    assert_eq!(String::from_utf8_lossy(&inside.stdout), "there\n", "the agent found is mounted into");
+    release(build, &paused);
+}
+
 /// `nix-store --delete PATH`, which the daemon refuses for a path that is
 /// still alive (rooted).
 fn delete_from_store(path: &str) -> std::process::Output {

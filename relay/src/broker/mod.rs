@@ -182,6 +182,10 @@ fn activated_listener() -> Option<UnixListener> {
     }
     // SAFETY: systemd passed descriptor 3 to this process for it to own.
     let listener = unsafe { UnixListener::from_raw_fd(SD_LISTEN_FDS_START) };
+    // Not to be inherited by the programs it runs (`nix-store`, and
+    // `mount-tools` inside a build's mount namespace), as `sd_listen_fds`
+    // would have it.
+    let _ = nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     let listening = getsockopt(&listener, nix::sys::socket::sockopt::AcceptConn).unwrap_or(false);
     let unix = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(listener.as_raw_fd()).is_ok();
     (listening && unix).then_some(listener)
@@ -266,7 +270,7 @@ fn open(connection: &UnixStream, uid: u32, query: Option<&str>, with: &[String])
         // The agent is reached and checked first: only then does root mount.
         let agent = connect::connect(&build).map_err(|err| format!("cannot reach build {}: {err}", build.meta.id))?;
         if !with.is_empty() {
-            bring_tools(build.pid, with)?;
+            bring_tools(build.pid, build.started, with)?;
         }
         Ok((build.meta.id, agent))
     });
@@ -285,7 +289,7 @@ fn open(connection: &UnixStream, uid: u32, query: Option<&str>, with: &[String])
 /// Mounts the closures of `roots` into the sandbox of the build whose
 /// agent is `agent`: valid store paths only, which every user may read
 /// anyway, read-only; the caller gains nothing it did not have.
-fn bring_tools(agent: i32, roots: &[String]) -> Result<(), String> {
+fn bring_tools(agent: i32, started: u64, roots: &[String]) -> Result<(), String> {
     let store = crate::nix_conf::store_dir();
     if let Some(bad) = roots.iter().find(|root| !crate::capture::is_store_path(root, &store)) {
         return Err(format!("--with {bad:?} is not a store path; through the broker, --with takes valid store paths only"));
@@ -295,7 +299,7 @@ fn bring_tools(agent: i32, roots: &[String]) -> Result<(), String> {
         return Err(format!("--with {first:?} is not valid in the store"));
     }
     let closure = tools::closure(roots).map_err(|err| err.to_string())?;
-    tools::mount_into(agent, &closure).map_err(|err| err.to_string())
+    tools::mount_into(agent, started, &closure).map_err(|err| err.to_string())
 }
 
 /// The waiting builds `uid` may enter: those it asked for (all, for root).

@@ -139,7 +139,7 @@ fn reach_with(query: Option<&str>, with: &[String]) -> anyhow::Result<(std::os::
     // The agent is reached and checked first: only then does root mount.
     let connection =
         connect::connect(&build).with_context(|| format!("cannot reach build {} ({})", build.meta.id, sanitize(&build.meta.drv)))?;
-    crate::tools::mount_into(build.pid, &wanted.closure)?;
+    crate::tools::mount_into(build.pid, build.started, &wanted.closure)?;
     privileges::give_up_root()?;
     Ok((connection, wanted.bins))
 }

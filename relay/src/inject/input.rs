@@ -181,11 +181,19 @@ fn has_setup_hook(path: &str) -> bool {
         && is(&support.join("setup-hook"), std::fs::FileType::is_file)
 }
 
-/// The stdenv's `setup`, as far as it is read, or nothing.
+/// The stdenv's `setup`, as far as it is read, or nothing. Anyone may
+/// have put the stdenv in the store (`nix-store --add`): a `setup` that is
+/// a link or a fifo is neither followed nor waited on (by root, with the
+/// daemon's worker waiting), and a stdenv that is a link is not entered.
 fn read_setup(stdenv: &str) -> String {
+    use nix::fcntl::{open, openat, OFlag};
     use std::io::Read;
+    let (mode, no_link) = (nix::sys::stat::Mode::empty(), OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC);
     let mut text = String::new();
-    if let Ok(file) = std::fs::File::open(Path::new(stdenv).join("setup")) {
+    let Ok(dir) = open(stdenv, OFlag::O_RDONLY | OFlag::O_DIRECTORY | no_link, mode) else { return text };
+    let Ok(setup) = openat(&dir, "setup", OFlag::O_RDONLY | OFlag::O_NONBLOCK | no_link, mode) else { return text };
+    let file = std::fs::File::from(setup);
+    if file.metadata().is_ok_and(|meta| meta.is_file()) {
         let _ = file.take(MAX_SETUP_BYTES).read_to_string(&mut text);
     }
     text
@@ -194,6 +202,28 @@ fn read_setup(stdenv: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stdenvs_setup_is_read_only_as_a_regular_file_never_through_a_link_or_from_a_fifo() {
+        let dir = std::env::temp_dir().join(format!("nix-attach-read-setup-{}", std::process::id()));
+        let (plain, linked, fifo) = (dir.join("plain"), dir.join("linked"), dir.join("fifo"));
+        for stdenv in [&plain, &linked, &fifo] {
+            std::fs::create_dir_all(stdenv).unwrap();
+        }
+        std::fs::write(plain.join("setup"), "setup text").unwrap();
+        std::os::unix::fs::symlink(plain.join("setup"), linked.join("setup")).unwrap();
+        nix::unistd::mkfifo(&fifo.join("setup"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let stdenv_link = dir.join("stdenv-link");
+        std::os::unix::fs::symlink(&plain, &stdenv_link).unwrap();
+        let (done, read) = std::sync::mpsc::channel();
+        let stdenvs = [plain, linked, fifo, stdenv_link].map(|path| path.to_string_lossy().into_owned());
+        std::thread::spawn(move || done.send(stdenvs.map(|stdenv| read_setup(&stdenv))).unwrap());
+        // Not a wait for anything to happen: a fifo opened blocking would
+        // never return, and the test must fail rather than hang.
+        let texts = read.recv_timeout(std::time::Duration::from_secs(10)).expect("reading a fifo's setup waited for a writer");
+        assert_eq!(texts, ["setup text", "", "", ""]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn with_stdenv(stdenv: &str, sources: &[&str]) -> Derivation {
         Derivation {

@@ -13,7 +13,6 @@
 
 use crate::waiting::process::Process;
 use crate::waiting::requester::requester;
-use std::io::Read;
 
 /// The variable the wrapper sets for the nix it runs.
 pub const MARK: &str = "NIX_ATTACH_REQUESTED";
@@ -51,13 +50,7 @@ fn asked_by_the_wrapper(worker: &Process) -> bool {
     if process.facts().ok().map(|facts| facts.uid) != Some(client.uid) {
         return false;
     }
-    let Ok(fd) = nix::fcntl::openat(process.dir(), "environ", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) else {
-        return false;
-    };
-    let mut environ = Vec::new();
-    if std::fs::File::from(fd).take(MAX_ENVIRON).read_to_end(&mut environ).is_err() {
-        return false;
-    }
+    let Some(environ) = process.read_memory("environ", MAX_ENVIRON) else { return false };
     let wanted = format!("{MARK}=1");
     environ.split(|b| *b == 0).any(|entry| entry == wanted.as_bytes())
 }

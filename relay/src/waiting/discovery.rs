@@ -56,6 +56,9 @@ pub struct WaitingBuild {
     pub meta: Metadata,
     /// The agent's pid on the host.
     pub pid: i32,
+    /// When the agent started, in clock ticks after boot: with the pid, it
+    /// names this agent and no process that takes its pid later.
+    pub started: u64,
     /// The build directory, as a host path.
     pub build_dir: PathBuf,
     /// The uid that owns the build's files and runs its agent.
@@ -75,7 +78,7 @@ impl WaitingBuild {
     #[cfg(test)]
     pub(crate) fn stand_in(meta: Metadata) -> WaitingBuild {
         let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
-        WaitingBuild { meta, pid: 1, build_dir: PathBuf::from("/"), owner: 0, requester: None, state_dir: root }
+        WaitingBuild { meta, pid: 1, started: 0, build_dir: PathBuf::from("/"), owner: 0, requester: None, state_dir: root }
     }
 }
 
@@ -99,6 +102,7 @@ struct Candidate {
 /// A running agent seen in `/proc`.
 struct Agent {
     pid: i32,
+    started: u64,
     parent: i32,
     uid: u32,
     requester: Option<Requester>,
@@ -213,11 +217,14 @@ fn running_agents(denied: &mut Vec<PathBuf>, requesters: bool) -> Vec<Agent> {
             continue;
         }
         let Ok(process) = Process::open(pid) else { continue };
-        if !is_agent_command(process.dir()) {
-            continue;
-        }
+        // Where it runs first (`stat` and `status` only): its command line
+        // is read from its memory, which a process of anyone's could make
+        // wait on a FUSE server that never answers.
         let Ok(facts) = process.facts() else { continue };
         let Some(origin) = builders::origin(&process, &facts) else { continue };
+        if !is_agent_command(&process) {
+            continue;
+        }
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let cwd = match openat(process.dir(), "cwd", flags, Mode::empty()) {
             Ok(dir) => fstat(&dir).ok().map(|stat| Candidate { build_dir: proc_dir.join("cwd/.."), dir, stat }),
@@ -234,7 +241,7 @@ fn running_agents(denied: &mut Vec<PathBuf>, requesters: bool) -> Vec<Agent> {
             },
             _ => None,
         };
-        agents.push(Agent { pid, parent: facts.parent, uid: facts.euid, requester, cwd });
+        agents.push(Agent { pid, started: facts.start, parent: facts.parent, uid: facts.euid, requester, cwd });
     }
     without_forks(agents)
 }
@@ -262,13 +269,8 @@ fn may_be_agent(proc_dir: &Path) -> bool {
 }
 
 /// Whether a process's command line is `…/nix-attach agent …`.
-fn is_agent_command(process: BorrowedFd) -> bool {
-    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let Ok(fd) = openat(process, "cmdline", flags, Mode::empty()) else { return false };
-    let mut cmdline = Vec::new();
-    if File::from(fd).take(4096).read_to_end(&mut cmdline).is_err() {
-        return false;
-    }
+fn is_agent_command(process: &Process) -> bool {
+    let Some(cmdline) = process.read_memory("cmdline", 4096) else { return false };
     let mut argv = cmdline.split(|b| *b == 0);
     let program = argv.next().unwrap_or_default();
     program.rsplit(|b| *b == b'/').next() == Some(b"nix-attach") && argv.next() == Some(b"agent")
@@ -280,7 +282,15 @@ fn read_build(candidate: Candidate, agent: &Agent) -> Result<WaitingBuild, (Path
     let uid = agent.uid;
     let checked = check_owner("the state directory", uid, stat.st_uid).and_then(|()| read_metadata(&dir, uid));
     match checked {
-        Ok(meta) => Ok(WaitingBuild { meta, pid: agent.pid, build_dir, owner: uid, requester: agent.requester, state_dir: dir }),
+        Ok(meta) => Ok(WaitingBuild {
+            meta,
+            pid: agent.pid,
+            started: agent.started,
+            build_dir,
+            owner: uid,
+            requester: agent.requester,
+            state_dir: dir,
+        }),
         Err(err) => Err((build_dir, err)),
     }
 }

@@ -15,9 +15,12 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// `stat` and `status` are a few hundred bytes; nothing longer is read.
 const MAX_READ: u64 = 8192;
+/// How long a read of a process's memory (`cmdline`, `environ`) may take.
+const MEMORY_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -75,6 +78,17 @@ impl Process {
     /// The handle on `/proc/PID`, to open more of its entries.
     pub fn dir(&self) -> BorrowedFd<'_> {
         self.dir.as_fd()
+    }
+
+    /// A file of the process's that the kernel reads from its memory
+    /// (`cmdline`, `environ`), at most `limit` bytes; `None` where it cannot
+    /// be read, or not within [`MEMORY_PATIENCE`]: the process may have put a
+    /// file of a FUSE mount that never answers under that memory, and the
+    /// read would wait for it for ever. (The thread left waiting ends with
+    /// this program, or when the FUSE server answers.)
+    pub fn read_memory(&self, file: &'static str, limit: u64) -> Option<Vec<u8>> {
+        let fd = openat(&self.dir, file, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+        read_within(File::from(fd), limit, MEMORY_PATIENCE)
     }
 
     /// Its uids, parent and start time.
@@ -151,9 +165,37 @@ impl Process {
     }
 }
 
+/// Reads `file` to its end, at most `limit` bytes, in a thread of its own;
+/// `None` if that fails or takes longer than `patience`.
+fn read_within(file: File, limit: u64, patience: Duration) -> Option<Vec<u8>> {
+    let (done, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let read = file.take(limit).read_to_end(&mut bytes).map(|_| bytes);
+        let _ = done.send(read.ok());
+    });
+    read.recv_timeout(patience).ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_that_never_ends_is_given_up_after_its_patience() {
+        let dir = std::env::temp_dir().join(format!("nix-attach-read-within-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("never-written");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        // Opened for writing too, so that the open returns and the read
+        // waits, as a read of memory on a FUSE server that never answers.
+        let waiting = File::options().read(true).write(true).open(&fifo).unwrap();
+        assert_eq!(read_within(waiting, 16, Duration::from_millis(200)), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let me = Process::open(std::process::id() as i32).unwrap();
+        let cmdline = me.read_memory("cmdline", 4096).unwrap();
+        assert!(cmdline.starts_with(std::env::args().next().unwrap().as_bytes()));
+    }
 
     #[test]
     fn this_process_reads_as_itself_and_its_parent_as_its_parent() {
