@@ -224,6 +224,51 @@ fn replay_with_patch_leaves_the_sessions_changes_in_a_file_outside_and_none_wher
 }
 
 #[test]
+fn a_replayed_session_that_points_its_socket_at_another_agent_of_the_users_gets_neither_its_patch_nor_its_release() {
+    use crate::support::capture::alice_replays_with;
+    use crate::support::{as_user, readable_nix_attach, ALICE};
+    let (dir, file) = captured(with_source("replay-other-agent"));
+    // Another replay of the same user's, waiting in a command: its agent's
+    // socket is one the first session can point at.
+    let other_tmp = dir.join("other-tmp");
+    std::fs::create_dir(&other_tmp).unwrap();
+    nix::unistd::chown(&other_tmp, nix::unistd::User::from_name(ALICE).unwrap().map(|user| user.uid), None).unwrap();
+    let mut other = as_user(ALICE, readable_nix_attach())
+        .args(["replay", file.to_str().unwrap(), "--", "sleep", "60"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", &other_tmp)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let other_socket = loop {
+        let found = std::fs::read_dir(&other_tmp)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path().join("build/.nix-attach/agent.sock"))
+            .find(|socket| socket.exists());
+        if let Some(socket) = found {
+            break socket;
+        }
+        assert!(std::time::Instant::now() < deadline, "the other replay's agent never listened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let patch = dir.join("fix.patch");
+    let swap = format!("sed -i s/return\\ 1/return\\ 0/ main.c; ln -sf {} $NIX_BUILD_TOP/.nix-attach/agent.sock", other_socket.display());
+    let replayed = alice_replays_with(&file, &["--patch", patch.to_str().unwrap()], &["sh", "-c", &swap]);
+    let said = String::from_utf8_lossy(&replayed.stderr);
+    assert_eq!(replayed.status.code(), Some(1), "a session that passed fails for want of its patch: {said}");
+    assert!(said.contains("cannot reach the sandbox's agent"), "{said}");
+    assert!(!patch.exists(), "no patch from another agent");
+    assert!(other.try_wait().unwrap().is_none(), "the other replay was released: {said}; it ended {:?}", other.wait_with_output());
+    let _ = other.kill();
+    let _ = other.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_replay_whose_patch_cannot_be_made_says_why_and_keeps_the_commands_status_or_fails_one_that_passed() {
     use crate::support::capture::alice_replays_with;
     // The pristine tree cannot be made again.

@@ -14,7 +14,7 @@
 //! May use: [`capture`](crate::capture), [`host`](crate::host),
 //! [`metadata`](crate::metadata), [`nix_conf`](crate::nix_conf), [`patch_file`](crate::patch_file),
 //! [`protocol`](crate::protocol), [`sanitize`](crate::sanitize),
-//! [`store`](crate::store), [`tools`](crate::tools); no module that uses it (`layout` keeps the
+//! [`store`](crate::store), [`tools`](crate::tools), [`waiting`](crate::waiting)'s `connect`; no module that uses it (`layout` keeps the
 //! arrows one way).
 
 pub mod patch;
@@ -23,10 +23,11 @@ pub mod unpack;
 
 use crate::capture::Sandbox;
 use crate::host;
-use crate::metadata::{Metadata, METADATA, SOCKET, STATE_DIR};
+use crate::metadata::{Metadata, METADATA, STATE_DIR};
 use crate::protocol::Request;
 use crate::sanitize::sanitize;
 use std::io::IsTerminal;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -57,8 +58,10 @@ pub enum ReplayError {
     SandboxEnded(String),
     #[error("the sandbox's agent did not listen within {0:?}")]
     NoAgent(Duration),
-    #[error("cannot connect to the sandbox's agent")]
-    Connect(#[source] std::io::Error),
+    #[error("cannot reach the sandbox's agent")]
+    Connect(#[from] crate::waiting::connect::ConnectError),
+    #[error("cannot open the sandbox's state directory {0}")]
+    StateDir(PathBuf, #[source] nix::errno::Errno),
     #[error("the sandbox's socket is served by uid {0}, not by us")]
     WrongPeer(u32),
     #[error(transparent)]
@@ -108,12 +111,16 @@ pub fn run(options: Options) -> anyhow::Result<i32> {
         .stderr(log)
         .spawn()
         .map_err(ReplayError::NoBwrap)?;
-    let result = session(&mut child, &build_dir, &scratch.0, options.command, tools.bins);
+    let mut agent = None;
+    let result = wait_for_agent(&mut child, &build_dir, &scratch.0)
+        .and_then(|()| AgentSocket::open(&build_dir))
+        .map_err(anyhow::Error::from)
+        .and_then(|opened| session(agent.insert(opened), options.command, tools.bins));
     let written = match (&result, patch) {
-        (Ok(_), Some(patch)) => connect(&mut child, &build_dir, &scratch.0).map_err(Into::into).and_then(|to| patch.write(to)),
+        (Ok(_), Some(patch)) => agent.as_mut().expect("a session ran").connect().map_err(Into::into).and_then(|to| patch.write(to)),
         _ => Ok(()),
     };
-    end(&mut child, &build_dir);
+    end(&mut child, agent.as_mut());
     let status = result?;
     // The session's status stands; a patch that could not be kept is
     // said, and fails a session that passed.
@@ -165,10 +172,10 @@ fn missing_paths(paths: &[String]) -> Vec<String> {
     crate::store::invalid(paths).unwrap_or_else(|_| paths.iter().filter(|path| std::fs::symlink_metadata(path).is_err()).cloned().collect())
 }
 
-/// Waits for the sandbox's agent and runs the session: an attach, or
-/// `command` through exec; its PATH starts with `path` (`--with`).
-fn session(child: &mut Child, build_dir: &Path, scratch: &Path, command: Vec<String>, path: Vec<String>) -> anyhow::Result<i32> {
-    let connection = connect(child, build_dir, scratch)?;
+/// Runs the session: an attach, or `command` through exec; its PATH starts
+/// with `path` (`--with`).
+fn session(agent: &mut AgentSocket, command: Vec<String>, path: Vec<String>) -> anyhow::Result<i32> {
+    let connection = agent.connect()?;
     if command.is_empty() {
         host::attach_over(connection, false, path)
     } else {
@@ -176,13 +183,11 @@ fn session(child: &mut Child, build_dir: &Path, scratch: &Path, command: Vec<Str
     }
 }
 
-/// Connects to the agent once it listens; the peer must be of our uid
-/// (everything in the sandbox is), so that a link the replayed build made
-/// in place of its socket leads nowhere else.
-fn connect(child: &mut Child, build_dir: &Path, scratch: &Path) -> Result<UnixStream, ReplayError> {
-    let state = build_dir.join(STATE_DIR);
+/// Waits until the sandbox's agent has made its state (and listens).
+fn wait_for_agent(child: &mut Child, build_dir: &Path, scratch: &Path) -> Result<(), ReplayError> {
+    let metadata = build_dir.join(STATE_DIR).join(METADATA);
     let deadline = Instant::now() + START_PATIENCE;
-    while !state.join(METADATA).exists() {
+    while !metadata.exists() {
         if let Ok(Some(_)) = child.try_wait() {
             let log = std::fs::read_to_string(scratch.join("agent.log")).unwrap_or_default();
             return Err(ReplayError::SandboxEnded(sanitize(log.trim())));
@@ -192,21 +197,45 @@ fn connect(child: &mut Child, build_dir: &Path, scratch: &Path) -> Result<UnixSt
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let connection = UnixStream::connect(state.join(SOCKET)).map_err(ReplayError::Connect)?;
-    let peer = nix::sys::socket::getsockopt(&connection, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(|errno| ReplayError::Connect(errno.into()))?;
-    if peer.uid() != nix::unistd::getuid().as_raw() {
-        return Err(ReplayError::WrongPeer(peer.uid()));
+    Ok(())
+}
+
+/// The sandbox's agent, as this replay reaches it: through its state
+/// directory, opened once (a session may put a link in its place), at a
+/// socket of ours (everything in the sandbox is) that is no link, served by
+/// a process of our uid and, once it has answered, by that same process
+/// every time: a session may put a socket of its own there before the
+/// patch is asked for and the agent released.
+struct AgentSocket {
+    state: OwnedFd,
+    pid: Option<i32>,
+}
+
+impl AgentSocket {
+    fn open(build_dir: &Path) -> Result<AgentSocket, ReplayError> {
+        use nix::fcntl::{open, OFlag};
+        let path = build_dir.join(STATE_DIR);
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let state = open(&path, flags, nix::sys::stat::Mode::empty()).map_err(|errno| ReplayError::StateDir(path, errno))?;
+        Ok(AgentSocket { state, pid: None })
     }
-    Ok(connection)
+
+    fn connect(&mut self) -> Result<UnixStream, ReplayError> {
+        let us = nix::unistd::getuid().as_raw();
+        let (connection, peer) = crate::waiting::connect::connect_in(self.state.as_fd(), us, self.pid)?;
+        if peer.uid() != us {
+            return Err(ReplayError::WrongPeer(peer.uid()));
+        }
+        self.pid = Some(peer.pid());
+        Ok(connection)
+    }
 }
 
 /// Releases the sandbox's agent, and ends the sandbox if it lingers.
-fn end(child: &mut Child, build_dir: &Path) {
-    if let Ok(connection) = UnixStream::connect(build_dir.join(STATE_DIR).join(SOCKET)) {
-        let _ = host::session_over(connection, Request::Release, false, true);
-    }
-    let deadline = Instant::now() + END_PATIENCE;
+fn end(child: &mut Child, agent: Option<&mut AgentSocket>) {
+    let released = agent.map(|agent| agent.connect().map(|connection| host::session_over(connection, Request::Release, false, true)));
+    // Once released, the agent ends the sandbox; otherwise nothing will.
+    let deadline = Instant::now() + if matches!(released, Some(Ok(_))) { END_PATIENCE } else { Duration::ZERO };
     while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }

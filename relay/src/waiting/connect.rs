@@ -9,9 +9,9 @@ use super::discovery::WaitingBuild;
 use crate::metadata::SOCKET;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, UnixCredentials};
 use nix::sys::stat::{fstat, Mode, SFlag};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -61,8 +61,17 @@ fn connect_within(path: &str, limit: Duration) -> std::io::Result<UnixStream> {
 
 /// Opens a connection to the build's agent.
 pub fn connect(build: &WaitingBuild) -> Result<UnixStream, ConnectError> {
+    connect_in(build.state_dir(), build.owner, Some(build.pid)).map(|(stream, _)| stream)
+}
+
+/// Connects to the agent socket in `state_dir`: a socket of `owner`'s,
+/// opened without following links and connected through that handle, so
+/// that neither a link nor a path longer than a socket address may hold is
+/// in the way. Its peer must be the process `agent`, where that is known;
+/// returns the peer's credentials with the connection.
+pub fn connect_in(state_dir: BorrowedFd, owner: u32, agent: Option<i32>) -> Result<(UnixStream, UnixCredentials), ConnectError> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let socket = openat(build.state_dir(), SOCKET, flags, Mode::empty()).map_err(|err| match err {
+    let socket = openat(state_dir, SOCKET, flags, Mode::empty()).map_err(|err| match err {
         Errno::EACCES | Errno::EPERM => ConnectError::PermissionDenied,
         Errno::ENOENT => ConnectError::Gone,
         other => ConnectError::Open(other),
@@ -71,8 +80,8 @@ pub fn connect(build: &WaitingBuild) -> Result<UnixStream, ConnectError> {
     if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
         return Err(ConnectError::NotASocket);
     }
-    if stat.st_uid != build.owner {
-        return Err(ConnectError::WrongOwner { expected: build.owner, found: stat.st_uid });
+    if stat.st_uid != owner {
+        return Err(ConnectError::WrongOwner { expected: owner, found: stat.st_uid });
     }
     let stream = connect_within(&format!("/proc/self/fd/{}", socket.as_raw_fd()), CONNECT_LIMIT).map_err(|err| match err.kind() {
         std::io::ErrorKind::PermissionDenied => ConnectError::PermissionDenied,
@@ -80,8 +89,8 @@ pub fn connect(build: &WaitingBuild) -> Result<UnixStream, ConnectError> {
         _ => ConnectError::Connect(err),
     })?;
     let peer = getsockopt(&stream, PeerCredentials).map_err(|err| ConnectError::Connect(err.into()))?;
-    if peer.pid() != build.pid {
-        return Err(ConnectError::WrongPeer { expected: build.pid, found: peer.pid() });
+    match agent {
+        Some(expected) if peer.pid() != expected => Err(ConnectError::WrongPeer { expected, found: peer.pid() }),
+        _ => Ok((stream, peer)),
     }
-    Ok(stream)
 }
