@@ -255,7 +255,7 @@ pub enum Command {
 }
 
 /// Tools of this machine's to bring into the build.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct With {
     /// Bring a tool the build does not have (an installable, such as
     /// nixpkgs#gdb, or a store path) into the build, read-only, its `bin`
@@ -301,8 +301,8 @@ fn via(uri: &str) -> anyhow::Result<Via> {
 
 impl Remote {
     /// Runs `nix-attach ARGS…` on the remote builder, if one is named.
-    fn run(&self, args: Vec<String>, tty: remote::Tty) -> Option<anyhow::Result<i32>> {
-        self.via.as_deref().map(|uri| self.run_on(uri, &args, tty))
+    fn run(&self, args: Vec<String>, tty: remote::Tty, unfiltered: bool) -> Option<anyhow::Result<i32>> {
+        self.via.as_deref().map(|uri| self.run_on(uri, &args, tty, unfiltered))
     }
 
     /// `attach` on the builder `uri` over `ssh -T`, in frames
@@ -330,9 +330,9 @@ impl Remote {
     }
 
     /// Runs `nix-attach ARGS…` on the builder `uri`.
-    fn run_on(&self, uri: &str, args: &[String], tty: remote::Tty) -> anyhow::Result<i32> {
+    fn run_on(&self, uri: &str, args: &[String], tty: remote::Tty, unfiltered: bool) -> anyhow::Result<i32> {
         let via = via(uri)?;
-        Ok(remote::run(&via, self.agent.as_deref(), args, tty)?)
+        Ok(remote::run(&via, self.agent.as_deref(), args, tty, unfiltered)?)
     }
 }
 
@@ -438,7 +438,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut args = vec!["list".to_string()];
             args.extend(json.then(|| "--json".to_string()));
             args.extend(search.build_dirs.iter().flat_map(|dir| ["--build-dir".to_string(), dir.to_string_lossy().into_owned()]));
-            remote.run(args, remote::Tty::No).unwrap_or_else(|| host::list(&search.build_dirs, json))
+            remote.run(args, remote::Tty::No, false).unwrap_or_else(|| host::list(&search.build_dirs, json))
         }
         Command::Attach { id, framed: true, term, with, .. } => host::attach_framed(id.as_deref(), &with.tools, term),
         Command::Attach { id, allow_clipboard_and_queries: unfiltered, with, remote, framed: false, .. } => {
@@ -450,25 +450,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 without_frames(frames, "attaching")?;
             }
             let args = ["attach".to_string()].into_iter().chain(unfiltered_flag(unfiltered)).chain(with.args()).chain(id.clone()).collect();
-            remote.run(args, terminal(false)).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered, &with.tools))
+            remote.run(args, terminal(false), unfiltered).unwrap_or_else(|| host::attach(id.as_deref(), unfiltered, &with.tools))
         }
         Command::Exec { id, command, with, framed: true, .. } => host::exec_framed(&id, command, &with.tools),
         Command::Exec { id, allow_clipboard_and_queries: unfiltered, command, with, remote, framed: false } => {
-            let frames = via_frames();
-            if let (Some(uri), remote::Tty::Yes, false) = (remote.via.as_deref(), terminal(true), frames == ViaFrames::Never) {
-                if let Some(code) = remote.exec_framed(uri, &id, &command, &with, unfiltered)? {
-                    return Ok(code);
-                }
-                without_frames(frames, "running")?;
-            }
-            let args = ["exec".to_string()]
-                .into_iter()
-                .chain(unfiltered_flag(unfiltered))
-                .chain(with.args())
-                .chain([id.clone(), "--".to_string()])
-                .chain(command.iter().cloned())
-                .collect();
-            remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, unfiltered, &with.tools))
+            exec(id, command, &with, remote, unfiltered)
         }
         Command::Status { id, remote } => inside(id, vec!["status".into()], remote),
         Command::Rerun { id, remote } => inside(id, vec!["rerun".into()], remote),
@@ -478,7 +464,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Release { id, remote } => {
             let args = ["release".to_string()].into_iter().chain(id.clone()).collect();
-            remote.run(args, remote::Tty::No).unwrap_or_else(|| host::release(id.as_deref()))
+            remote.run(args, remote::Tty::No, false).unwrap_or_else(|| host::release(id.as_deref()))
         }
         Command::Capture { id, output, max_size, drv } => host::capture::capture(id.as_deref(), output, max_size, drv),
         Command::Replay { file, fetch, max_size, command, with, patch, patch_new } => {
@@ -527,12 +513,33 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// `nix-attach exec ID -- COMMAND…`, here or on a remote builder: at a
+/// terminal through `--via`, in frames where the builder's nix-attach
+/// speaks them.
+fn exec(id: String, command: Vec<String>, with: &With, remote: Remote, unfiltered: bool) -> anyhow::Result<i32> {
+    let frames = via_frames();
+    if let (Some(uri), remote::Tty::Yes, false) = (remote.via.as_deref(), terminal(true), frames == ViaFrames::Never) {
+        if let Some(code) = remote.exec_framed(uri, &id, &command, with, unfiltered)? {
+            return Ok(code);
+        }
+        without_frames(frames, "running")?;
+    }
+    let args = ["exec".to_string()]
+        .into_iter()
+        .chain(unfiltered_flag(unfiltered))
+        .chain(with.args())
+        .chain([id.clone(), "--".to_string()])
+        .chain(command.iter().cloned())
+        .collect();
+    remote.run(args, terminal(true), unfiltered).unwrap_or_else(|| host::exec(&id, command, unfiltered, &with.tools))
+}
+
 /// `nix-attach WHAT…` run inside build `id`, in its restored shell, as
-/// `exec` runs a command: output streamed, its status passed through.
+/// `exec` runs a command: output streamed (filtered on a terminal), its
+/// status passed through.
 fn inside(id: String, what: Vec<String>, remote: Remote) -> anyhow::Result<i32> {
     let command: Vec<String> = ["nix-attach".to_string()].into_iter().chain(what).collect();
-    let args = ["exec".to_string(), id.clone(), "--".to_string()].into_iter().chain(command.iter().cloned()).collect();
-    remote.run(args, terminal(true)).unwrap_or_else(|| host::exec(&id, command, false, &[]))
+    exec(id, command, &With::default(), remote, false)
 }
 
 #[cfg(test)]

@@ -32,8 +32,9 @@
 //! patch outside its sandbox,
 //! [`pointer`](mod@pointer) is the log line that says how to attach,
 //! [`pump`] moves bytes between threads and tasks, [`runtime`] runs each
-//! command's async part, and [`sanitize`] makes anything a build wrote safe
-//! to print.
+//! command's async part, [`sanitize`] makes anything a build wrote safe
+//! to print, and [`terminal_filter`] keeps what a build prints from
+//! reaching past the user's screen (clipboard, queries).
 //!
 //! Every arrow between these modules runs one way; each module's opening
 //! comment says which it may use, and a test (`layout`) fails on a circle.
@@ -65,6 +66,7 @@ pub mod retry;
 pub mod runtime;
 pub mod sanitize;
 pub mod store;
+pub mod terminal_filter;
 pub mod tools;
 pub mod waiting;
 pub mod wrapper;

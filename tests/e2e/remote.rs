@@ -337,6 +337,30 @@ fn what_the_builder_says_on_stderr_passes_the_filter_as_its_output_does() {
 }
 
 #[test]
+fn what_the_builder_prints_for_list_and_release_passes_the_filter_on_a_terminal() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let (build, id, agent) = remote.build_until_paused(&daemon, &failing("remote-list-filtered"));
+    // A builder whose nix-attach sets the clipboard and queries the
+    // terminal on stdout and on stderr, between letters, then does its work.
+    let noisy = agent_after(
+        "noisy-list",
+        "printf 'A\\033]52;c;aGVsbG8=\\007B\\033[6nC\\n'; printf 'D\\033\\033]52;c;aGk=\\007E\\033[cF\\n' >&2",
+        &agent,
+    );
+    for command in ["list", "release"] {
+        let args = [command, "--via", VIA, "--agent", noisy.to_str().unwrap()];
+        let args: Vec<&str> = args.into_iter().chain((command == "release").then_some(id.as_str())).collect();
+        let mut terminal = at_terminal(&remote, &args, &[], 40, 160);
+        terminal.expect("ABC");
+        terminal.expect("DEF");
+        assert_eq!(terminal.wait(), 0, "{command}: {}", terminal.screen());
+    }
+    let _ = std::fs::remove_file(&noisy);
+    drop(build);
+}
+
+#[test]
 fn nix_attach_via_frames_0_asks_for_ssh_t() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();

@@ -26,8 +26,8 @@
 
 use super::build_terminal::BuildTerminal;
 use super::relay::RelayError;
-use super::terminal_filter::TerminalFilter;
 use crate::protocol::{read_frame, write_frame, AgentFrame, ClientCodec, ClientFrame, Hello, Request, MAX_FRAME};
+use crate::terminal_filter::TerminalFilter;
 use bytes::BytesMut;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{Read, Write};
@@ -302,7 +302,7 @@ pub fn attach_via(ssh: Command, unfiltered: bool) -> anyhow::Result<Option<i32>>
     let (rows, cols) = super::terminal::size();
     write_frame(&mut to_remote, &ClientFrame::Resize { rows, cols })?;
     let build = BuildTerminal::framed(OwnedFd::from(to_remote), OwnedFd::from(from_remote));
-    let filter = (!unfiltered).then(super::terminal_filter::TerminalFilter::default);
+    let filter = (!unfiltered).then(crate::terminal_filter::TerminalFilter::default);
     let status = super::pty_relay::relay(build, BytesMut::new(), true, filter);
     end(&mut child);
     Ok(Some(status?))
@@ -353,7 +353,7 @@ impl Said {
     /// Writes `bytes` to stderr, through the filter.
     fn say(&mut self, bytes: &[u8]) {
         let mut shown = Vec::with_capacity(bytes.len());
-        super::terminal_filter::pass(self.filter.as_mut(), bytes, &mut shown);
+        crate::terminal_filter::pass(self.filter.as_mut(), bytes, &mut shown);
         let _ = std::io::stderr().write_all(&shown);
     }
 }

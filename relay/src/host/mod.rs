@@ -25,7 +25,6 @@ pub mod privileges;
 pub mod pty_relay;
 pub mod relay;
 pub mod terminal;
-pub mod terminal_filter;
 
 use crate::broker;
 use crate::protocol::Request;
@@ -81,7 +80,7 @@ pub fn list(build_dirs: &[PathBuf], json: bool) -> anyhow::Result<i32> {
 
 /// `nix-attach attach`: an interactive shell in the build. Unless
 /// `unfiltered`, the clipboard and terminal queries are kept from the
-/// user's terminal ([`terminal_filter`]).
+/// user's terminal ([`terminal_filter`](crate::terminal_filter)).
 /// `with`: tools to bring into the build ([`crate::tools`]).
 pub fn attach(query: Option<&str>, unfiltered: bool, with: &[String]) -> anyhow::Result<i32> {
     let (connection, path) = reach_with(query, with)?;
@@ -100,7 +99,7 @@ pub fn attach_over(connection: std::os::unix::net::UnixStream, unfiltered: bool,
     let (rows, cols) = terminal::size();
     let term = std::env::var("TERM").ok();
     let (master, frames) = pty_relay::open_session(&connection, Request::Attach { rows, cols, term, path })?;
-    let filter = (!unfiltered).then(terminal_filter::TerminalFilter::default);
+    let filter = (!unfiltered).then(crate::terminal_filter::TerminalFilter::default);
     Ok(pty_relay::relay(build_terminal::BuildTerminal::handed(master, connection), frames, std::io::stdin().is_terminal(), filter)?)
 }
 

@@ -13,10 +13,10 @@ use super::build_terminal::BuildTerminal;
 use super::escape::Escape;
 use super::relay::RelayError;
 use super::terminal::{self, RawMode};
-use super::terminal_filter::TerminalFilter;
 use crate::handoff;
 use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
+use crate::terminal_filter::TerminalFilter;
 use bytes::BytesMut;
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -364,7 +364,7 @@ impl Session {
 
     /// Queues what the shell printed for the user, through the filter.
     fn show(&mut self, printed: &[u8]) {
-        super::terminal_filter::pass(self.filter.as_mut(), printed, &mut self.to_user.bytes);
+        crate::terminal_filter::pass(self.filter.as_mut(), printed, &mut self.to_user.bytes);
     }
 
     /// Shows what waits, as far as stdout takes it now.

@@ -8,9 +8,9 @@
 //! deadlock, and a signal always gets the user out.
 
 use super::input::Input;
-use super::terminal_filter::TerminalFilter;
 use crate::protocol::{AgentFrame, ClientCodec, ClientFrame, Hello, ProtocolError, Request, VERSION};
 use crate::sanitize::sanitize;
+use crate::terminal_filter::TerminalFilter;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, Stream, StreamExt};
 use std::io::IsTerminal;

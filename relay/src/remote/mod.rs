@@ -10,7 +10,11 @@
 //! ssh user is not root and sudo lets it. Statuses, stdout and stderr pass
 //! through; ssh's own failures become one line of ours.
 //!
-//! May use: [`nix_conf`](crate::nix_conf); no module that uses it (`layout`
+//! What the builder prints on a terminal of ours (its stdout, its stderr)
+//! passes [`terminal_filter`](crate::terminal_filter), as an attach's
+//! output does, unless the person allowed clipboard and queries.
+//!
+//! May use: [`nix_conf`](crate::nix_conf), [`terminal_filter`](crate::terminal_filter); no module that uses it (`layout`
 //! keeps the arrows one way).
 
 pub mod machines;
@@ -102,22 +106,67 @@ pub fn command(via: &Via, agent: Option<&str>, args: &[String], tty: Tty) -> Com
     ssh
 }
 
-/// Runs `nix-attach ARGS…` on `via`; returns its status.
-pub fn run(via: &Via, agent: Option<&str>, args: &[String], tty: Tty) -> Result<i32, RemoteError> {
-    let mut child = command(via, agent, args, tty).stderr(Stdio::piped()).spawn().map_err(RemoteError::Ssh)?;
-    let relayed = relay_stderr(child.stderr.take().expect("piped stderr"), tty);
+/// Runs `nix-attach ARGS…` on `via`; returns its status. What it prints
+/// on a terminal of ours passes the terminal filter, unless `unfiltered`.
+pub fn run(via: &Via, agent: Option<&str>, args: &[String], tty: Tty, unfiltered: bool) -> Result<i32, RemoteError> {
+    let mut ssh = command(via, agent, args, tty);
+    ssh.stderr(Stdio::piped());
+    let filter_stdout = !unfiltered && std::io::stdout().is_terminal();
+    if filter_stdout {
+        ssh.stdout(Stdio::piped());
+    }
+    let mut child = ssh.spawn().map_err(RemoteError::Ssh)?;
+    let stdout = child.stdout.take().map(pass_stdout);
+    let mut to_stderr = Shown::stderr(unfiltered);
+    let relayed = relay_stderr(child.stderr.take().expect("piped stderr"), tty, Shown::stderr(unfiltered));
     let status = child.wait().map_err(RemoteError::Ssh)?;
     let code = status.code().unwrap_or(255);
+    if let Some(stdout) = stdout {
+        let _ = stdout.join();
+    }
     let Relayed { kept, started } = relayed.join().unwrap_or_default();
     // ssh ends with 255 when it failed itself; a remote command may too,
     // but then the remote script had started.
     match (code, started, failure(&kept)) {
         (255, false, Some(failure)) => Err(failure.into_error(via)),
         _ => {
-            let _ = std::io::stderr().write_all(kept.as_bytes());
+            to_stderr.write(kept.as_bytes());
             Ok(code)
         }
     }
+}
+
+/// One of our streams, written through the terminal filter where it is a
+/// terminal and the person did not allow clipboard and queries.
+struct Shown {
+    filter: Option<crate::terminal_filter::TerminalFilter>,
+}
+
+impl Shown {
+    fn stderr(unfiltered: bool) -> Shown {
+        Shown { filter: (!unfiltered && std::io::stderr().is_terminal()).then(Default::default) }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut shown = Vec::with_capacity(bytes.len());
+        crate::terminal_filter::pass(self.filter.as_mut(), bytes, &mut shown);
+        let _ = std::io::stderr().write_all(&shown);
+    }
+}
+
+/// Passes ssh's stdout on to ours, a terminal, through the filter.
+fn pass_stdout(mut from: std::process::ChildStdout) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (mut filter, mut buffer, mut shown) = (crate::terminal_filter::TerminalFilter::default(), vec![0u8; 32 * 1024], Vec::new());
+        let mut stdout = std::io::stdout();
+        while let Ok(n @ 1..) = from.read(&mut buffer) {
+            shown.clear();
+            filter.feed(&buffer[..n], &mut shown);
+            if stdout.write_all(&shown).and_then(|()| stdout.flush()).is_err() {
+                break;
+            }
+        }
+    })
 }
 
 /// What the stderr relay kept back, and whether the remote script started.
@@ -133,7 +182,7 @@ struct Relayed {
 /// that is every line before the remote script's first; with one, the
 /// remote's stderr is on the terminal, and only lines that read like
 /// ssh's failures are kept.
-fn relay_stderr(from: impl Read + Send + 'static, tty: Tty) -> std::thread::JoinHandle<Relayed> {
+fn relay_stderr(from: impl Read + Send + 'static, tty: Tty, mut to_stderr: Shown) -> std::thread::JoinHandle<Relayed> {
     std::thread::spawn(move || {
         use std::io::BufRead;
         let mut relayed = Relayed::default();
@@ -143,11 +192,11 @@ fn relay_stderr(from: impl Read + Send + 'static, tty: Tty) -> std::thread::Join
             let text = String::from_utf8_lossy(&line).into_owned();
             if tty == Tty::No && !relayed.started && text.trim_end() == STARTED {
                 relayed.started = true;
-                let _ = std::io::stderr().write_all(std::mem::take(&mut relayed.kept).as_bytes());
+                to_stderr.write(std::mem::take(&mut relayed.kept).as_bytes());
             } else if !relayed.started && (tty == Tty::No || failure(&text).is_some()) && relayed.kept.len() < 64 * 1024 {
                 relayed.kept.push_str(&text);
             } else {
-                let _ = std::io::stderr().write_all(&line);
+                to_stderr.write(&line);
             }
             line.clear();
         }
