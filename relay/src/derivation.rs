@@ -78,9 +78,18 @@ impl Derivation {
         is_bash(&self.builder)
     }
 
-    /// Reads the derivation file at `path`.
+    /// Reads the derivation file at `path`: a regular file, never through
+    /// a link there (anyone may add a link named `….drv` to the store, to a
+    /// fifo that would hold root's hook and the build's slot) nor from a
+    /// fifo.
     pub fn read(path: &Path) -> Result<Derivation, DerivationError> {
-        let file = std::fs::File::open(path).map_err(|err| DerivationError::Read(path.display().to_string(), err))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let failed = |err| DerivationError::Read(path.display().to_string(), err);
+        let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+        let file = std::fs::File::options().read(true).custom_flags(flags.bits()).open(path).map_err(failed)?;
+        if !file.metadata().map_err(failed)?.is_file() {
+            return Err(failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+        }
         let mut text = Vec::new();
         file.take(MAX_SIZE + 1).read_to_end(&mut text).map_err(|err| DerivationError::Read(path.display().to_string(), err))?;
         if text.len() as u64 > MAX_SIZE {
@@ -234,6 +243,23 @@ mod tests {
         assert!(is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bash-static"));
         assert!(!is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-bashate/bin/bashate"));
         assert!(!is_bash("/nix/store/0c7ll2ipdhhljd8f3jzbmq6h7hxks2iw-fix-bash.patch"));
+    }
+
+    #[test]
+    fn a_derivation_is_read_from_a_regular_file_only_never_through_a_link_or_from_a_fifo() {
+        let dir = std::env::temp_dir().join(format!("nix-attach-derivation-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (plain, link, fifo) = (dir.join("plain.drv"), dir.join("link.drv"), dir.join("fifo.drv"));
+        std::fs::write(&plain, BUSYBOX).unwrap();
+        std::os::unix::fs::symlink(&plain, &link).unwrap();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (done, read) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send([plain, link, fifo].map(|path| Derivation::read(&path).is_ok())).unwrap());
+        // Not a wait for anything to happen: a fifo opened blocking would
+        // never return, and the test must fail rather than hang.
+        let read = read.recv_timeout(std::time::Duration::from_secs(10)).expect("reading a fifo waited for a writer");
+        assert_eq!(read, [true, false, false]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     const BUSYBOX: &str = r#"Derive([("out","/nix/store/xb0k-busybox","","")],[("/nix/store/aaaa-dep.drv",["dev","out"])],["/nix/store/lykl-busybox-static","/nix/store/v30y-make-busybox.sh"],"x86_64-linux","/nix/store/wjy2-bash-static",["-e","/nix/store/v30y-make-busybox.sh"],[("builder","/nix/store/wjy2-bash-static"),("buildPhase","echo \"hi\"\n\\tab\tend"),("name","busybox"),("out","/nix/store/xb0k-busybox"),("system","x86_64-linux")])"#;

@@ -101,7 +101,9 @@ pub fn diff(trees: &Trees) -> Result<Patch, DiffError> {
         let meta = path.symlink_metadata().map_err(|err| read_error(&path, err))?;
         patch.add(&relative, Some(&File { executable: executable(&meta), bytes: read(&path)? }), None);
     }
-    let touched = |meta: &fs::Metadata| written_at(meta) > trees.paused || changed_at(meta) > trees.paused;
+    // By its inode's change time, which the build cannot set: a file it
+    // wrote before the pause and dated later (`touch -d`) is not touched.
+    let touched = |meta: &fs::Metadata| changed_at(meta) > trees.paused;
     let mut files = regular_files(trees.live, touched)?;
     files.sort_by(|one, other| one.0.cmp(&other.0));
     for (relative, live) in files {
@@ -245,7 +247,7 @@ fn read_error(path: &Path, err: io::Error) -> DiffError {
 /// gone since).
 fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
     let mut pristine = Vec::new();
-    walk_files(trees.pristine, |relative, _| {
+    walk_files(trees.pristine, Unreadable::Failed, |relative, _| {
         pristine.push(relative);
         Ok(())
     })?;
@@ -268,7 +270,9 @@ pub fn record_present(build_top: &Path, list: &Path) -> Result<(), DiffError> {
     let top = fs::canonicalize(build_top).map_err(|err| read_error(build_top, err))?;
     let mut text = top.as_os_str().as_bytes().to_vec();
     text.push(0);
-    walk_files(&top, |relative, _| {
+    // A directory the build made unreadable is left out of the list, and
+    // so nothing in it ever counts as deleted by the session.
+    walk_files(&top, Unreadable::Skipped, |relative, _| {
         text.extend_from_slice(top.join(relative).as_os_str().as_bytes());
         text.push(0);
         Ok(())
@@ -305,7 +309,7 @@ fn removed_at(live: &Path, relative: &Path) -> Option<SystemTime> {
         at.push(component);
         let last = components.peek().is_none();
         match at.symlink_metadata() {
-            Err(_) => return Some(written_at(&holder)),
+            Err(_) => return Some(changed_at(&holder)),
             Ok(meta) if last && meta.is_file() => return None,
             Ok(meta) if !last && meta.is_dir() => holder = meta,
             Ok(meta) => return Some(changed_at(&meta)),
@@ -319,7 +323,7 @@ fn removed_at(live: &Path, relative: &Path) -> Option<SystemTime> {
 /// followed nor taken.
 fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Vec<(PathBuf, fs::Metadata)>, DiffError> {
     let mut found = Vec::new();
-    walk_files(root, |relative, entry| {
+    walk_files(root, Unreadable::Failed, |relative, entry| {
         let meta = entry.metadata().map_err(|err| read_error(&root.join(&relative), err))?;
         if meta.is_file() && take(&meta) {
             found.push((relative, meta));
@@ -329,18 +333,34 @@ fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Ve
     Ok(found)
 }
 
+/// What [`walk_files`] does with a directory it cannot read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unreadable {
+    Failed,
+    Skipped,
+}
+
 /// Calls `visit` with each regular file under `root`, relative to it, but
-/// nix-attach's own; links are neither followed nor taken. Types come from
-/// the directory entries, so a file is looked at only where `visit` asks.
-fn walk_files(root: &Path, mut visit: impl FnMut(PathBuf, &fs::DirEntry) -> Result<(), DiffError>) -> Result<(), DiffError> {
+/// nix-attach's own and git's (a `.git` directory, in any case: a patch
+/// for `patches` never writes there); links are neither followed nor
+/// taken. Types come from the directory entries, so a file is looked at
+/// only where `visit` asks.
+fn walk_files(
+    root: &Path,
+    unreadable: Unreadable,
+    mut visit: impl FnMut(PathBuf, &fs::DirEntry) -> Result<(), DiffError>,
+) -> Result<(), DiffError> {
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
-        let entries = fs::read_dir(root.join(&dir)).map_err(|err| read_error(&root.join(&dir), err))?;
+        let entries = match fs::read_dir(root.join(&dir)) {
+            Err(_) if unreadable == Unreadable::Skipped && !dir.as_os_str().is_empty() => continue,
+            listed => listed.map_err(|err| read_error(&root.join(&dir), err))?,
+        };
         for entry in entries {
             let entry = entry.map_err(|err| read_error(&root.join(&dir), err))?;
             // nix-attach's own files: the hook's snapshot, the agent's state
             // and the pristine source's scratch directory in it.
-            if entry.file_name().as_bytes().starts_with(b".nix-attach") {
+            if entry.file_name().as_bytes().starts_with(b".nix-attach") || entry.file_name().eq_ignore_ascii_case(".git") {
                 continue;
             }
             let relative = dir.join(entry.file_name());
@@ -470,11 +490,10 @@ mod tests {
                 fs::write(tree.join(name), format!("{name}\n")).unwrap();
             }
         }
-        // All of it counts as after the pause, but what the build removed:
-        // that directory last changed before.
-        let paused = SystemTime::now() - Duration::from_secs(60);
+        // The build removed one file before the pause; that directory
+        // changed before it. The session did the rest.
         fs::remove_file(live.join("built/gone")).unwrap();
-        fs::File::open(live.join("built")).unwrap().set_modified(paused - Duration::from_secs(1)).unwrap();
+        let paused = pause_here(&scratch.0);
         fs::remove_file(live.join("gone")).unwrap();
         fs::remove_file(live.join("f")).unwrap();
         fs::create_dir(live.join("f")).unwrap();
@@ -498,6 +517,46 @@ mod tests {
         );
         let without_new = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: false, present: None }).unwrap();
         assert_eq!(without_new.new_left_out, 2);
+    }
+
+    /// A pause after everything done so far, as the file system's times
+    /// tell: what is done after it gets a later change time. (Those times
+    /// come from a coarser clock than `SystemTime::now`.)
+    fn pause_here(scratch: &Path) -> SystemTime {
+        let probe = scratch.join("probe");
+        fs::write(&probe, "").unwrap();
+        let paused = changed_at(&probe.symlink_metadata().unwrap());
+        while changed_at(&probe.symlink_metadata().unwrap()) <= paused {
+            fs::write(&probe, "").unwrap();
+        }
+        paused
+    }
+
+    #[test]
+    fn what_the_build_wrote_before_the_pause_is_never_the_sessions_whatever_time_it_gave_it_and_git_is_left_out() {
+        let scratch = Scratch(std::env::temp_dir().join(format!("nix-attach-source-diff-dated-{}", std::process::id())));
+        let (pristine, live) = (scratch.0.join("pristine"), scratch.0.join("live"));
+        for tree in [&pristine, &live] {
+            fs::create_dir_all(tree.join(".git")).unwrap();
+            for name in ["dated.c", "edited.c", ".git/config"] {
+                fs::write(tree.join(name), "int x;\n").unwrap();
+            }
+        }
+        // The build adds a line and dates the file a day after the pause.
+        fs::write(live.join("dated.c"), "int x;\nint backdoor;\n").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(live.join("dated.c"))
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(86400))
+            .unwrap();
+        let paused = pause_here(&scratch.0);
+        fs::write(live.join("edited.c"), "int y;\n").unwrap();
+        fs::write(live.join(".git/config"), "[core]\n\tfsmonitor = evil\n").unwrap();
+        let patch = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: true, present: None }).unwrap();
+        let text = String::from_utf8(patch.text).unwrap();
+        let headers: Vec<&str> = text.lines().filter(|line| line.starts_with("diff --git")).collect();
+        assert_eq!(headers, ["diff --git a/edited.c b/edited.c"], "{text}");
     }
 
     #[test]

@@ -297,6 +297,9 @@ async fn offer(
     Ok(())
 }
 
+/// The largest patch `--patch-dir` keeps.
+const MAX_PATCH: u64 = 64 << 20;
+
 /// Keeps what the session changed in the build's source as a patch in
 /// `dir` (`nix-attach diff`), before the build is released; returns what
 /// happened, to be said, or why nothing could be kept.
@@ -305,8 +308,23 @@ async fn keep_patch(reach: &mut Reach, pointer: &Pointer, dir: &std::path::Path)
     let said = |err: crate::patch_file::PatchFileError| crate::sanitize::sanitize(&format!("{:#}", anyhow::Error::from(err)));
     let (kept, file) = PatchFile::create(&path).map_err(said)?;
     eprintln!("nix-attach: keeping your changes to its source in {}…", path.display());
-    let diff = reach.command(&pointer.id, &["diff", &pointer.id]).stdout(Stdio::from(file)).status().await;
-    match diff {
+    let mut diff = reach
+        .command(&pointer.id, &["diff", &pointer.id])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| format!("cannot run `nix-attach diff`: {err}"))?;
+    // The build's code makes the patch: it is bounded, as a replay's is.
+    let stdout = diff.stdout.take().expect("piped");
+    let mut file = tokio::fs::File::from_std(file);
+    let copied = tokio::io::copy(&mut tokio::io::AsyncReadExt::take(stdout, MAX_PATCH + 1), &mut file).await;
+    match copied {
+        Ok(size) if size > MAX_PATCH => return Err(format!("the patch is larger than {} MiB: not kept", MAX_PATCH >> 20)),
+        Ok(_) => {}
+        Err(err) => return Err(format!("cannot write the patch: {err}")),
+    }
+    file.flush().await.map_err(|err| format!("cannot write the patch: {err}"))?;
+    match diff.wait().await {
         Ok(status) if status.success() => {}
         Ok(status) => return Err(format!("`nix-attach diff` ended with status {}", status.code().unwrap_or(-1))),
         Err(err) => return Err(format!("cannot run `nix-attach diff`: {err}")),
