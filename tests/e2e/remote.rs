@@ -51,6 +51,30 @@ fn the_wrapper_enters_a_build_that_paused_on_the_remote_builder_and_nix_reports_
 }
 
 #[test]
+fn in_ci_a_build_paused_on_the_remote_builder_is_named_for_capture_there_and_fails_as_it_would_have() {
+    let remote = RemoteBuilder::start();
+    let daemon = remote.local_daemon();
+    let drv = failing("remote-capture");
+    let socket = daemon.dir.join("socket");
+    let captures = std::env::temp_dir().join(crate::support::unique_name("remote-captures"));
+    std::fs::create_dir_all(&captures).unwrap();
+    let output = Command::new(nix_attach())
+        .args(["run", "--capture", captures.to_str().unwrap(), "--", "nix-build", "--no-out-link", "--expr", &drv.expression()])
+        .env("CI", "true")
+        .env("NIX_DAEMON_SOCKET_PATH", &socket)
+        .env("NIX_CONF_DIR", &daemon.dir)
+        .env("NIX_SSHOPTS", remote.sshopts())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "nix's own status: {stderr}");
+    assert!(stderr.contains(&format!("paused on the remote builder {VIA}; capture it there")), "{stderr}");
+    assert!(!stderr.contains("could not capture") && stderr.contains("failed with exit code 3"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&captures).unwrap().count(), 0, "no capture file here");
+}
+
+#[test]
 fn list_exec_and_release_reach_the_remote_build_and_discovery_stays_local() {
     let remote = RemoteBuilder::start();
     let daemon = remote.local_daemon();

@@ -84,7 +84,15 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> Resul
                 let attach = reach.attach_command(&pointer.id);
                 annotate(&pointer, &attach).await?;
                 let derivation = out_markers.derivation_of(&pointer).or(err_markers.derivation_of(&pointer));
-                let capture = options.capture.as_deref().map(|dir| {
+                // `capture` has no `--via`: the file would be the builder's.
+                if let (Some(_), Some(builder)) = (&options.capture, reach.builder_of(&pointer.id)) {
+                    eprintln!(
+                        "nix-attach: build {} paused on the remote builder {}; capture it there (`nix-attach capture {0}`), not here",
+                        pointer.id,
+                        crate::sanitize::sanitize(builder)
+                    );
+                }
+                let capture = options.capture.as_deref().filter(|_| reach.builder_of(&pointer.id).is_none()).map(|dir| {
                     let file = capture_file(dir, &pointer);
                     let shown = file.to_string_lossy();
                     let mut args = vec!["capture", &pointer.id, "-o", &shown];

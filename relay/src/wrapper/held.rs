@@ -5,7 +5,8 @@
 //! logs). The first [`IN_MEMORY`] bytes are kept in memory; the rest goes
 //! to an unlinked temporary file, so a long session costs no memory and
 //! nothing is lost. If no temporary file can be made (a full or read-only
-//! temporary directory), the output stays in memory rather than be dropped.
+//! temporary directory), or it fills up, the output stays in memory rather
+//! than be dropped, and holding it never fails.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,33 +20,34 @@ const REPLAY_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeldError {
-    #[error("cannot keep nix's output in the temporary file")]
-    Spill(#[source] std::io::Error),
     #[error("cannot read nix's output back from the temporary file")]
     ReadBack(#[source] std::io::Error),
     #[error("cannot show nix's held output")]
     Show(#[source] std::io::Error),
 }
 
-/// Output held back, in the order it came.
+/// Output held back, in the order it came: in memory, then in the file,
+/// then, once the file could take no more, in memory again.
 #[derive(Debug, Default)]
 pub struct Held {
     memory: Vec<u8>,
     file: Option<File>,
+    after_file: Vec<u8>,
 }
 
 impl Held {
     /// Keeps `chunk` after what is held already.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), HeldError> {
+    pub fn push(&mut self, chunk: &[u8]) {
         if self.file.is_none() && self.memory.len() + chunk.len() > IN_MEMORY {
             self.file = unlinked_file(&std::env::temp_dir()).ok();
         }
         match &mut self.file {
-            Some(file) => file.write_all(chunk).map_err(HeldError::Spill),
-            None => {
-                self.memory.extend_from_slice(chunk);
-                Ok(())
+            Some(file) if self.after_file.is_empty() => {
+                let written = write_what_fits(file, chunk);
+                self.after_file.extend_from_slice(&chunk[written..]);
             }
+            Some(_) => self.after_file.extend_from_slice(chunk),
+            None => self.memory.extend_from_slice(chunk),
         }
     }
 
@@ -63,8 +65,23 @@ impl Held {
                 to.write_all(&buffer[..read]).await.map_err(HeldError::Show)?;
             }
         }
+        to.write_all(&self.after_file).await.map_err(HeldError::Show)?;
         to.flush().await.map_err(HeldError::Show)
     }
+}
+
+/// Writes as much of `bytes` to `file` as it takes; returns how much.
+fn write_what_fits(file: &mut File, bytes: &[u8]) -> usize {
+    let mut written = 0;
+    while written < bytes.len() {
+        match file.write(&bytes[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    written
 }
 
 /// A file in `dir` that no name reaches: made with a random name, private,
@@ -96,7 +113,7 @@ mod tests {
         let mut sent = Vec::new();
         for i in 0..40u32 {
             let chunk: Vec<u8> = (0..100_000u32).map(|n| ((n + i) % 251) as u8).collect();
-            held.push(&chunk).unwrap();
+            held.push(&chunk);
             sent.extend_from_slice(&chunk);
         }
         assert!(held.memory.len() <= IN_MEMORY, "held {} bytes in memory", held.memory.len());
@@ -105,9 +122,21 @@ mod tests {
     }
 
     #[test]
+    fn output_the_file_cannot_take_stays_in_memory_in_order() {
+        let mut held = Held::default();
+        let first = vec![b'a'; IN_MEMORY];
+        held.push(&first);
+        // A file that takes nothing, as a full temporary directory's.
+        held.file = Some(File::open("/dev/null").unwrap());
+        held.push(b"then ");
+        held.push(b"more");
+        assert_eq!(shown(held), [&first[..], b"then more"].concat());
+    }
+
+    #[test]
     fn a_little_output_stays_in_memory() {
         let mut held = Held::default();
-        held.push(b"nix says hello\n").unwrap();
+        held.push(b"nix says hello\n");
         assert!(held.file.is_none());
         assert_eq!(shown(held), b"nix says hello\n");
     }

@@ -113,6 +113,9 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> Resul
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
     let mut draining = false;
+    // Once offering a build failed, the rest are only named, and nix goes on.
+    let never = Options { enter: Enter::Never, ..options.clone() };
+    let mut offering = options;
     while !nix.done() {
         if nix.code.is_some() && !std::mem::replace(&mut draining, true) {
             grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
@@ -121,13 +124,23 @@ pub async fn run(program: &OsStr, args: &[OsString], options: &Options) -> Resul
             if let Some(uri) = nix.markers.builder_of(&pointer) {
                 reach.remote(&pointer, uri);
             }
-            match offer_while_holding(&mut nix, &pointer, options, &mut input, &mut raw, &mut reach, &mut stop).await? {
-                Offered::Held(held) => held.show(&mut stdout).await?,
-                Offered::Stopped(code) => {
+            let (held, offered) = offer_while_holding(&mut nix, &pointer, offering, &mut input, &mut raw, &mut reach, &mut stop).await;
+            match offered {
+                Ok(Offered::Answered) => {}
+                Ok(Offered::Stopped(code)) => {
                     let _ = killer.kill();
                     return Ok(Outcome::ended(code));
                 }
+                // A build that would pass must not fail for it: the build
+                // is let go, and nix goes on.
+                Err(err) => {
+                    let _ = release(&mut reach, &pointer).await;
+                    let why = crate::sanitize::sanitize(&format!("{:#}", anyhow::Error::from(err)));
+                    say(&format!("{why}; released {}, and no build is offered from now on: nix goes on", pointer.id));
+                    offering = &never;
+                }
             }
+            held.show(&mut stdout).await?;
             continue;
         }
         tokio::select! {
@@ -207,13 +220,14 @@ impl Stop {
 
 /// How an offer ended.
 enum Offered {
-    /// Answered; nix's output from meanwhile.
-    Held(Held),
+    /// Answered.
+    Answered,
     /// A signal ends the wrapper with this status.
     Stopped(i32),
 }
 
-/// Offers one paused build while nix's output is read on and held back.
+/// Offers one paused build while nix's output is read on and held back;
+/// returns that output, however the offer ended.
 async fn offer_while_holding(
     nix: &mut Nix,
     pointer: &Pointer,
@@ -222,7 +236,7 @@ async fn offer_while_holding(
     raw: &mut Option<RawMode>,
     reach: &mut Reach,
     stop: &mut Stop,
-) -> Result<Offered, WrapperError> {
+) -> (Held, Result<Offered, WrapperError>) {
     let mut held = Held::default();
     input.pause();
     let nix_input = nix.input.clone();
@@ -230,14 +244,14 @@ async fn offer_while_holding(
     tokio::pin!(offered);
     let outcome = loop {
         tokio::select! {
-            outcome = &mut offered => break outcome.map(|()| Offered::Held(std::mem::take(&mut held))),
-            chunk = nix.output.recv(), if nix.output_open => held.push(&nix.note(chunk))?,
+            outcome = &mut offered => break outcome.map(|()| Offered::Answered),
+            chunk = nix.output.recv(), if nix.output_open => held.push(&nix.note(chunk)),
             status = &mut nix.exit, if nix.code.is_none() => nix.code = Some(status.unwrap_or(255)),
             code = stop.next() => break Ok(Offered::Stopped(code)),
         }
     };
     input.resume();
-    outcome
+    (held, outcome)
 }
 
 /// What the person answered.

@@ -49,6 +49,11 @@ impl Reach {
         self.remote.insert(pointer.id.clone(), via);
     }
 
+    /// The builder the build `id` paused on, where it is a remote one.
+    pub fn builder_of(&self, id: &str) -> Option<&str> {
+        self.remote.get(id).and_then(|via| via.get(1)).map(String::as_str)
+    }
+
     /// `ARGS…` with `--via …` after the command's name, for a remote build.
     fn args_for(&self, id: &str, args: &[&str]) -> Vec<String> {
         let mut all: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
