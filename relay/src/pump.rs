@@ -64,10 +64,28 @@ pub async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buffer: &mut 
 pub fn exit_code(mut child: Box<dyn portable_pty::Child + Send + Sync>) -> oneshot::Receiver<i32> {
     let (tx, rx) = oneshot::channel();
     std::thread::spawn(move || {
-        let code = child.wait().map(|status| status.exit_code() as i32).unwrap_or(255);
+        let code = child.wait().map(|status| code_of(&status)).unwrap_or(255);
         let _ = tx.send(code);
     });
     rx
+}
+
+/// A status as a shell gives it: the exit code, or 128 and the signal's
+/// number for a child that a signal ended, as nix run without a terminal
+/// reports it (portable-pty keeps only the signal's name, as `strsignal`
+/// gives it, and 1).
+fn code_of(status: &portable_pty::ExitStatus) -> i32 {
+    let Some(name) = status.signal() else { return status.exit_code() as i32 };
+    (1..65).find(|&number| signal_name(number).as_deref() == Some(name)).map_or(status.exit_code() as i32, |number| 128 + number)
+}
+
+/// The name `strsignal` gives the signal `number`.
+fn signal_name(number: i32) -> Option<String> {
+    // SAFETY: `strsignal` returns a string of the C library's (or null),
+    // read here at once and copied.
+    let name = unsafe { libc::strsignal(number) };
+    // SAFETY: not null, so a NUL-terminated string.
+    (!name.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
 }
 
 /// A blocking writer whose bytes go to a channel as chunks, so that a
@@ -84,5 +102,19 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_a_signal_ended_has_the_status_a_shell_gives_it() {
+        assert_eq!(code_of(&portable_pty::ExitStatus::with_exit_code(3)), 3);
+        let terminated = signal_name(libc::SIGTERM).unwrap();
+        assert_eq!(code_of(&portable_pty::ExitStatus::with_signal(&terminated)), 128 + 15);
+        let killed = signal_name(libc::SIGKILL).unwrap();
+        assert_eq!(code_of(&portable_pty::ExitStatus::with_signal(&killed)), 128 + 9);
     }
 }

@@ -190,6 +190,34 @@ fn a_build_that_names_a_builder_of_its_own_is_never_reached_there() {
     assert!(!stderr.contains("could not release") && !stderr.contains("cannot reach"), "the wrapper went to the build's host: {stderr}");
 }
 
+#[test]
+fn a_build_that_names_a_builder_nix_knows_for_a_build_of_this_machine_is_still_reached_here() {
+    // Nix knows the builder (the wrapper reads this nix.conf), but builds
+    // here (`--builders ''`); the build prints Nix's line for itself, naming
+    // that builder.
+    let conf = std::env::temp_dir().join(crate::support::unique_name("knows-a-builder"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("nix.conf"), format!("builders = {VIA} x86_64-linux - 8 1\n")).unwrap();
+    // Left waiting by a wrapper that went elsewhere, it would end soon.
+    let drv = Drv::new("remote-fake-known").attr("NIX_ATTACH_TIMEOUT", "10").phase(
+        "buildPhase",
+        &format!("echo \"building '/nix/store/00000000000000000000000000000000-$name.drv' on '{VIA}'...\"\nsh -c 'exit 3'"),
+    );
+    let output = Command::new(nix_attach())
+        .args(["run", "--", "nix-build", "--no-out-link", "--builders", "", "--expr", &drv.expression()])
+        .env("CI", "true")
+        .env("NIX_REMOTE", "daemon")
+        .env("NIX_CONF_DIR", &conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("on '{VIA}'")), "the line never reached the wrapper: {stderr}");
+    assert!(stderr.contains(&format!("{} was released", drv.name)), "not released here: {stderr}");
+    assert!(!stderr.contains("could not release") && !stderr.contains("cannot reach"), "the wrapper went to the builder: {stderr}");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+}
+
 /// nix-attach `args` at a terminal of `rows` by `cols`, with the test bed's
 /// remote builder in reach (its NIX_SSHOPTS) and `env` beside.
 fn at_terminal(remote: &RemoteBuilder, args: &[&str], env: &[(&str, &str)], rows: u16, cols: u16) -> Terminal {
