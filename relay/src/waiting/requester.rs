@@ -22,6 +22,10 @@
 //! stream sockets, as before. Root's own client is a requester like any
 //! other: uid 0 is never skipped.
 //!
+//! A connection from below the Nix process itself never counts: that is
+//! its build, talking back to it (recursive Nix's socket in the build
+//! directory), never who asked for the build.
+//!
 //! A Nix process of root's without a client (root's own `nix-build` on a
 //! local store) was asked by root. Only root may take descriptors from
 //! root's processes, so for anyone else the requester stays unknown.
@@ -83,7 +87,7 @@ pub fn requester(nix: &Process) -> Result<Requester, RequesterError> {
             Err(rustix::io::Errno::BADF) => continue,
             Err(source) => return Err(RequesterError::Copy { pid, source }),
         };
-        peers.extend(unix_peer(&copy).filter(|peer| peer.requester.pid != pid));
+        peers.extend(unix_peer(&copy).filter(|peer| peer.requester.pid != pid && !descends_from(peer.requester.pid, nix)));
     }
     let clients = clients(&peers);
     match clients[..] {
@@ -91,6 +95,26 @@ pub fn requester(nix: &Process) -> Result<Requester, RequesterError> {
         [client] => Ok(client),
         _ => Err(RequesterError::Ambiguous { pid, count: clients.len() }),
     }
+}
+
+/// How far up a peer's ancestry is looked for the Nix process.
+const MAX_DEPTH: usize = 64;
+
+/// Whether the process `pid` runs below `nix` (its builder, or what the
+/// builder runs), as far as its ancestry reads.
+fn descends_from(pid: i32, nix: &Process) -> bool {
+    let Ok(mut process) = Process::open(pid) else { return false };
+    let Ok(mut facts) = process.facts() else { return false };
+    for _ in 0..MAX_DEPTH {
+        if facts.parent == nix.pid() {
+            return true;
+        }
+        match process.parent(&facts) {
+            Ok((parent, parent_facts)) => (process, facts) = (parent, parent_facts),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// The descriptors of `process` that are sockets (`socket:[INODE]`).
@@ -198,6 +222,39 @@ mod tests {
     fn without_an_accepted_connection_every_peer_counts() {
         assert_eq!(clients(&[peer(1000, false)]), vec![peer(1000, false).requester]);
         assert_eq!(clients(&[peer(0, false), peer(1000, false)]).len(), 2);
+    }
+
+    #[test]
+    fn a_connection_from_below_the_nix_process_its_build_talking_back_is_no_requester() {
+        let dir = std::env::temp_dir().join(format!("requester-below-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap();
+        let address = nix::sys::socket::UnixAddr::new(&dir.join("socket")).unwrap();
+        // A child connects, as a build reaches recursive Nix's socket, and
+        // waits: only system calls after the fork.
+        // SAFETY: the child calls nothing but socket, connect and pause.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType};
+                if let Ok(socket) = socket(AddressFamily::Unix, SockType::Stream, SockFlag::empty(), None) {
+                    let _ = connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &address);
+                    loop {
+                        nix::unistd::pause();
+                    }
+                }
+                // SAFETY: ends the child without running anything of the parent's.
+                unsafe { libc::_exit(1) }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        let (accepted, _) = listener.accept().unwrap();
+        let me = std::process::id() as i32;
+        let found = requester(&Process::open(me).unwrap());
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        drop(accepted);
+        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(found.unwrap().pid, me, "the child's connection counted as a client");
     }
 
     #[test]
