@@ -78,7 +78,10 @@ pub fn hook_dir(cache: &Path) -> Result<PathBuf, FilesError> {
     use std::os::unix::fs::MetadataExt;
     let binary = std::env::current_exe().map_err(io(cache))?;
     let meta = std::fs::metadata(&binary).map_err(io(&binary))?;
-    let dir = cache.join(format!("hook-{}-{}-{}", meta.ino(), meta.size(), meta.mtime()));
+    // The file by its device, inode, size and change time: every file in
+    // the store has mtime 1, and an inode freed by a collection may come
+    // back for the next release's binary.
+    let dir = cache.join(format!("hook-{}-{}-{}-{}.{}", meta.dev(), meta.ino(), meta.size(), meta.ctime(), meta.ctime_nsec()));
     prepared(&dir, |staging| {
         std::fs::copy(&binary, staging.join("nix-attach")).map_err(io(staging))?;
         let agent = format!("{SANDBOX_DIR}/nix-attach");
