@@ -370,7 +370,9 @@ fn removed_at(live: &Path, relative: &Path) -> Option<SystemTime> {
 fn regular_files(root: &Path, take: impl Fn(&fs::Metadata) -> bool) -> Result<Vec<(PathBuf, fs::Metadata)>, DiffError> {
     let mut found = Vec::new();
     walk_files(root, |relative, entry| {
-        let meta = entry.metadata().map_err(|err| read_error(&root.join(&relative), err))?;
+        // A file in a directory that may be listed but not searched (`r--`)
+        // is passed over, as an unreadable directory is.
+        let Ok(meta) = entry.metadata() else { return Ok(()) };
         if meta.is_file() && take(&meta) {
             found.push((relative, meta));
         }

@@ -224,6 +224,16 @@ mod tests {
         assert_eq!(clients(&[peer(0, false), peer(1000, false)]).len(), 2);
     }
 
+    /// A child, killed and reaped when dropped, even by a failed assertion.
+    struct Reaped(nix::unistd::Pid);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(self.0, None);
+        }
+    }
+
     #[test]
     fn a_connection_from_below_the_nix_process_its_build_talking_back_is_no_requester() {
         let dir = std::env::temp_dir().join(format!("requester-below-{}", std::process::id()));
@@ -232,27 +242,26 @@ mod tests {
         let address = nix::sys::socket::UnixAddr::new(&dir.join("socket")).unwrap();
         // A child connects, as a build reaches recursive Nix's socket, and
         // waits: only system calls after the fork.
-        // SAFETY: the child calls nothing but socket, connect and pause.
+        // SAFETY: the child calls nothing but socket, connect, pause and _exit.
         let child = match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
                 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType};
                 if let Ok(socket) = socket(AddressFamily::Unix, SockType::Stream, SockFlag::empty(), None) {
-                    let _ = connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &address);
-                    loop {
-                        nix::unistd::pause();
+                    if connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &address).is_ok() {
+                        loop {
+                            nix::unistd::pause();
+                        }
                     }
                 }
                 // SAFETY: ends the child without running anything of the parent's.
                 unsafe { libc::_exit(1) }
             }
-            nix::unistd::ForkResult::Parent { child } => child,
+            nix::unistd::ForkResult::Parent { child } => Reaped(child),
         };
         let (accepted, _) = listener.accept().unwrap();
         let me = std::process::id() as i32;
         let found = requester(&Process::open(me).unwrap());
-        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(child, None);
-        drop(accepted);
+        drop((child, accepted));
         std::fs::remove_dir_all(dir).unwrap();
         assert_eq!(found.unwrap().pid, me, "the child's connection counted as a client");
     }

@@ -39,9 +39,12 @@ impl Reach {
     /// A builder Nix does not know is not reached: which builder a build
     /// ran on is read from nix's output, which builds print into too.
     /// A build found here is this machine's, whatever a line says: another
-    /// build may print Nix's line for it, naming a builder Nix knows.
+    /// build may print Nix's line for it, naming a builder Nix knows. (Found
+    /// as root, or in a single-user store: one look through `/proc`, never
+    /// a wait on the broker.)
     pub fn remote(&mut self, pointer: &Pointer, uri: &str) {
-        if crate::remote::machines::find(uri).is_none() || crate::remote::Via::parse(uri).is_err() || found_here(&pointer.id) {
+        let unknown = crate::remote::machines::find(uri).is_none() || crate::remote::Via::parse(uri).is_err();
+        if unknown || discovered_here(&pointer.id) {
             return;
         }
         let mut via = vec!["--via".to_string(), uri.to_string()];
@@ -116,8 +119,12 @@ impl Reach {
 /// Whether this user finds the build `id` on this machine: directly (as
 /// root, or in a single-user store), or through the broker.
 fn found_here(id: &str) -> bool {
+    discovered_here(id) || broker::client::list(&broker::socket_path()).is_ok_and(|mine| mine.iter().any(|build| build.id == id))
+}
+
+/// Whether this user finds the build `id` here directly.
+fn discovered_here(id: &str) -> bool {
     discover_agents(false).builds.iter().any(|build| build.meta.id == id)
-        || broker::client::list(&broker::socket_path()).is_ok_and(|mine| mine.iter().any(|build| build.id == id))
 }
 
 /// Whether the file at `path` (in this machine's store, where a remote
