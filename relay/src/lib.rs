@@ -67,6 +67,8 @@ pub mod runtime;
 pub mod sanitize;
 pub mod store;
 pub mod terminal_filter;
+#[cfg(test)]
+pub mod testing;
 pub mod tools;
 pub mod waiting;
 pub mod wrapper;

@@ -215,12 +215,8 @@ mod tests {
         nix::unistd::mkfifo(&fifo.join("setup"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let stdenv_link = dir.join("stdenv-link");
         std::os::unix::fs::symlink(&plain, &stdenv_link).unwrap();
-        let (done, read) = std::sync::mpsc::channel();
         let stdenvs = [plain, linked, fifo, stdenv_link].map(|path| path.to_string_lossy().into_owned());
-        std::thread::spawn(move || done.send(stdenvs.map(|stdenv| read_setup(&stdenv))).unwrap());
-        // Not a wait for anything to happen: a fifo opened blocking would
-        // never return, and the test must fail rather than hang.
-        let texts = read.recv_timeout(std::time::Duration::from_secs(10)).expect("reading a fifo's setup waited for a writer");
+        let texts = crate::testing::never_blocks("reading a fifo's setup", move || stdenvs.map(|stdenv| read_setup(&stdenv)));
         assert_eq!(texts, ["setup text", "", "", ""]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
